@@ -1,0 +1,120 @@
+"""The ``Store`` interface: slotmaps, the registry of connected banks and clients, and the
+configuration each client was last given.
+
+Every method is atomic on its own (a Redis implementation uses a transaction or a script per
+call). Writers that race use the compare-and-set methods (``update_slotmap``,
+``remove_slotmap``): whoever finds the expected state wins, the other gets ``None`` and
+re-reads. Values handed out are frozen models, never the store's own state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Protocol
+
+from remsim_control.models import (
+    BankRecord,
+    BankSlot,
+    ClientConfig,
+    ClientRecord,
+    ClientSlot,
+    Slotmap,
+    SlotmapState,
+)
+
+
+class Store(Protocol):
+    # --- slotmaps ---------------------------------------------------------------------
+
+    async def create_slotmap(self, bank: BankSlot, client: ClientSlot) -> Slotmap:
+        """Add a ``NEW`` map with a fresh serial.
+
+        Raises ``SlotInUse`` if a visible map (NEW, UNACKNOWLEDGED, ACTIVE) uses the same
+        bank slot or the same client slot; maps being deleted do not block.
+        """
+        ...
+
+    async def get_slotmap(self, slotmap_id: int) -> Slotmap | None:
+        """The visible map whose id (``bankId << 16 | slotNr``) is ``slotmap_id``."""
+        ...
+
+    async def list_slotmaps(
+        self,
+        *,
+        bank_id: int | None = None,
+        client: ClientSlot | None = None,
+        visible_only: bool = False,
+    ) -> list[Slotmap]:
+        """Maps in creation order, in every state unless ``visible_only``; optionally only
+        those of one bank or of one client slot."""
+        ...
+
+    async def request_removal(self, slotmap_id: int) -> Slotmap | None:
+        """Ask for the visible map ``slotmap_id`` to go: a ``NEW`` map is removed at once
+        (no bankd holds it), an ``UNACKNOWLEDGED`` or ``ACTIVE`` one becomes ``DELETE_REQ``
+        (hidden). Returns the map as it was before, or ``None`` if there is no such map."""
+        ...
+
+    async def update_slotmap(
+        self,
+        serial: int,
+        expected: Collection[SlotmapState],
+        state: SlotmapState,
+        *,
+        result: str | None = None,
+    ) -> Slotmap | None:
+        """Compare-and-set: if map ``serial`` exists and is in one of the ``expected``
+        states, set its ``state`` and ``result`` and return the updated map; else ``None``.
+        Moving a map out of a visible state never conflicts with other maps; moving a
+        hidden map back to a visible state is not allowed (``ValueError``)."""
+        ...
+
+    async def remove_slotmap(
+        self, serial: int, expected: Collection[SlotmapState]
+    ) -> Slotmap | None:
+        """Compare-and-delete: remove map ``serial`` if it is in one of the ``expected``
+        states and return it as it was; else ``None``."""
+        ...
+
+    # --- registry of identified connections --------------------------------------------
+
+    async def register_bank(self, record: BankRecord) -> None:
+        """Raises ``IdentityInUse`` if a bank with the same id is registered."""
+        ...
+
+    async def unregister_bank(self, record: BankRecord) -> bool:
+        """Remove the bank's entry if it is exactly ``record`` (so a late unregister of an
+        old connection never removes a newer one). True if removed."""
+        ...
+
+    async def get_bank(self, bank_id: int) -> BankRecord | None: ...
+
+    async def list_banks(self) -> list[BankRecord]:
+        """Banks in registration order."""
+        ...
+
+    async def register_client(self, record: ClientRecord) -> None:
+        """Raises ``IdentityInUse`` if a client with the same client slot is registered."""
+        ...
+
+    async def unregister_client(self, record: ClientRecord) -> bool:
+        """As ``unregister_bank``."""
+        ...
+
+    async def get_client(self, client: ClientSlot) -> ClientRecord | None: ...
+
+    async def list_clients(self) -> list[ClientRecord]:
+        """Clients in registration order."""
+        ...
+
+    # --- what each client slot was last configured with ---------------------------------
+
+    async def get_client_config(self, client: ClientSlot) -> ClientConfig | None:
+        """The configuration the client acknowledged last, kept across its reconnects."""
+        ...
+
+    async def set_client_config(self, client: ClientSlot, config: ClientConfig | None) -> None:
+        """Record (or with ``None`` forget) what ``client`` acknowledged."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,262 @@
+"""A thin asyncio layer over ``RsproConnection``: TCP (optionally TLS) in, PDUs out.
+
+One ``RsproStream`` per TCP connection. Bytes are moved by an ``asyncio.Protocol`` (no
+reader task, no copies beyond the framer), keepalive timers run on the loop, and every
+frame is written with a single ``transport.write`` (deployed bankds drop a client whose
+frame arrives split). TCP_NODELAY is set on every socket: the TPDU path is latency-bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import ssl as _ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from .connection import (
+    DEFAULT_KEEPALIVE,
+    InvalidPdu,
+    Keepalive,
+    KeepaliveTimedOut,
+    PduReceived,
+    RsproConnection,
+)
+from .errors import ConnectionClosedError, KeepaliveTimeoutError, RsproError
+from .messages import Message, RsproPdu
+
+log = logging.getLogger("rspro")
+
+Handler = Callable[["RsproStream"], Awaitable[None]]
+
+
+def tune_socket(sock: socket.socket | None) -> None:
+    """Low-latency options for an RSPRO socket."""
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class RsproStream(asyncio.Protocol):
+    """An RSPRO connection on the event loop: ``await recv()``, ``send()``, ``close()``."""
+
+    def __init__(
+        self,
+        conn: RsproConnection,
+        on_connection_made: Callable[[RsproStream], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self._on_connection_made = on_connection_made
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._inbox: collections.deque[RsproPdu] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._error: RsproError | None = None
+        self._closed = self._loop.create_future()
+        self.peername: tuple[str, int] = ("", 0)
+        self.sockname: tuple[str, int] = ("", 0)
+
+    # --- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        tune_socket(transport.get_extra_info("socket"))
+        self.peername = tuple(transport.get_extra_info("peername")[:2])
+        self.sockname = tuple(transport.get_extra_info("sockname")[:2])
+        self.conn.start(self._loop.time())
+        self._flush()
+        if self._on_connection_made is not None:
+            self._on_connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data, self._loop.time())
+        except RsproError as exc:
+            self._fail(exc)
+            return
+        for event in events:
+            if isinstance(event, PduReceived):
+                self._inbox.append(event.pdu)
+            elif isinstance(event, InvalidPdu):
+                self._fail(event.error)
+                return
+        self._flush()
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._fail(ConnectionClosedError("connection closed by peer"))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"connection lost: {exc}" if exc else "connection closed"
+        self._error = self._error or ConnectionClosedError(reason)
+        self.conn.close()
+        self._cancel_timer()
+        self._transport = None
+        self._wake()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    # --- public API -----------------------------------------------------------------------
+
+    @property
+    def error(self) -> RsproError | None:
+        """Why the connection ended (None while it is open)."""
+        return self._error
+
+    @property
+    def is_closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def send(self, msg: Message | RsproPdu) -> None:
+        """Encode and write one PDU now. Raises ConnectionClosedError when closed."""
+        if self._transport is None or self._transport.is_closing():
+            raise self._error or ConnectionClosedError("connection is closed")
+        self.conn.send(msg)
+        self._flush()
+
+    async def recv(self) -> RsproPdu:
+        """The next PDU. Raises ConnectionClosedError (or a subclass) when the link is gone."""
+        while not self._inbox:
+            if self._error is not None:
+                raise self._error
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._inbox.popleft()
+
+    def __aiter__(self) -> AsyncIterator[RsproPdu]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[RsproPdu]:
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosedError:
+                return
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    async def aclose(self) -> None:
+        self.close()
+        await self.wait_closed()
+
+    async def __aenter__(self) -> RsproStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.conn.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and self._transport is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        for event in self.conn.handle_timeout(self._loop.time()):
+            if isinstance(event, KeepaliveTimedOut):
+                self._fail(KeepaliveTimeoutError("keepalive timeout: no PONG from peer"))
+                return
+        self._flush()
+
+    def _fail(self, exc: RsproError) -> None:
+        if self._error is None:
+            self._error = exc
+            if not isinstance(exc, KeepaliveTimeoutError | ConnectionClosedError):
+                log.warning("closing RSPRO connection from %s:%s: %s", *self.peername, exc)
+        self.conn.close()
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.abort() if isinstance(exc, KeepaliveTimeoutError) else self.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+    ssl: _ssl.SSLContext | None = None,
+    timeout: float = 10.0,
+) -> RsproStream:
+    """Connect to an RSPRO peer; the first PING is sent as soon as TCP is up."""
+    loop = asyncio.get_running_loop()
+    factory = lambda: RsproStream(RsproConnection(initiator=True, keepalive=keepalive))  # noqa: E731
+    async with asyncio.timeout(timeout):
+        _, stream = await loop.create_connection(factory, host, port, ssl=ssl)
+    return stream
+
+
+async def start_server(
+    handler: Handler,
+    host: str | None,
+    port: int,
+    *,
+    keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+    ssl: _ssl.SSLContext | None = None,
+    reuse_address: bool = True,
+) -> asyncio.Server:
+    """Serve RSPRO: ``handler(stream)`` runs as one task per accepted connection.
+
+    The stream is closed when the handler returns or raises; a handler's exception is
+    logged and never reaches another connection.
+    """
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(stream: RsproStream) -> None:
+        try:
+            await handler(stream)
+        except ConnectionClosedError:
+            pass
+        except Exception:
+            log.exception("RSPRO handler for %s:%s failed", *stream.peername)
+        finally:
+            stream.close()
+
+    def spawn(stream: RsproStream) -> None:
+        task = loop.create_task(run(stream))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def factory() -> RsproStream:
+        return RsproStream(RsproConnection(initiator=False, keepalive=keepalive), spawn)
+
+    return await loop.create_server(factory, host, port, ssl=ssl, reuse_address=reuse_address)

@@ -1,0 +1,251 @@
+"""BER/DER codec for RSPRO PDUs.
+
+The general path is asn1tools, compiled from our ASN.1 module. The two TPDU messages carry
+every APDU of every card session, so they have a hand-written DER fast path that produces
+the same bytes (checked against asn1tools in the tests) and falls back to asn1tools for
+anything it does not recognise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ipaddress
+import types
+import typing
+from importlib import resources
+from typing import Any
+
+import asn1tools
+
+from .errors import RsproDecodeError, RsproEncodeError
+from .messages import (
+    MESSAGE_BY_ASN_NAME,
+    BankSlot,
+    ClientSlot,
+    IpPort,
+    Message,
+    RsproPdu,
+    TpduCardToModem,
+    TpduFlags,
+    TpduModemToCard,
+    _AsnEnum,
+    _ExtensibleAsnEnum,
+)
+
+__all__ = ["decode", "encode", "schema"]
+
+
+@functools.cache
+def schema() -> Any:
+    """The compiled ASN.1 module (asn1tools, BER codec)."""
+    text = resources.files("rspro").joinpath("asn/rspro.asn").read_text()
+    return asn1tools.compile_string(text, "ber")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[tuple[str, str, Any], ...]:
+    """(python name, ASN.1 name, type) of each field of a message dataclass."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, _camel(f.name), hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def _to_asn(value: Any) -> Any:
+    if isinstance(value, _AsnEnum):
+        return value.asn_name
+    if isinstance(value, IpPort):
+        kind = "ipv4" if value.ip.version == 4 else "ipv6"
+        return {"ip": (kind, value.ip.packed), "port": value.port}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            asn: _to_asn(getattr(value, py))
+            for py, asn, _ in _fields(type(value))
+            if getattr(value, py) is not None
+        }
+    return value
+
+
+def _from_asn(tp: Any, value: Any) -> Any:
+    if isinstance(tp, types.UnionType):  # X | None
+        (tp,) = [t for t in typing.get_args(tp) if t is not type(None)]
+    if tp is IpPort:
+        kind, packed = value["ip"]
+        ip = ipaddress.IPv4Address(packed) if kind == "ipv4" else ipaddress.IPv6Address(packed)
+        return IpPort(ip, value["port"])
+    if isinstance(tp, type) and issubclass(tp, _AsnEnum):
+        # asn1tools gives the identifier of a known value and None for an unknown one
+        if value is None and issubclass(tp, _ExtensibleAsnEnum):
+            return tp.unknown()
+        return tp.from_asn_name(value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        kwargs = {py: _from_asn(t, value[asn]) for py, asn, t in _fields(tp) if asn in value}
+        return tp(**kwargs)
+    return value
+
+
+# --- DER fast path for the TPDU messages ----------------------------------------------------
+
+
+def _der_len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x100:
+        return bytes((0x81, n))
+    return bytes((0x82, n >> 8, n & 0xFF))
+
+
+def _der_int(n: int) -> bytes:
+    body = n.to_bytes(n.bit_length() // 8 + 1, "big")  # minimal two's complement, n >= 0
+    return b"\x02" + bytes((len(body),)) + body
+
+
+_BOOL = (b"\x01\x01\x00", b"\x01\x01\xff")
+
+
+def _der_flags(f: TpduFlags) -> bytes:
+    return (
+        b"\x30\x0c"
+        + _BOOL[f.tpdu_header_present]
+        + _BOOL[f.final_part]
+        + _BOOL[f.proc_byte_continue_tx]
+        + _BOOL[f.proc_byte_continue_rx]
+    )
+
+
+def _der_slot(a: int, b: int) -> bytes:
+    body = _der_int(a) + _der_int(b)
+    return b"\x30" + bytes((len(body),)) + body
+
+
+def _encode_tpdu(pdu: RsproPdu, msg: TpduModemToCard | TpduCardToModem) -> bytes:
+    if isinstance(msg, TpduModemToCard):
+        alt = 0xAC
+        first = _der_slot(msg.from_client_slot.client_id, msg.from_client_slot.slot_nr)
+        second = _der_slot(msg.to_bank_slot.bank_id, msg.to_bank_slot.slot_nr)
+    else:
+        alt = 0xAD
+        first = _der_slot(msg.from_bank_slot.bank_id, msg.from_bank_slot.slot_nr)
+        second = _der_slot(msg.to_client_slot.client_id, msg.to_client_slot.slot_nr)
+    body = first + second + _der_flags(msg.flags) + b"\x04" + _der_len(len(msg.data)) + msg.data
+    choice = bytes((alt,)) + _der_len(len(body)) + body
+    envelope = (
+        b"\x80" + _der_int(pdu.version)[1:] + b"\x81" + _der_int(pdu.tag)[1:]
+        + b"\xa2" + _der_len(len(choice)) + choice
+    )  # fmt: skip
+    return b"\x30" + _der_len(len(envelope)) + envelope
+
+
+class _NotFast(Exception):
+    """The input is not in the shape the fast decoder handles; use asn1tools."""
+
+
+def _tlv(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
+    """Return (start, end) of the content of the TLV at pos, which must carry tag."""
+    if buf[pos] != tag:
+        raise _NotFast
+    n = buf[pos + 1]
+    pos += 2
+    if n & 0x80:
+        width = n & 0x7F
+        if width not in (1, 2):
+            raise _NotFast
+        n = int.from_bytes(buf[pos : pos + width], "big")
+        pos += width
+    end = pos + n
+    if end > len(buf):
+        raise _NotFast
+    return pos, end
+
+
+def _int_at(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
+    start, end = _tlv(buf, pos, tag)
+    if not 0 < end - start <= 4:
+        raise _NotFast
+    return int.from_bytes(buf[start:end], "big", signed=True), end
+
+
+def _slot_at(buf: bytes, pos: int) -> tuple[int, int, int]:
+    start, end = _tlv(buf, pos, 0x30)
+    a, p = _int_at(buf, start, 0x02)
+    b, p = _int_at(buf, p, 0x02)
+    if p != end:
+        raise _NotFast
+    return a, b, end
+
+
+def _decode_tpdu(buf: bytes) -> RsproPdu:
+    start, end = _tlv(buf, 0, 0x30)
+    version, p = _int_at(buf, start, 0x80)
+    tag, p = _int_at(buf, p, 0x81)
+    start, end2 = _tlv(buf, p, 0xA2)
+    if end2 != end:
+        raise _NotFast
+    alt = buf[start]
+    start, end3 = _tlv(buf, start, alt)
+    if end3 != end:
+        raise _NotFast
+    a1, a2, p = _slot_at(buf, start)
+    b1, b2, p = _slot_at(buf, p)
+    fstart, p = _tlv(buf, p, 0x30)
+    if p - fstart != 12:
+        raise _NotFast
+    bools = []
+    for i in range(fstart, p, 3):
+        if buf[i] != 0x01 or buf[i + 1] != 0x01:
+            raise _NotFast
+        bools.append(buf[i + 2] != 0)
+    flags = TpduFlags(*bools)
+    dstart, p = _tlv(buf, p, 0x04)
+    if p != end3:
+        raise _NotFast
+    data = bytes(buf[dstart:p])
+    msg: Message
+    if alt == 0xAC:
+        msg = TpduModemToCard(ClientSlot(a1, a2), BankSlot(b1, b2), data, flags)
+    else:
+        msg = TpduCardToModem(BankSlot(a1, a2), ClientSlot(b1, b2), data, flags)
+    return RsproPdu(msg, version, tag)
+
+
+# --- public API ---------------------------------------------------------------------------
+
+
+def encode(pdu: RsproPdu) -> bytes:
+    """Encode a PDU to DER, exactly as the deployed components do."""
+    msg = pdu.msg
+    if type(msg) in (TpduModemToCard, TpduCardToModem):
+        assert isinstance(msg, TpduModemToCard | TpduCardToModem)
+        if 0 <= pdu.version < 128 and 0 <= pdu.tag < 2**31 and len(msg.data) < 0x10000:
+            return _encode_tpdu(pdu, msg)
+    value = {"version": pdu.version, "tag": pdu.tag, "msg": (msg.ASN_NAME, _to_asn(msg))}
+    try:
+        return bytes(schema().encode("RsproPDU", value))
+    except Exception as exc:
+        raise RsproEncodeError(f"cannot encode {type(msg).__name__}: {exc}") from exc
+
+
+def decode(data: bytes) -> RsproPdu:
+    """Decode one BER-encoded PDU; trailing bytes after it are ignored, as upstream does."""
+    if len(data) > 16 and data[0] == 0x30:
+        try:
+            return _decode_tpdu(data)
+        except (_NotFast, IndexError, ValueError):
+            pass
+    try:
+        value = schema().decode("RsproPDU", bytes(data))
+        name, body = value["msg"]
+    except Exception as exc:
+        raise RsproDecodeError(f"invalid RSPRO PDU: {exc}") from exc
+    cls = MESSAGE_BY_ASN_NAME.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise RsproDecodeError(f"unknown RSPRO message {name!r}")
+    try:
+        msg = _from_asn(cls, body)
+        return RsproPdu(msg, value["version"], value["tag"])
+    except Exception as exc:
+        raise RsproDecodeError(f"invalid {cls.__name__}: {exc}") from exc

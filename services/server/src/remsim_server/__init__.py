@@ -1,0 +1,1 @@
+"""remsim_server."""
