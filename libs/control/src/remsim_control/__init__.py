@@ -1,1 +1,52 @@
-"""remsim_control."""
+"""remsim_control: the control plane shared by the REST API and the server core.
+
+Models (slots, identities, slotmaps, registry records), the ``Store`` and ``Bus``
+interfaces, and their in-memory implementations.
+"""
+
+from remsim_control.bus import Bus, Event, ResetEvent, SlotmapEvent, decode_event, encode_event
+from remsim_control.errors import ControlError, IdentityInUse, SlotInUse
+from remsim_control.memory_bus import MemoryBus
+from remsim_control.memory_store import MemoryStore
+from remsim_control.models import (
+    SLOT_MAX,
+    BankdAddress,
+    BankRecord,
+    BankSlot,
+    ClientConfig,
+    ClientRecord,
+    ClientSlot,
+    ComponentIdentity,
+    ComponentType,
+    Slotmap,
+    SlotmapState,
+    slotmap_id,
+)
+from remsim_control.store import Store
+
+__all__ = [
+    "SLOT_MAX",
+    "BankRecord",
+    "BankSlot",
+    "BankdAddress",
+    "Bus",
+    "ClientConfig",
+    "ClientRecord",
+    "ClientSlot",
+    "ComponentIdentity",
+    "ComponentType",
+    "ControlError",
+    "Event",
+    "IdentityInUse",
+    "MemoryBus",
+    "MemoryStore",
+    "ResetEvent",
+    "SlotInUse",
+    "Slotmap",
+    "SlotmapEvent",
+    "SlotmapState",
+    "Store",
+    "decode_event",
+    "encode_event",
+    "slotmap_id",
+]

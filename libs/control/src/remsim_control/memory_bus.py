@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from remsim_control.bus import Event
 
+
 class MemoryBus:
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[Event | None]] = set()

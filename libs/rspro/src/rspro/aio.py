@@ -45,8 +45,11 @@ class RsproStream(asyncio.Protocol):
         self,
         conn: RsproConnection,
         on_connection_made: Callable[[RsproStream], None] | None = None,
+        *,
+        drop_invalid: bool = False,
     ) -> None:
         self.conn = conn
+        self.drop_invalid = drop_invalid
         self._on_connection_made = on_connection_made
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -81,8 +84,10 @@ class RsproStream(asyncio.Protocol):
             if isinstance(event, PduReceived):
                 self._inbox.append(event.pdu)
             elif isinstance(event, InvalidPdu):
-                self._fail(event.error)
-                return
+                if not self.drop_invalid:
+                    self._fail(event.error)
+                    return
+                log.error("dropping an invalid PDU from %s:%s: %s", *self.peername, event.error)
         self._flush()
         self._wake()
 
@@ -215,10 +220,19 @@ async def open_connection(
     keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
     ssl: _ssl.SSLContext | None = None,
     timeout: float = 10.0,
+    drop_invalid: bool = False,
 ) -> RsproStream:
-    """Connect to an RSPRO peer; the first PING is sent as soon as TCP is up."""
+    """Connect to an RSPRO peer; the first PING is sent as soon as TCP is up.
+
+    A PDU that does not decode closes the connection, or with ``drop_invalid`` is logged
+    and dropped (what the deployed components do on their connecting side).
+    """
     loop = asyncio.get_running_loop()
-    factory = lambda: RsproStream(RsproConnection(initiator=True, keepalive=keepalive))  # noqa: E731
+
+    def factory() -> RsproStream:
+        conn = RsproConnection(initiator=True, keepalive=keepalive)
+        return RsproStream(conn, drop_invalid=drop_invalid)
+
     async with asyncio.timeout(timeout):
         _, stream = await loop.create_connection(factory, host, port, ssl=ssl)
     return stream
@@ -232,6 +246,7 @@ async def start_server(
     keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
     ssl: _ssl.SSLContext | None = None,
     reuse_address: bool = True,
+    drop_invalid: bool = False,
 ) -> asyncio.Server:
     """Serve RSPRO: ``handler(stream)`` runs as one task per accepted connection.
 
@@ -257,6 +272,7 @@ async def start_server(
         task.add_done_callback(tasks.discard)
 
     def factory() -> RsproStream:
-        return RsproStream(RsproConnection(initiator=False, keepalive=keepalive), spawn)
+        conn = RsproConnection(initiator=False, keepalive=keepalive)
+        return RsproStream(conn, spawn, drop_invalid=drop_invalid)
 
     return await loop.create_server(factory, host, port, ssl=ssl, reuse_address=reuse_address)

@@ -8,12 +8,12 @@ anything it does not recognise.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import ipaddress
 import types
 import typing
-from importlib import resources
 from typing import Any
 
 import asn1tools
@@ -38,9 +38,10 @@ __all__ = ["decode", "encode", "schema"]
 
 @functools.cache
 def schema() -> Any:
-    """The compiled ASN.1 module (asn1tools, BER codec)."""
-    text = resources.files("rspro").joinpath("asn/rspro.asn").read_text()
-    return asn1tools.compile_string(text, "ber")
+    """The compiled ASN.1 module (asn1tools, BER codec), from its shipped parsed form."""
+    from ._parsed_schema import PARSED
+
+    return asn1tools.compile_dict(copy.deepcopy(PARSED), "ber")  # it edits its argument
 
 
 def _camel(name: str) -> str:
@@ -91,7 +92,13 @@ def _from_asn(tp: Any, value: Any) -> Any:
 # --- DER fast path for the TPDU messages ----------------------------------------------------
 
 
+class _NotFast(Exception):
+    """The input is not in the shape the fast path handles; use asn1tools."""
+
+
 def _der_len(n: int) -> bytes:
+    if n >= 0x10000:
+        raise _NotFast
     if n < 0x80:
         return bytes((n,))
     if n < 0x100:
@@ -100,6 +107,8 @@ def _der_len(n: int) -> bytes:
 
 
 def _der_int(n: int) -> bytes:
+    if n < 0:
+        raise _NotFast
     body = n.to_bytes(n.bit_length() // 8 + 1, "big")  # minimal two's complement, n >= 0
     return b"\x02" + bytes((len(body),)) + body
 
@@ -138,10 +147,6 @@ def _encode_tpdu(pdu: RsproPdu, msg: TpduModemToCard | TpduCardToModem) -> bytes
         + b"\xa2" + _der_len(len(choice)) + choice
     )  # fmt: skip
     return b"\x30" + _der_len(len(envelope)) + envelope
-
-
-class _NotFast(Exception):
-    """The input is not in the shape the fast decoder handles; use asn1tools."""
 
 
 def _tlv(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
@@ -218,10 +223,11 @@ def _decode_tpdu(buf: bytes) -> RsproPdu:
 def encode(pdu: RsproPdu) -> bytes:
     """Encode a PDU to DER, exactly as the deployed components do."""
     msg = pdu.msg
-    if type(msg) in (TpduModemToCard, TpduCardToModem):
-        assert isinstance(msg, TpduModemToCard | TpduCardToModem)
-        if 0 <= pdu.version < 128 and 0 <= pdu.tag < 2**31 and len(msg.data) < 0x10000:
+    if isinstance(msg, TpduModemToCard | TpduCardToModem):
+        try:
             return _encode_tpdu(pdu, msg)
+        except _NotFast:
+            pass
     value = {"version": pdu.version, "tag": pdu.tag, "msg": (msg.ASN_NAME, _to_asn(msg))}
     try:
         return bytes(schema().encode("RsproPDU", value))

@@ -258,7 +258,7 @@ class RsproLink:
         me = asyncio.current_task()
         try:
             stream = await open_connection(
-                self.host, self.port, keepalive=self._keepalive, ssl=self._ssl
+                self.host, self.port, keepalive=self._keepalive, ssl=self._ssl, drop_invalid=True
             )
         except (OSError, TimeoutError) as exc:
             log.debug("%s link: connect to %s:%s failed: %s", self.name, self.host, self.port, exc)

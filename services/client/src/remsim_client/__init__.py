@@ -1,1 +1,38 @@
-"""remsim_client."""
+"""remsim_client: the client side of remsim (client.md).
+
+``Client`` runs the main FSM with its links to the server and the bankd for one client
+slot and drives a ``ModemFrontend`` (the modem side: shell, SIMtrace2 cardem, vpcd,
+``RemoteCard``).
+"""
+
+from .client import Client
+from .config import ClientConfig
+from .errors import (
+    CardTimeoutError,
+    ConfigError,
+    InvalidApduError,
+    LinkLostError,
+    NoCardMappedError,
+    RemsimClientError,
+)
+from .frontend import ModemCore, ModemFrontend
+from .main_fsm import Cause, ClientFsm, MainState
+from .remote_card import BlockingRemoteCard, RemoteCard
+
+__all__ = [
+    "BlockingRemoteCard",
+    "CardTimeoutError",
+    "Cause",
+    "Client",
+    "ClientConfig",
+    "ClientFsm",
+    "ConfigError",
+    "InvalidApduError",
+    "LinkLostError",
+    "MainState",
+    "ModemCore",
+    "ModemFrontend",
+    "NoCardMappedError",
+    "RemoteCard",
+    "RemsimClientError",
+]

@@ -60,9 +60,7 @@ class Milenage:
         _check(amf, 2, "AMF")
         temp = self._temp(rand)
         in1 = int.from_bytes(sqn + amf + sqn + amf, "big")
-        out1 = (
-            self._e(temp ^ _rot(in1 ^ self._opc, _R1) ^ _C1) ^ self._opc
-        ).to_bytes(16, "big")
+        out1 = (self._e(temp ^ _rot(in1 ^ self._opc, _R1) ^ _C1) ^ self._opc).to_bytes(16, "big")
         return out1[:8], out1[8:]
 
     def f2345(self, rand: bytes) -> tuple[bytes, bytes, bytes, bytes]:

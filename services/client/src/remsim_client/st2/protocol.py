@@ -161,8 +161,14 @@ class Pts:
     """CARDEM/PTS: the PPS the modem sent (``req``) and the firmware's answer (``resp``)."""
 
     pts_len: int
-    req: bytes  # the 6-byte field, zero padded
+    req: bytes  # the 6-byte fields, zero padded (shorter values are padded here)
     resp: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.req) > 6 or len(self.resp) > 6:
+            raise ProtocolError("PTS request/response longer than 6 bytes")
+        object.__setattr__(self, "req", bytes(self.req).ljust(6, b"\0"))
+        object.__setattr__(self, "resp", bytes(self.resp).ljust(6, b"\0"))
 
     @property
     def request(self) -> bytes:
@@ -270,9 +276,7 @@ def encode(msg: Message) -> bytes:
         case CardInsert(inserted):
             return _frame(MsgClass.CARDEM, CardemMsg.CARDINSERT, bytes([int(inserted)]))
         case Pts(pts_len, req, resp):
-            if len(req) > 6 or len(resp) > 6:
-                raise ProtocolError("PTS request/response longer than 6 bytes")
-            payload = bytes([_u(pts_len, 8, "pts_len")]) + req.ljust(6, b"\0") + resp.ljust(6, b"\0")
+            payload = bytes([_u(pts_len, 8, "pts_len")]) + req + resp
             return _frame(MsgClass.CARDEM, CardemMsg.PTS, payload)
         case Config(features, mux, pres_pol):
             payload = _CONFIG.pack(

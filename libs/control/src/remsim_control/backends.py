@@ -1,0 +1,124 @@
+"""Choosing the store and the bus: in memory (one host, the default) or Redis + NATS.
+
+``remsim-server`` and ``remsim-api`` call ``open_backends(settings)`` with their settings
+(any object with the attributes of ``BackendSettings``, e.g. their pydantic-settings class
+with ``REMSIM_REDIS_URL``, ``REMSIM_NATS_URL``, ``REMSIM_LEASE_TTL``):
+
+========================  ==================  ===============================================
+redis_url                 nats_url            store / bus
+========================  ==================  ===============================================
+unset                     unset               MemoryStore / MemoryBus (all in one process)
+set                       unset               RedisStore / MemoryBus (one core, state kept)
+set                       set                 RedisStore / NatsBus (several cores and APIs)
+unset                     set                 refused: events without shared state
+========================  ==================  ===============================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from typing import Protocol
+
+from remsim_control.bus import Bus, ResetEvent
+from remsim_control.errors import ControlError
+from remsim_control.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class BackendUnavailable(ControlError):
+    """Redis or NATS cannot be reached now (the API answers 503; callers retry later)."""
+
+
+class BackendSettings(Protocol):
+    @property
+    def redis_url(self) -> str | None: ...
+
+    @property
+    def nats_url(self) -> str | None: ...
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds after which a dead core's registry entries vanish."""
+        ...
+
+
+def new_core_id() -> str:
+    """A core id unique to this process incarnation (host name, pid, random), so that a
+    restarted core never mistakes its predecessor's registry entries for its own."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def open_backends(
+    settings: BackendSettings,
+    *,
+    core_id: str | None = None,
+    prefix: str = "remsim",
+    connect_timeout: float = 10.0,
+) -> tuple[Store, Bus]:
+    """The store and bus that ``settings`` select (see the module doc). ``core_id``: the
+    calling server core's id (its registry lease is held from now on and its own NATS
+    subject is subscribed); None for an API process. Waits up to ``connect_timeout`` seconds
+    for NATS to answer, then raises ``BackendUnavailable``. Close both when done."""
+    if settings.nats_url and not settings.redis_url:
+        raise ValueError("REMSIM_NATS_URL needs REMSIM_REDIS_URL: the cores share state there")
+    if not settings.redis_url:
+        from remsim_control.memory_bus import MemoryBus
+        from remsim_control.memory_store import MemoryStore
+
+        return MemoryStore(), MemoryBus()
+
+    from remsim_control.redis_store import RedisStore
+
+    bus: Bus
+    if settings.nats_url:
+        bus = await _connect_nats(settings.nats_url, prefix, core_id, connect_timeout)
+    else:
+        from remsim_control.memory_bus import MemoryBus
+
+        bus = MemoryBus()
+
+    async def announce_recovery() -> None:
+        # Whatever failed while Redis was away is retried by every core on this event.
+        try:
+            await bus.publish(ResetEvent())
+        except BackendUnavailable:
+            log.warning("could not announce Redis's recovery: the bus is down too")
+
+    store = RedisStore.from_url(
+        settings.redis_url,
+        prefix=prefix,
+        lease_ttl=settings.lease_ttl,
+        on_recovered=announce_recovery,
+    )
+    if core_id is not None:
+        store.hold_lease(core_id)
+    return store, bus
+
+
+async def _connect_nats(url: str, prefix: str, core_id: str | None, timeout: float) -> Bus:
+    from remsim_control.nats_bus import NatsBus
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await NatsBus.connect(url, prefix=prefix, core_id=core_id, name=core_id)
+        except BackendUnavailable:
+            if loop.time() >= deadline:
+                raise
+            log.warning("NATS at %s not reachable yet; retrying", url)
+            await asyncio.sleep(0.5)
+
+
+async def backends_ready(store: Store, bus: Bus) -> dict[str, bool]:
+    """Whether each backend answers now, for ``/readyz`` (in-memory ones always do)."""
+    result = {}
+    for name, backend in (("store", store), ("bus", bus)):
+        ping = getattr(backend, "ping", None)
+        result[name] = bool(await ping()) if ping is not None else True
+    return result

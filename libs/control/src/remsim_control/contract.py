@@ -1,0 +1,281 @@
+"""Contract tests every ``Store`` and ``Bus`` implementation must pass.
+
+Use from a test module by subclassing and providing the fixture::
+
+    class TestMemoryStore(StoreContract):
+        @pytest.fixture
+        async def store(self) -> AsyncIterator[Store]:
+            yield MemoryStore()
+
+The same classes run the Redis and NATS implementations (issue 7). pytest is needed only
+when this module is imported, i.e. by tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pydantic
+import pytest
+
+from remsim_control.bus import Bus, Event, ResetEvent, SlotmapEvent, decode_event, encode_event
+from remsim_control.errors import IdentityInUse, SlotInUse
+from remsim_control.models import (
+    BankdAddress,
+    BankRecord,
+    BankSlot,
+    ClientConfig,
+    ClientRecord,
+    ClientSlot,
+    ComponentIdentity,
+    ComponentType,
+    SlotmapState,
+)
+from remsim_control.store import Store
+
+NEW, UNACK, ACTIVE = SlotmapState.NEW, SlotmapState.UNACKNOWLEDGED, SlotmapState.ACTIVE
+DELETE_REQ, DELETING = SlotmapState.DELETE_REQ, SlotmapState.DELETING
+
+B1_0 = BankSlot(bank_id=1, slot_nr=0)
+B1_1 = BankSlot(bank_id=1, slot_nr=1)
+B2_0 = BankSlot(bank_id=2, slot_nr=0)
+C23_0 = ClientSlot(client_id=23, slot_nr=0)
+C23_1 = ClientSlot(client_id=23, slot_nr=1)
+C24_0 = ClientSlot(client_id=24, slot_nr=0)
+
+BANKD_IDENTITY = ComponentIdentity(
+    type=ComponentType.BANKD, name="fixme-name", software="remsim-bankd", sw_version="1.0.0"
+)
+CLIENT_IDENTITY = ComponentIdentity(
+    type=ComponentType.CLIENT, name="vm", software="remsim-client", sw_version="1.0.0"
+)
+
+
+def bank_record(bank_id: int, remote: str = "127.0.0.1:40000", core: str = "core-a") -> BankRecord:
+    return BankRecord(
+        bank_id=bank_id,
+        number_of_slots=2,
+        identity=BANKD_IDENTITY,
+        bankd=BankdAddress(host="127.0.0.1", port=9999),
+        remote=remote,
+        core_id=core,
+    )
+
+
+def client_record(
+    client: ClientSlot, remote: str = "127.0.0.1:40001", core: str = "core-a"
+) -> ClientRecord:
+    return ClientRecord(client=client, identity=CLIENT_IDENTITY, remote=remote, core_id=core)
+
+
+class StoreContract:
+    """Subclass and provide an async ``store`` fixture yielding an empty store."""
+
+    # --- slotmaps ---------------------------------------------------------------------
+
+    async def test_a_new_slotmap_is_new_with_the_original_id(self, store: Store) -> None:
+        slotmap = await store.create_slotmap(B1_1, C23_0)
+        assert (slotmap.bank, slotmap.client, slotmap.state) == (B1_1, C23_0, NEW)
+        assert slotmap.id == 65537
+        assert slotmap.result is None
+        assert await store.get_slotmap(65537) == slotmap
+
+    async def test_slotmaps_are_listed_in_creation_order(self, store: Store) -> None:
+        first = await store.create_slotmap(B2_0, C24_0)
+        second = await store.create_slotmap(B1_0, C23_0)
+        assert second.serial > first.serial
+        assert await store.list_slotmaps() == [first, second]
+
+    @pytest.mark.parametrize(
+        ("bank", "client"), [(B1_0, C23_0), (B1_0, C24_0), (B2_0, C23_0)], ids=str
+    )
+    async def test_a_slot_in_use_is_refused(
+        self, store: Store, bank: BankSlot, client: ClientSlot
+    ) -> None:
+        existing = await store.create_slotmap(B1_0, C23_0)
+        with pytest.raises(SlotInUse) as refused:
+            await store.create_slotmap(bank, client)
+        assert refused.value.existing == existing
+        assert await store.list_slotmaps() == [existing]
+
+    async def test_concurrent_creates_of_one_slot_let_one_win(self, store: Store) -> None:
+        outcomes = await asyncio.gather(
+            *(store.create_slotmap(B1_0, ClientSlot(client_id=n, slot_nr=0)) for n in range(8)),
+            return_exceptions=True,
+        )
+        assert sum(not isinstance(outcome, SlotInUse) for outcome in outcomes) == 1
+        assert len(await store.list_slotmaps()) == 1
+
+    async def test_maps_being_deleted_are_hidden_and_block_nothing(self, store: Store) -> None:
+        old = await store.create_slotmap(B1_0, C23_0)
+        await store.update_slotmap(old.serial, {NEW}, ACTIVE)
+        assert await store.request_removal(old.id) is not None
+        assert await store.get_slotmap(old.id) is None
+        new = await store.create_slotmap(B1_0, C23_0)
+        assert new.serial != old.serial
+        assert await store.get_slotmap(new.id) == new
+        assert [m.state for m in await store.list_slotmaps()] == [DELETE_REQ, NEW]
+        assert await store.list_slotmaps(visible_only=True) == [new]
+
+    async def test_slotmaps_can_be_listed_by_bank_and_by_client(self, store: Store) -> None:
+        a = await store.create_slotmap(B1_0, C23_0)
+        b = await store.create_slotmap(B2_0, C24_0)
+        c = await store.create_slotmap(B1_1, C23_1)
+        assert await store.list_slotmaps(bank_id=1) == [a, c]
+        assert await store.list_slotmaps(client=C24_0) == [b]
+        assert await store.list_slotmaps(bank_id=2, client=C23_0) == []
+
+    async def test_removing_a_new_map_removes_it_at_once(self, store: Store) -> None:
+        slotmap = await store.create_slotmap(B1_0, C23_0)
+        assert await store.request_removal(slotmap.id) == slotmap
+        assert await store.list_slotmaps() == []
+
+    @pytest.mark.parametrize("state", [UNACK, ACTIVE])
+    async def test_removing_a_map_at_the_bankd_requests_its_deletion(
+        self, store: Store, state: SlotmapState
+    ) -> None:
+        slotmap = await store.create_slotmap(B1_0, C23_0)
+        at_bankd = await store.update_slotmap(slotmap.serial, {NEW}, state)
+        assert await store.request_removal(slotmap.id) == at_bankd
+        [hidden] = await store.list_slotmaps()
+        assert (hidden.serial, hidden.state) == (slotmap.serial, DELETE_REQ)
+        assert await store.request_removal(slotmap.id) is None
+
+    async def test_removing_an_unknown_map_finds_nothing(self, store: Store) -> None:
+        assert await store.request_removal(12345) is None
+
+    async def test_update_is_a_compare_and_set(self, store: Store) -> None:
+        slotmap = await store.create_slotmap(B1_0, C23_0)
+        assert await store.update_slotmap(slotmap.serial, {ACTIVE}, DELETE_REQ) is None
+        unack = await store.update_slotmap(slotmap.serial, {NEW}, UNACK)
+        assert unack is not None and unack.state is UNACK
+        assert await store.update_slotmap(slotmap.serial, {NEW}, UNACK) is None
+        assert await store.update_slotmap(999, {NEW}, UNACK) is None
+        assert await store.list_slotmaps() == [unack]
+
+    async def test_update_records_and_clears_the_bankd_result(self, store: Store) -> None:
+        slotmap = await store.create_slotmap(B1_0, C23_0)
+        await store.update_slotmap(slotmap.serial, {NEW}, UNACK)
+        refused = await store.update_slotmap(slotmap.serial, {UNACK}, NEW, result="illegalSlotId")
+        assert refused is not None and refused.result == "illegalSlotId"
+        assert await store.get_slotmap(slotmap.id) == refused
+        active = await store.update_slotmap(slotmap.serial, {NEW}, ACTIVE)
+        assert active is not None and active.result is None
+
+    async def test_a_map_being_deleted_never_becomes_visible_again(self, store: Store) -> None:
+        slotmap = await store.create_slotmap(B1_0, C23_0)
+        await store.update_slotmap(slotmap.serial, {NEW}, ACTIVE)
+        await store.request_removal(slotmap.id)
+        with pytest.raises(ValueError):
+            await store.update_slotmap(slotmap.serial, {DELETE_REQ}, NEW)
+        deleting = await store.update_slotmap(slotmap.serial, {DELETE_REQ}, DELETING)
+        assert deleting is not None and deleting.state is DELETING
+
+    async def test_remove_is_a_compare_and_delete(self, store: Store) -> None:
+        slotmap = await store.create_slotmap(B1_0, C23_0)
+        assert await store.remove_slotmap(slotmap.serial, {DELETING}) is None
+        assert await store.remove_slotmap(slotmap.serial, {NEW}) == slotmap
+        assert await store.remove_slotmap(slotmap.serial, {NEW}) is None
+        assert await store.list_slotmaps() == []
+
+    async def test_handed_out_slotmaps_are_values(self, store: Store) -> None:
+        slotmap = await store.create_slotmap(B1_0, C23_0)
+        with pytest.raises(pydantic.ValidationError):
+            slotmap.state = ACTIVE
+        await store.update_slotmap(slotmap.serial, {NEW}, ACTIVE)
+        assert slotmap.state is NEW
+
+    # --- registry ---------------------------------------------------------------------
+
+    async def test_banks_register_once_per_bank_id(self, store: Store) -> None:
+        b2, b1 = bank_record(2), bank_record(1)
+        await store.register_bank(b2)
+        await store.register_bank(b1)
+        assert await store.list_banks() == [b2, b1]
+        assert await store.get_bank(1) == b1
+        assert await store.get_bank(3) is None
+        with pytest.raises(IdentityInUse) as refused:
+            await store.register_bank(bank_record(1, remote="10.0.0.9:1234", core="core-b"))
+        assert refused.value.existing == b1
+
+    async def test_only_the_registered_bank_connection_unregisters_it(self, store: Store) -> None:
+        old, new = bank_record(1, remote="127.0.0.1:1"), bank_record(1, remote="127.0.0.1:2")
+        await store.register_bank(old)
+        assert await store.unregister_bank(old)
+        await store.register_bank(new)
+        assert not await store.unregister_bank(old)
+        assert await store.get_bank(1) == new
+
+    async def test_a_bank_that_registers_again_is_listed_last(self, store: Store) -> None:
+        b1, b2 = bank_record(1), bank_record(2)
+        await store.register_bank(b1)
+        await store.register_bank(b2)
+        await store.unregister_bank(b1)
+        await store.register_bank(b1)
+        assert await store.list_banks() == [b2, b1]
+
+    async def test_clients_register_once_per_client_slot(self, store: Store) -> None:
+        c23_0, c23_1 = client_record(C23_0), client_record(C23_1)
+        await store.register_client(c23_0)
+        await store.register_client(c23_1)
+        assert await store.list_clients() == [c23_0, c23_1]
+        assert await store.get_client(C23_1) == c23_1
+        with pytest.raises(IdentityInUse) as refused:
+            await store.register_client(client_record(C23_0, remote="127.0.0.1:9"))
+        assert refused.value.existing == c23_0
+        assert not await store.unregister_client(client_record(C23_0, remote="127.0.0.1:9"))
+        assert await store.unregister_client(c23_0)
+        assert await store.list_clients() == [c23_1]
+        assert await store.get_client(C23_0) is None
+
+    async def test_client_configs_are_kept_until_forgotten(self, store: Store) -> None:
+        config = ClientConfig(bank=B1_0, bankd=BankdAddress(host="127.0.0.1", port=9999))
+        assert await store.get_client_config(C23_0) is None
+        await store.set_client_config(C23_0, config)
+        assert await store.get_client_config(C23_0) == config
+        assert await store.get_client_config(C24_0) is None
+        await store.set_client_config(C23_0, None)
+        assert await store.get_client_config(C23_0) is None
+        await store.set_client_config(C23_0, None)
+
+
+class BusContract:
+    """Subclass and provide an async ``bus`` fixture yielding an open bus."""
+
+    async def test_subscribers_get_every_event_in_order(self, bus: Bus) -> None:
+        events: list[Event] = [
+            SlotmapEvent(serial=n, bank=B1_0, client=C23_0) for n in range(5)
+        ] + [ResetEvent()]
+        async with bus.subscribe() as first, bus.subscribe() as second:
+            for event in events:
+                await bus.publish(event)
+            assert await _take(first, len(events)) == events
+            assert await _take(second, len(events)) == events
+
+    async def test_events_before_subscribing_are_not_delivered(self, bus: Bus) -> None:
+        await bus.publish(ResetEvent())
+        async with bus.subscribe() as events:
+            await bus.publish(SlotmapEvent(serial=1, bank=B1_0, client=C23_0))
+            assert await _take(events, 1) == [SlotmapEvent(serial=1, bank=B1_0, client=C23_0)]
+
+    async def test_closing_the_bus_ends_subscriptions(self, bus: Bus) -> None:
+        async with bus.subscribe() as events:
+            await bus.close()
+            async with asyncio.timeout(5):
+                assert [event async for event in events] == []
+
+    def test_events_round_trip_as_bytes(self) -> None:
+        event = SlotmapEvent(serial=7, bank=B1_1, client=C24_0)
+        assert decode_event(encode_event(event)) == event
+        assert decode_event(encode_event(ResetEvent())) == ResetEvent()
+        with pytest.raises(pydantic.ValidationError):
+            decode_event(b'{"kind": "bogus"}')
+
+
+async def _take(events: AsyncIterator[Event], count: int) -> list[Event]:
+    taken: list[Event] = []
+    async with asyncio.timeout(5):
+        while len(taken) < count:
+            taken.append(await anext(events))
+    return taken

@@ -1,0 +1,594 @@
+"""``Store`` on Redis, shared by every API process and server core.
+
+Each method is one Lua script (or one read), so it is atomic on the Redis server: the
+compare-and-set of ``update_slotmap``/``remove_slotmap`` and the uniqueness checks of
+``create_slotmap``/``register_*`` cannot interleave with another process's writes.
+
+Keys (``{prefix}`` is a hash tag, so a Redis Cluster keeps them in one slot):
+
+==============================  ============================================================
+``{p}:serial``                  counter, the last slotmap serial handed out
+``{p}:slotmaps``                hash serial -> slotmap JSON (every state)
+``{p}:slotmap:bank``            hash ``bank:slot`` -> serial of the *visible* map there
+``{p}:slotmap:client``          hash ``client:slot`` -> serial of the *visible* map there
+``{p}:slotmaps:bank:<id>``      set of the serials of bank ``id``'s maps (every state)
+``{p}:slotmaps:client:<c>:<s>`` set of the serials of client slot ``c:s``'s maps
+``{p}:banks``, ``{p}:clients``  hash id -> registry record JSON; with ``...:order`` zsets
+``{p}:client_configs``          hash ``client:slot`` -> configuration JSON
+``{p}:lease:<core_id>``         present while core ``core_id`` lives (expires after a TTL)
+==============================  ============================================================
+
+Registry leases: a registry record names the core holding its connection; it counts only
+while that core's lease key exists. Every store that registered records for a core refreshes
+that core's lease (every ``lease_ttl / 3``); when the process dies the lease expires and its
+records vanish from ``get_*``/``list_*`` and stop blocking ``register_*``. If a lease lapsed
+while the core still lives (Redis was unreachable longer than the TTL, or lost its data), the
+refresher re-asserts the records it holds, unless another core took the identity meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection, Iterator
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from remsim_control.backends import BackendUnavailable
+from remsim_control.errors import IdentityInUse, SlotInUse
+from remsim_control.models import (
+    BankRecord,
+    BankSlot,
+    ClientConfig,
+    ClientRecord,
+    ClientSlot,
+    Slotmap,
+    SlotmapState,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "remsim"
+DEFAULT_LEASE_TTL = 15.0
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
+
+# Shared Lua helpers: state visibility, and dropping a map from the uniqueness indexes
+# (only where they still point at this map).
+_LUA_COMMON = """
+local VISIBLE = {NEW = true, UNACKNOWLEDGED = true, ACTIVE = true}
+local function slot_key(slot, id_field)
+    return string.format('%d:%d', slot[id_field], slot.slot_nr)
+end
+local function unindex(m, serial, by_bank, by_client)
+    local bk = slot_key(m.bank, 'bank_id')
+    if redis.call('HGET', by_bank, bk) == serial then redis.call('HDEL', by_bank, bk) end
+    local ck = slot_key(m.client, 'client_id')
+    if redis.call('HGET', by_client, ck) == serial then redis.call('HDEL', by_client, ck) end
+end
+local function in_list(value, first, last)
+    for i = first, last do if ARGV[i] == value then return true end end
+    return false
+end
+"""
+
+# KEYS: slotmaps, by_bank, by_client, serial, bank set, client set
+# ARGV: bank key, client key, map JSON (serial 0)
+_CREATE = """
+for _, k in ipairs({{KEYS[2], ARGV[1]}, {KEYS[3], ARGV[2]}}) do
+    local s = redis.call('HGET', k[1], k[2])
+    if s then
+        local existing = redis.call('HGET', KEYS[1], s)
+        if existing then return {0, existing} end
+        redis.call('HDEL', k[1], k[2])
+    end
+end
+local m = cjson.decode(ARGV[3])
+local serial = redis.call('INCR', KEYS[4])
+m.serial = serial
+local j = cjson.encode(m)
+redis.call('HSET', KEYS[1], serial, j)
+redis.call('HSET', KEYS[2], ARGV[1], serial)
+redis.call('HSET', KEYS[3], ARGV[2], serial)
+redis.call('SADD', KEYS[5], serial)
+redis.call('SADD', KEYS[6], serial)
+return {1, j}
+"""
+
+# KEYS: slotmaps, by_bank; ARGV: bank key
+_GET = """
+local s = redis.call('HGET', KEYS[2], ARGV[1])
+if not s then return false end
+return redis.call('HGET', KEYS[1], s)
+"""
+
+# KEYS: slotmaps[, serial set]; returns every map (of the set) as JSON
+_LIST = """
+if KEYS[2] then
+    local serials = redis.call('SMEMBERS', KEYS[2])
+    if #serials == 0 then return {} end
+    local out = {}
+    for _, j in ipairs(redis.call('HMGET', KEYS[1], unpack(serials))) do
+        if j then out[#out + 1] = j end
+    end
+    return out
+end
+return redis.call('HVALS', KEYS[1])
+"""
+
+# KEYS: slotmaps, by_bank, by_client; ARGV: bank key
+_REQUEST_REMOVAL = (
+    _LUA_COMMON
+    + """
+local s = redis.call('HGET', KEYS[2], ARGV[1])
+if not s then return false end
+local j = redis.call('HGET', KEYS[1], s)
+if not j then redis.call('HDEL', KEYS[2], ARGV[1]) return false end
+local m = cjson.decode(j)
+unindex(m, s, KEYS[2], KEYS[3])
+if m.state == 'NEW' then
+    redis.call('HDEL', KEYS[1], s)
+    redis.call('SREM', KEYS[4] .. m.bank.bank_id, s)
+    redis.call('SREM', KEYS[5] .. slot_key(m.client, 'client_id'), s)
+else
+    m.state = 'DELETE_REQ'
+    redis.call('HSET', KEYS[1], s, cjson.encode(m))
+end
+return j
+"""
+)
+
+# KEYS: slotmaps, by_bank, by_client
+# ARGV: serial, new state, has result (0/1), result, expected states...
+_UPDATE = (
+    _LUA_COMMON
+    + """
+local j = redis.call('HGET', KEYS[1], ARGV[1])
+if not j then return false end
+local m = cjson.decode(j)
+if not in_list(m.state, 5, #ARGV) then return false end
+if VISIBLE[ARGV[2]] and not VISIBLE[m.state] then
+    return redis.error_reply('HIDDEN ' .. m.state)
+end
+if VISIBLE[m.state] and not VISIBLE[ARGV[2]] then unindex(m, ARGV[1], KEYS[2], KEYS[3]) end
+m.state = ARGV[2]
+if ARGV[3] == '1' then m.result = ARGV[4] else m.result = cjson.null end
+local updated = cjson.encode(m)
+redis.call('HSET', KEYS[1], ARGV[1], updated)
+return updated
+"""
+)
+
+# KEYS: slotmaps, by_bank, by_client, bank set prefix, client set prefix
+# ARGV: serial, expected states...
+_REMOVE = (
+    _LUA_COMMON
+    + """
+local j = redis.call('HGET', KEYS[1], ARGV[1])
+if not j then return false end
+local m = cjson.decode(j)
+if not in_list(m.state, 2, #ARGV) then return false end
+unindex(m, ARGV[1], KEYS[2], KEYS[3])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[4] .. m.bank.bank_id, ARGV[1])
+redis.call('SREM', KEYS[5] .. slot_key(m.client, 'client_id'), ARGV[1])
+return j
+"""
+)
+
+# KEYS: records, order, seq, lease of the record's core
+# ARGV: field, record JSON, lease key prefix, lease TTL (ms)
+# Returns the live record in the way, or false once registered.
+_REGISTER = """
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if e and redis.call('EXISTS', ARGV[3] .. cjson.decode(e).core_id) == 1 then return e end
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+return false
+"""
+
+# KEYS: records, order, seq; ARGV: field, record JSON, lease key prefix
+# After a lapsed lease: put our record back unless another live core took the identity.
+_REASSERT = """
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if e == ARGV[2] then return 1 end
+if e and redis.call('EXISTS', ARGV[3] .. cjson.decode(e).core_id) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+return 1
+"""
+
+# KEYS: records, order; ARGV: field, record JSON
+_UNREGISTER = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: records; ARGV: field, lease key prefix
+_GET_LIVE = """
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if e and redis.call('EXISTS', ARGV[2] .. cjson.decode(e).core_id) == 1 then return e end
+return false
+"""
+
+# KEYS: records, order; ARGV: lease key prefix. Live records in registration order.
+_LIST_LIVE = """
+local live, out = {}, {}
+for _, f in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local e = redis.call('HGET', KEYS[1], f)
+    if e then
+        local core = cjson.decode(e).core_id
+        if live[core] == nil then live[core] = redis.call('EXISTS', ARGV[1] .. core) == 1 end
+        if live[core] then out[#out + 1] = e end
+    end
+end
+return out
+"""
+
+
+@contextlib.contextmanager
+def _unavailable_on_failure() -> Iterator[None]:
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
+
+
+def _bank_key(bank: BankSlot) -> str:
+    return f"{bank.bank_id}:{bank.slot_nr}"
+
+
+def _client_key(client: ClientSlot) -> str:
+    return f"{client.client_id}:{client.slot_nr}"
+
+
+class RedisStore:
+    """``Store`` on Redis. ``lease_ttl``: seconds a dead core's registry records stay;
+    ``on_recovered``: awaited when Redis answers again after the lease refresher lost it
+    (the backends factory publishes a ``ResetEvent`` then, so every core re-reads)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        timeout: float = 2.0,
+        on_recovered: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._redis = redis
+        self.lease_ttl = lease_ttl
+        self.on_recovered = on_recovered
+        p = "{" + prefix + "}"
+        self._k_serial = f"{p}:serial"
+        self._k_slotmaps = f"{p}:slotmaps"
+        self._k_by_bank = f"{p}:slotmap:bank"
+        self._k_by_client = f"{p}:slotmap:client"
+        self._k_bank_set = f"{p}:slotmaps:bank:"
+        self._k_client_set = f"{p}:slotmaps:client:"
+        self._k_banks = f"{p}:banks"
+        self._k_clients = f"{p}:clients"
+        self._k_seq = f"{p}:seq"
+        self._k_configs = f"{p}:client_configs"
+        self._k_lease = f"{p}:lease:"
+        script = redis.register_script
+        self._create = script(_CREATE)
+        self._get = script(_GET)
+        self._list = script(_LIST)
+        self._request_removal = script(_REQUEST_REMOVAL)
+        self._update = script(_UPDATE)
+        self._remove = script(_REMOVE)
+        self._register = script(_REGISTER)
+        self._reassert = script(_REASSERT)
+        self._unregister = script(_UNREGISTER)
+        self._get_live = script(_GET_LIVE)
+        self._list_live = script(_LIST_LIVE)
+        # What this process registered, per core: (records hash, field) -> record JSON.
+        self._held: dict[str, dict[tuple[str, str], str]] = {}
+        self._refresher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._reachable = True
+        self._timeout = timeout
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        timeout: float = 2.0,
+        on_recovered: Callable[[], Awaitable[None]] | None = None,
+    ) -> RedisStore:
+        """A store on ``redis://host:port/db``; each command gives up (``BackendUnavailable``)
+        after ``timeout`` seconds and two quick retries."""
+        redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        return cls(
+            redis, prefix=prefix, lease_ttl=lease_ttl, timeout=timeout, on_recovered=on_recovered
+        )
+
+    async def ping(self) -> bool:
+        """True if Redis answers now (for ``/readyz``)."""
+        try:
+            return bool(await self._redis.ping())
+        except _UNREACHABLE:
+            return False
+
+    # --- slotmaps ---------------------------------------------------------------------
+
+    def _slotmap_keys(self) -> list[str]:
+        return [self._k_slotmaps, self._k_by_bank, self._k_by_client]
+
+    async def create_slotmap(self, bank: BankSlot, client: ClientSlot) -> Slotmap:
+        template = Slotmap(serial=0, bank=bank, client=client).model_dump_json()
+        keys = [
+            *self._slotmap_keys(),
+            self._k_serial,
+            f"{self._k_bank_set}{bank.bank_id}",
+            f"{self._k_client_set}{_client_key(client)}",
+        ]
+        with _unavailable_on_failure():
+            created, data = await self._create(
+                keys=keys, args=[_bank_key(bank), _client_key(client), template]
+            )
+        slotmap = Slotmap.model_validate_json(data)
+        if not created:
+            raise SlotInUse(slotmap)
+        return slotmap
+
+    async def get_slotmap(self, slotmap_id: int) -> Slotmap | None:
+        bank_id, slot_nr = slotmap_id >> 16, slotmap_id & 0xFFFF
+        with _unavailable_on_failure():
+            data = await self._get(
+                keys=[self._k_slotmaps, self._k_by_bank], args=[f"{bank_id}:{slot_nr}"]
+            )
+        return Slotmap.model_validate_json(data) if data else None
+
+    async def list_slotmaps(
+        self,
+        *,
+        bank_id: int | None = None,
+        client: ClientSlot | None = None,
+        visible_only: bool = False,
+    ) -> list[Slotmap]:
+        keys = [self._k_slotmaps]
+        # Read the smaller index where one applies; the other filter is checked here.
+        if client is not None:
+            keys.append(f"{self._k_client_set}{_client_key(client)}")
+        elif bank_id is not None:
+            keys.append(f"{self._k_bank_set}{bank_id}")
+        with _unavailable_on_failure():
+            rows = await self._list(keys=keys)
+        slotmaps = (Slotmap.model_validate_json(row) for row in rows)
+        return sorted(
+            (
+                slotmap
+                for slotmap in slotmaps
+                if (bank_id is None or slotmap.bank.bank_id == bank_id)
+                and (client is None or slotmap.client == client)
+                and (not visible_only or slotmap.state.visible)
+            ),
+            key=lambda slotmap: slotmap.serial,
+        )
+
+    async def request_removal(self, slotmap_id: int) -> Slotmap | None:
+        bank_id, slot_nr = slotmap_id >> 16, slotmap_id & 0xFFFF
+        keys = [*self._slotmap_keys(), self._k_bank_set, self._k_client_set]
+        with _unavailable_on_failure():
+            data = await self._request_removal(keys=keys, args=[f"{bank_id}:{slot_nr}"])
+        return Slotmap.model_validate_json(data) if data else None
+
+    async def update_slotmap(
+        self,
+        serial: int,
+        expected: Collection[SlotmapState],
+        state: SlotmapState,
+        *,
+        result: str | None = None,
+    ) -> Slotmap | None:
+        args: list[str] = [
+            str(serial),
+            state.value,
+            "0" if result is None else "1",
+            result or "",
+            *(s.value for s in expected),
+        ]
+        try:
+            with _unavailable_on_failure():
+                data = await self._update(keys=self._slotmap_keys(), args=args)
+        except ResponseError as exc:
+            if "HIDDEN" in str(exc):
+                raise ValueError(f"slotmap {serial} is being deleted; not {state}") from None
+            raise
+        return Slotmap.model_validate_json(data) if data else None
+
+    async def remove_slotmap(
+        self, serial: int, expected: Collection[SlotmapState]
+    ) -> Slotmap | None:
+        keys = [*self._slotmap_keys(), self._k_bank_set, self._k_client_set]
+        with _unavailable_on_failure():
+            data = await self._remove(keys=keys, args=[str(serial), *(s.value for s in expected)])
+        return Slotmap.model_validate_json(data) if data else None
+
+    # --- registry ---------------------------------------------------------------------
+
+    async def _register_record(
+        self, records: str, field: str, record: BankRecord | ClientRecord
+    ) -> str | None:
+        """Register ``record``; the JSON of the live record in the way, if any."""
+        data = record.model_dump_json()
+        keys = [records, f"{records}:order", self._k_seq, self._k_lease + record.core_id]
+        args = [field, data, self._k_lease, str(self._lease_ms)]
+        with _unavailable_on_failure():
+            existing: str | None = await self._register(keys=keys, args=args)
+        if existing is None:
+            self._held.setdefault(record.core_id, {})[(records, field)] = data
+            self._ensure_refresher()
+        return existing
+
+    async def _unregister_record(
+        self, records: str, field: str, record: BankRecord | ClientRecord
+    ) -> bool:
+        data = record.model_dump_json()
+        held = self._held.get(record.core_id, {})
+        if held.get((records, field)) == data:
+            del held[(records, field)]
+        with _unavailable_on_failure():
+            removed = await self._unregister(keys=[records, f"{records}:order"], args=[field, data])
+        return bool(removed)
+
+    async def _get_record(self, records: str, field: str) -> str | None:
+        with _unavailable_on_failure():
+            data: str | None = await self._get_live(keys=[records], args=[field, self._k_lease])
+        return data
+
+    async def _list_records(self, records: str) -> list[str]:
+        with _unavailable_on_failure():
+            rows: list[str] = await self._list_live(
+                keys=[records, f"{records}:order"], args=[self._k_lease]
+            )
+        return rows
+
+    async def register_bank(self, record: BankRecord) -> None:
+        existing = await self._register_record(self._k_banks, str(record.bank_id), record)
+        if existing is not None:
+            raise IdentityInUse(BankRecord.model_validate_json(existing))
+
+    async def unregister_bank(self, record: BankRecord) -> bool:
+        return await self._unregister_record(self._k_banks, str(record.bank_id), record)
+
+    async def get_bank(self, bank_id: int) -> BankRecord | None:
+        data = await self._get_record(self._k_banks, str(bank_id))
+        return BankRecord.model_validate_json(data) if data else None
+
+    async def list_banks(self) -> list[BankRecord]:
+        return [
+            BankRecord.model_validate_json(row) for row in await self._list_records(self._k_banks)
+        ]
+
+    async def register_client(self, record: ClientRecord) -> None:
+        existing = await self._register_record(self._k_clients, _client_key(record.client), record)
+        if existing is not None:
+            raise IdentityInUse(ClientRecord.model_validate_json(existing))
+
+    async def unregister_client(self, record: ClientRecord) -> bool:
+        return await self._unregister_record(self._k_clients, _client_key(record.client), record)
+
+    async def get_client(self, client: ClientSlot) -> ClientRecord | None:
+        data = await self._get_record(self._k_clients, _client_key(client))
+        return ClientRecord.model_validate_json(data) if data else None
+
+    async def list_clients(self) -> list[ClientRecord]:
+        rows = await self._list_records(self._k_clients)
+        return [ClientRecord.model_validate_json(row) for row in rows]
+
+    # --- client configurations --------------------------------------------------------
+
+    async def get_client_config(self, client: ClientSlot) -> ClientConfig | None:
+        with _unavailable_on_failure():
+            data = await self._redis.hget(self._k_configs, _client_key(client))
+        return ClientConfig.model_validate_json(data) if data else None
+
+    async def set_client_config(self, client: ClientSlot, config: ClientConfig | None) -> None:
+        with _unavailable_on_failure():
+            if config is None:
+                await self._redis.hdel(self._k_configs, _client_key(client))
+            else:
+                await self._redis.hset(
+                    self._k_configs, _client_key(client), config.model_dump_json()
+                )
+
+    # --- leases -----------------------------------------------------------------------
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, round(self.lease_ttl * 1000))
+
+    def hold_lease(self, core_id: str) -> None:
+        """Keep ``core_id``'s lease alive from now on, even before it registers anything
+        (a server core calls this at start, so that its records count at once)."""
+        self._held.setdefault(core_id, {})
+        self._ensure_refresher()
+
+    def _ensure_refresher(self) -> None:
+        if self._stopping.is_set():
+            return
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh_leases(), name="remsim-lease-refresher"
+            )
+
+    async def _refresh_leases(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.refresh_leases()
+            except BackendUnavailable as exc:
+                if self._reachable:
+                    log.warning("lease refresh failed, will retry: %s", exc)
+                self._reachable = False
+            else:
+                if not self._reachable:
+                    self._reachable = True
+                    log.info("Redis reachable again")
+                    if self.on_recovered is not None:
+                        try:
+                            await self.on_recovered()
+                        except Exception:
+                            log.exception("on_recovered hook failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.lease_ttl / 3)
+
+    async def refresh_leases(self) -> None:
+        """Extend the lease of every core this store registered for; where a lease had
+        lapsed, put that core's records back (see the module doc)."""
+        for core_id, held in list(self._held.items()):
+            key = self._k_lease + core_id
+            with _unavailable_on_failure():
+                if await self._redis.set(key, "1", px=self._lease_ms, xx=True):
+                    continue
+                await self._redis.set(key, "1", px=self._lease_ms)
+                log.warning("lease of core %s had lapsed; re-asserting its records", core_id)
+                for (records, field), data in list(held.items()):
+                    ok = await self._reassert(
+                        keys=[records, f"{records}:order", self._k_seq],
+                        args=[field, data, self._k_lease],
+                    )
+                    if not ok:
+                        log.warning("%s %s was taken by another core meanwhile", records, field)
+                        held.pop((records, field), None)
+
+    async def release_leases(self) -> None:
+        """End the leases this store holds: the cores' remaining records vanish now rather
+        than after the TTL (a clean shutdown)."""
+        cores, self._held = list(self._held), {}
+        if cores:
+            with contextlib.suppress(*_UNREACHABLE):
+                await self._redis.delete(*(self._k_lease + core for core in cores))
+
+    async def close(self) -> None:
+        # Stop the refresher between two refreshes rather than cancelling it inside a
+        # Redis command (cancelling redis-py mid-command is not reliable).
+        self._stopping.set()
+        if self._refresher is not None:
+            done, _ = await asyncio.wait({self._refresher}, timeout=self._timeout + 1)
+            if not done:
+                self._refresher.cancel()
+            self._refresher = None
+        await self.release_leases()
+        await self._redis.aclose()

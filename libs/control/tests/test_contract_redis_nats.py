@@ -1,0 +1,307 @@
+"""The Redis store and the NATS bus: the same contract as the in-memory ones, on a real
+redis-server and nats-server, plus what only a distributed backend has (leases of dead
+cores, outages, per-core subjects)."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from remsim_control import MemoryBus, MemoryStore, ResetEvent, SlotmapEvent
+from remsim_control.backends import BackendUnavailable, backends_ready, open_backends
+from remsim_control.bus import Bus, Event
+from remsim_control.contract import (
+    B1_0,
+    C23_0,
+    BusContract,
+    StoreContract,
+    bank_record,
+    client_record,
+)
+from remsim_control.errors import IdentityInUse, SlotInUse
+from remsim_control.nats_bus import NatsBus
+from remsim_control.redis_store import RedisStore
+from remsim_control.store import Store
+
+from tests.fixtures.servers import ServiceFixture
+
+pytestmark = pytest.mark.integration
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture
+    async def store(self, redis_server: ServiceFixture, unique_prefix: str) -> AsyncIterator[Store]:
+        store = RedisStore.from_url(redis_server.url, prefix=unique_prefix)
+        yield store
+        await store.close()
+
+
+class TestNatsBus(BusContract):
+    @pytest.fixture
+    async def bus(self, nats_server: ServiceFixture, unique_prefix: str) -> AsyncIterator[Bus]:
+        bus = await NatsBus.connect(nats_server.url, prefix=unique_prefix)
+        yield bus
+        await bus.close()
+
+
+async def _next(events: AsyncIterator[Event], timeout: float = 5.0) -> Event:
+    async with asyncio.timeout(timeout):
+        return await anext(events)
+
+
+# --- two processes sharing one Redis ---------------------------------------------------
+
+
+@pytest.fixture
+async def two_stores(
+    redis_server: ServiceFixture, unique_prefix: str
+) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Core A's and core B's stores, leases of 0.3 s."""
+    a = RedisStore.from_url(redis_server.url, prefix=unique_prefix, lease_ttl=0.3)
+    b = RedisStore.from_url(redis_server.url, prefix=unique_prefix, lease_ttl=0.3)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_cores_share_slotmaps_and_slot_uniqueness(
+    two_stores: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = two_stores
+    slotmap = await a.create_slotmap(B1_0, C23_0)
+    assert await b.get_slotmap(slotmap.id) == slotmap
+    with pytest.raises(SlotInUse):
+        await b.create_slotmap(B1_0, C23_0)
+
+
+async def test_registry_entries_of_a_dead_core_expire(
+    two_stores: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = two_stores
+    await a.register_bank(bank_record(1, core="core-a"))
+    await a.register_client(client_record(C23_0, core="core-a"))
+    with pytest.raises(IdentityInUse):
+        await b.register_bank(bank_record(1, core="core-b"))
+    # core A dies: its lease is no longer refreshed (and not released either)
+    a._stopping.set()
+    a._held.clear()
+    await asyncio.sleep(0.45)
+    assert await b.list_banks() == []
+    assert await b.get_client(C23_0) is None
+    await b.register_bank(bank_record(1, core="core-b"))
+    assert await b.get_bank(1) == bank_record(1, core="core-b")
+
+
+async def test_a_live_core_keeps_its_entries_past_the_lease_ttl(
+    two_stores: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = two_stores
+    await a.register_bank(bank_record(1, core="core-a"))
+    await asyncio.sleep(0.8)
+    assert await b.list_banks() == [bank_record(1, core="core-a")]
+
+
+async def test_a_lapsed_lease_is_renewed_with_the_records_still_held(
+    two_stores: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = two_stores
+    a._stopping.set()  # no refresher: refresh by hand below
+    a.lease_ttl = 30.0
+    await a.register_bank(bank_record(1, core="core-a"))
+    await a.register_bank(bank_record(2, core="core-a"))
+    await a.unregister_bank(bank_record(2, core="core-a"))
+    await a._redis.delete(a._k_lease + "core-a")  # as if Redis had been away past the TTL
+    assert await b.list_banks() == []
+    await a.refresh_leases()
+    assert await b.list_banks() == [bank_record(1, core="core-a")]
+
+
+async def test_a_lapsed_lease_does_not_take_back_an_identity_another_core_took(
+    two_stores: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = two_stores
+    a._stopping.set()
+    a.lease_ttl = 30.0
+    await a.register_bank(bank_record(1, core="core-a"))
+    await a._redis.delete(a._k_lease + "core-a")
+    await b.register_bank(bank_record(1, core="core-b"))
+    await a.refresh_leases()
+    assert await b.list_banks() == [bank_record(1, core="core-b")]
+
+
+async def test_a_clean_close_ends_the_lease_at_once(
+    redis_server: ServiceFixture, unique_prefix: str
+) -> None:
+    a = RedisStore.from_url(redis_server.url, prefix=unique_prefix, lease_ttl=30)
+    b = RedisStore.from_url(redis_server.url, prefix=unique_prefix, lease_ttl=30)
+    try:
+        await a.register_bank(bank_record(1, core="core-a"))
+        await a.close()
+        await b.register_bank(bank_record(1, core="core-b"))
+    finally:
+        await b.close()
+
+
+async def test_racing_cores_create_one_map_per_slot(
+    two_stores: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = two_stores
+    outcomes = await asyncio.gather(
+        *(
+            store.create_slotmap(B1_0.model_copy(update={"slot_nr": n % 4}), C23_0)
+            for n in range(16)
+            for store in (a, b)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(o, SlotInUse) for o in outcomes) == 1
+    assert len(await b.list_slotmaps()) == 1
+
+
+# --- outages -----------------------------------------------------------------------------
+
+
+async def test_redis_down_is_backend_unavailable_and_data_survive(
+    own_redis_server: ServiceFixture,
+) -> None:
+    recovered = asyncio.Event()
+
+    async def on_recovered() -> None:
+        recovered.set()
+
+    store = RedisStore.from_url(
+        own_redis_server.url, lease_ttl=0.3, timeout=0.5, on_recovered=on_recovered
+    )
+    try:
+        slotmap = await store.create_slotmap(B1_0, C23_0)
+        await store.register_bank(bank_record(1))
+        with own_redis_server.down():
+            assert not await store.ping()
+            with pytest.raises(BackendUnavailable):
+                await store.list_slotmaps()
+            with pytest.raises(BackendUnavailable):
+                await store.create_slotmap(B1_0.model_copy(update={"slot_nr": 1}), C23_0)
+            await asyncio.sleep(0.5)  # the lease lapses meanwhile
+        assert await store.ping()
+        assert await store.list_slotmaps() == [slotmap]
+        async with asyncio.timeout(5):
+            await recovered.wait()
+        assert await store.list_banks() == [bank_record(1)]
+    finally:
+        await store.close()
+
+
+async def test_nats_down_refuses_publishing_then_resets_subscribers(
+    own_nats_server: ServiceFixture,
+) -> None:
+    bus = await NatsBus.connect(own_nats_server.url, reconnect_wait=0.1)
+    try:
+        async with bus.subscribe() as events:
+            own_nats_server.stop()
+            async with asyncio.timeout(5):
+                while bus.connected:
+                    await asyncio.sleep(0.02)
+            assert not await bus.ping()
+            with pytest.raises(BackendUnavailable):
+                await bus.publish(ResetEvent())
+            own_nats_server.start()
+            assert await _next(events) == ResetEvent()
+            event = SlotmapEvent(serial=3, bank=B1_0, client=C23_0)
+            await bus.publish(event)
+            assert await _next(events) == event
+    finally:
+        await bus.close()
+
+
+async def test_nats_unreachable_at_connect(unique_prefix: str) -> None:
+    from tests.fixtures.servers import free_port
+
+    with pytest.raises(BackendUnavailable):
+        await NatsBus.connect(f"nats://127.0.0.1:{free_port()}", connect_timeout=0.5)
+
+
+# --- per-core subjects -------------------------------------------------------------------
+
+
+async def test_events_sent_to_a_core_reach_only_that_core(
+    nats_server: ServiceFixture, unique_prefix: str
+) -> None:
+    a = await NatsBus.connect(nats_server.url, prefix=unique_prefix, core_id="core-a")
+    b = await NatsBus.connect(nats_server.url, prefix=unique_prefix, core_id="core-b")
+    api = await NatsBus.connect(nats_server.url, prefix=unique_prefix)
+    try:
+        async with a.subscribe() as at_a, b.subscribe() as at_b:
+            event = SlotmapEvent(serial=1, bank=B1_0, client=C23_0)
+            await api.send_to("core-b", event)
+            await api.publish(ResetEvent())
+            assert await _next(at_a) == ResetEvent()
+            assert await _next(at_b) == event
+            assert await _next(at_b) == ResetEvent()
+    finally:
+        for bus in (a, b, api):
+            await bus.close()
+
+
+# --- choosing the backends ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    nats_url: str | None = None
+    lease_ttl: float = 5.0
+
+
+async def test_no_urls_mean_everything_in_memory() -> None:
+    store, bus = await open_backends(Settings())
+    assert isinstance(store, MemoryStore) and isinstance(bus, MemoryBus)
+    assert await backends_ready(store, bus) == {"store": True, "bus": True}
+
+
+async def test_redis_alone_keeps_state_with_a_local_bus(redis_server: ServiceFixture) -> None:
+    store, bus = await open_backends(Settings(redis_url=redis_server.url))
+    try:
+        assert isinstance(store, RedisStore) and isinstance(bus, MemoryBus)
+    finally:
+        await store.close()
+        await bus.close()
+
+
+async def test_nats_without_redis_is_refused(nats_server: ServiceFixture) -> None:
+    with pytest.raises(ValueError, match="REDIS"):
+        await open_backends(Settings(nats_url=nats_server.url))
+
+
+async def test_both_urls_select_redis_and_nats_and_hold_the_core_lease(
+    redis_server: ServiceFixture, nats_server: ServiceFixture, unique_prefix: str
+) -> None:
+    settings = Settings(redis_url=redis_server.url, nats_url=nats_server.url, lease_ttl=0.3)
+    store, bus = await open_backends(settings, core_id="core-x", prefix=unique_prefix)
+    other, other_bus = await open_backends(settings, prefix=unique_prefix)
+    try:
+        assert isinstance(store, RedisStore) and isinstance(bus, NatsBus)
+        assert await backends_ready(store, bus) == {"store": True, "bus": True}
+        await store.register_bank(bank_record(1, core="core-x"))
+        await asyncio.sleep(0.5)
+        assert await other.get_bank(1) == bank_record(1, core="core-x")
+        async with bus.subscribe() as events:
+            await other_bus.send_to("core-x", ResetEvent())
+            assert await _next(events) == ResetEvent()
+    finally:
+        for closable in (store, bus, other, other_bus):
+            await closable.close()
+
+
+async def test_redis_recovery_is_announced_as_a_reset(
+    own_redis_server: ServiceFixture, nats_server: ServiceFixture, unique_prefix: str
+) -> None:
+    settings = Settings(redis_url=own_redis_server.url, nats_url=nats_server.url, lease_ttl=0.3)
+    store, bus = await open_backends(settings, core_id="core-x", prefix=unique_prefix)
+    try:
+        async with bus.subscribe() as events:
+            with own_redis_server.down():
+                await asyncio.sleep(0.3)
+            assert await _next(events) == ResetEvent()
+    finally:
+        await store.close()
+        await bus.close()

@@ -1,0 +1,151 @@
+"""``remsim-apitool``: the original's osmo-remsim-apitool, same flags and output.
+
+Successful GETs print ``<path>: <Python repr of the JSON>`` on stdout, as the original.
+Unlike the original, a failure (server unreachable, HTTP error) is one line on stderr and
+exit status 1 instead of silence, a traceback or exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+PREFIX = "/api/backend/v1"
+
+
+class ApitoolError(Exception):
+    """A request that failed; the message is the one line shown to the user."""
+
+
+class Api:
+    def __init__(self, host: str, port: str, verbose: int) -> None:
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.base = f"http://{authority}{PREFIX}"
+        self.verbose = verbose
+        self.http = httpx.Client(timeout=10.0)
+
+    def _request(self, method: str, suffix: str, body: Any = None) -> httpx.Response:
+        url = self.base + suffix
+        if self.verbose:
+            print(f"{method} {url}{body!r}" if method == "POST" else f"{method} {url}")
+        try:
+            if body is None:
+                response = self.http.request(method, url)
+            else:
+                content = json.dumps(body)
+                headers = {"Content-Type": "application/json"}
+                response = self.http.request(method, url, content=content, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ApitoolError(f"{method} {url} failed: {exc or type(exc).__name__}") from exc
+        if response.is_error:
+            raise ApitoolError(f"{method} {suffix} failed: {_describe(response)}")
+        return response
+
+    def show(self, suffix: str) -> None:
+        response = self._request("GET", suffix)
+        try:
+            decoded = response.json()
+        except ValueError:
+            return  # the original prints nothing for an empty or non-JSON body
+        print(f"{suffix}: {decoded!r}")
+
+    def post(self, suffix: str, body: Any = None) -> None:
+        self._request("POST", suffix, body)
+
+    def delete(self, suffix: str) -> None:
+        self._request("DELETE", suffix)
+
+
+def _describe(response: httpx.Response) -> str:
+    status = f"{response.status_code} {response.reason_phrase}"
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if isinstance(problem, dict) and problem.get("detail"):
+        return f"{status}: {problem['detail']}"
+    return status
+
+
+def _id_suffix(collection: str, ident: str) -> str:
+    return f"/{collection}" if ident == "all" else f"/{collection}/{ident}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="remsim-apitool", description="Talk to the remsim server's REST API."
+    )
+    parser.add_argument("-H", "--host", default="127.0.0.1", help="server host (127.0.0.1)")
+    parser.add_argument("-p", "-P", "--port", default="9997", help="REST port (9997)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="show requests")
+    commands = parser.add_mutually_exclusive_group()
+    commands.add_argument("-r", "--reset", action="store_true", help="delete all slotmaps")
+    for short, long, what in (
+        ("-c", "--show-clients", "clients"),
+        ("-b", "--show-banks", "banks"),
+        ("-s", "--show-slotmaps", "slotmaps"),
+    ):
+        commands.add_argument(
+            short, long, nargs="?", const="all", metavar="ID", help=f"show {what} (or one)"
+        )
+    commands.add_argument(
+        "-m",
+        "--create-slotmap",
+        nargs=4,
+        type=int,
+        metavar=("BANK_ID", "BANK_SLOT", "CLIENT_ID", "CLIENT_SLOT"),
+        help="create a slotmap",
+    )
+    commands.add_argument(
+        "-d",
+        "--delete-slotmap",
+        nargs=2,
+        type=int,
+        metavar=("BANK_ID", "BANK_SLOT"),
+        help="delete the slotmap of a bank slot",
+    )
+    commands.add_argument(
+        "-a", "--show-all", action="store_true", help="show clients, banks and slotmaps"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    api = Api(args.host, args.port, args.verbose)
+    if args.verbose:
+        print("verbosity = ", args.verbose)
+    if args.reset:
+        api.post("/global-reset")
+    elif args.show_clients:
+        api.show(_id_suffix("clients", args.show_clients))
+    elif args.show_banks:
+        api.show(_id_suffix("banks", args.show_banks))
+    elif args.show_slotmaps:
+        api.show(_id_suffix("slotmaps", args.show_slotmaps))
+    elif args.create_slotmap:
+        bank_id, bank_slot, client_id, client_slot = args.create_slotmap
+        body = {
+            "bank": {"bankId": bank_id, "slotNr": bank_slot},
+            "client": {"clientId": client_id, "slotNr": client_slot},
+        }
+        api.post("/slotmaps", body)
+    elif args.delete_slotmap:
+        bank_id, bank_slot = args.delete_slotmap
+        api.delete(f"/slotmaps/{bank_id * 65536 + bank_slot}")
+    else:
+        for suffix in ("/clients", "/banks", "/slotmaps"):
+            api.show(suffix)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except ApitoolError as exc:
+        print(f"remsim-apitool: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,291 @@
+"""The RSRES REST API (``/api/backend/v1``) as a FastAPI app over a ``Store`` and a ``Bus``.
+
+The API only writes intent to the store and announces it on the bus; the core holding the
+bankd's and the client's control connections carries it out. Responses are therefore sent
+before any RSPRO message follows from them, as with the original.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from remsim_control import SLOT_MAX, Bus, ResetEvent, SlotInUse, SlotmapEvent, Store
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from remsim_api import problems
+from remsim_api.problems import ApiError
+from remsim_api.schemas import (
+    Bank,
+    BankList,
+    Client,
+    ClientList,
+    Problem,
+    SlotmapCreate,
+    SlotmapList,
+    SlotmapOut,
+)
+
+log = logging.getLogger("remsim.api")
+
+PREFIX = "/api/backend/v1"
+MAX_SLOTMAP_ID = SLOT_MAX << 16 | SLOT_MAX
+
+router = APIRouter(prefix=PREFIX)
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _bus(request: Request) -> Bus:
+    bus: Bus = request.app.state.bus
+    return bus
+
+
+StoreDep = Annotated[Store, Depends(_store)]
+BusDep = Annotated[Bus, Depends(_bus)]
+BankId = Annotated[int, Path(ge=0, le=SLOT_MAX, description="bank id, 0..1023")]
+ClientId = Annotated[int, Path(ge=0, le=SLOT_MAX, description="client id, 0..1023")]
+SlotmapId = Annotated[
+    int, Path(ge=0, le=MAX_SLOTMAP_ID, description="bankId * 65536 + slotNr (decimal)")
+]
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        400: "The request is malformed (bad JSON, wrong types, ids out of 0..1023).",
+        404: "No such resource.",
+        409: "A slotmap already uses the bank slot or the client slot.",
+        415: "The body is not declared as JSON.",
+    }
+    return {status: {"model": Problem, "description": described[status]} for status in statuses}
+
+
+def _require_json(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise ApiError(415, "the body must be sent as Content-Type: application/json")
+
+
+# --- banks and clients ---------------------------------------------------------------------
+
+
+@router.get("/banks", response_model_exclude_none=True, summary="Connected bankds")
+async def list_banks(store: StoreDep) -> BankList:
+    return BankList(banks=[Bank.of(record) for record in await store.list_banks()])
+
+
+@router.get(
+    "/banks/{bank_id}",
+    response_model_exclude_none=True,
+    responses=_problems(400, 404),
+    summary="One connected bankd",
+)
+async def get_bank(bank_id: BankId, store: StoreDep) -> Bank:
+    record = await store.get_bank(bank_id)
+    if record is None:
+        raise ApiError(404, f"bank {bank_id} is not connected")
+    return Bank.of(record)
+
+
+@router.get("/clients", response_model_exclude_none=True, summary="Connected clients")
+async def list_clients(store: StoreDep) -> ClientList:
+    return ClientList(clients=[Client.of(record) for record in await store.list_clients()])
+
+
+@router.get(
+    "/clients/{client_id}",
+    response_model_exclude_none=True,
+    responses=_problems(400, 404),
+    summary="The first connected client with this client id",
+)
+async def get_client(client_id: ClientId, store: StoreDep) -> Client:
+    for record in await store.list_clients():
+        if record.client.client_id == client_id:
+            return Client.of(record)
+    raise ApiError(404, f"no client with id {client_id} is connected")
+
+
+# --- slotmaps ------------------------------------------------------------------------------
+
+
+@router.get("/slotmaps", response_model_exclude_none=True, summary="All slotmaps")
+async def list_slotmaps(store: StoreDep) -> SlotmapList:
+    slotmaps = await store.list_slotmaps(visible_only=True)
+    return SlotmapList(slotmaps=[SlotmapOut.of(slotmap) for slotmap in slotmaps])
+
+
+@router.post(
+    "/slotmaps",
+    status_code=201,
+    response_model_exclude_none=True,
+    dependencies=[Depends(_require_json)],
+    responses={
+        201: {
+            "description": "Created; the map is pushed to its bankd once that is connected.",
+            "headers": {
+                "Location": {"description": "The new slotmap", "schema": {"type": "string"}}
+            },
+        },
+        **_problems(400, 409, 415),
+    },
+    summary="Create a slotmap",
+)
+async def create_slotmap(
+    body: SlotmapCreate, response: Response, store: StoreDep, bus: BusDep
+) -> SlotmapOut:
+    try:
+        slotmap = await store.create_slotmap(body.bank.to_model(), body.client.to_model())
+    except SlotInUse as exc:
+        existing = SlotmapOut.of(exc.existing).model_dump(exclude_none=True)
+        raise ApiError(409, str(exc), slotmap=existing) from exc
+    log.info("%s added", slotmap)
+    await bus.publish(SlotmapEvent.of(slotmap))
+    response.headers["Location"] = f"{PREFIX}/slotmaps/{slotmap.id}"
+    return SlotmapOut.of(slotmap)
+
+
+@router.get(
+    "/slotmaps/{slotmap_id}",
+    response_model_exclude_none=True,
+    responses=_problems(400, 404),
+    summary="One slotmap",
+)
+async def get_slotmap(slotmap_id: SlotmapId, store: StoreDep) -> SlotmapOut:
+    slotmap = await store.get_slotmap(slotmap_id)
+    if slotmap is None:
+        raise ApiError(404, f"no slotmap with id {slotmap_id}")
+    return SlotmapOut.of(slotmap)
+
+
+@router.delete(
+    "/slotmaps/{slotmap_id}",
+    response_class=Response,
+    responses={
+        200: {"description": "Deleted (the bankd and client are told afterwards)."},
+        **_problems(400, 404),
+    },
+    summary="Delete a slotmap",
+)
+async def delete_slotmap(slotmap_id: SlotmapId, store: StoreDep, bus: BusDep) -> Response:
+    slotmap = await store.request_removal(slotmap_id)
+    if slotmap is None:
+        raise ApiError(404, f"no slotmap with id {slotmap_id}")
+    log.info("%s deleted (was %s)", slotmap, slotmap.state)
+    await bus.publish(SlotmapEvent.of(slotmap))
+    return Response(status_code=200)
+
+
+@router.post(
+    "/global-reset",
+    response_class=Response,
+    responses={200: {"description": "Every slotmap is being deleted."}},
+    summary="Delete all slotmaps",
+)
+async def global_reset(store: StoreDep, bus: BusDep) -> Response:
+    for slotmap in await store.list_slotmaps(visible_only=True):
+        if await store.request_removal(slotmap.id) is not None:
+            log.info("%s deleted by global reset", slotmap)
+    await bus.publish(ResetEvent())
+    return Response(status_code=200)
+
+
+@router.get(
+    "/restart-counter",
+    response_class=Response,
+    responses={200: {"description": "Not implemented (as in the original): empty body."}},
+    summary="Reserved",
+)
+async def restart_counter() -> Response:
+    return Response(status_code=200)
+
+
+# --- the app -------------------------------------------------------------------------------
+
+
+class NormalizePath:
+    """Tolerate trailing and doubled slashes (``/banks/``, ``//banks``) like the original,
+    without a redirect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            normalized = "/" + "/".join(part for part in path.split("/") if part)
+            if normalized != path:
+                scope = dict(scope, path=normalized, raw_path=normalized.encode())
+        await self.app(scope, receive, send)
+
+
+def _package_version() -> str:
+    try:
+        return version("remsim-api")
+    except PackageNotFoundError:
+        return "0"
+
+
+def create_app(store: Store, bus: Bus) -> FastAPI:
+    """The REST API over ``store`` and ``bus``; the caller owns (and closes) both."""
+    app = FastAPI(
+        title="remsim RSRES API",
+        version=_package_version(),
+        description="The osmo-remsim server's REST API (RSRES), compatible with the "
+        "original's apitool and back-ends; see docs/rsres-compat.md for the differences.",
+        redirect_slashes=False,
+    )
+    app.state.store = store
+    app.state.bus = bus
+    problems.install(
+        app,
+        [
+            (route.path_regex, route.methods or set())
+            for route in router.routes
+            if isinstance(route, APIRoute)
+        ],
+    )
+    app.include_router(router)
+    app.add_middleware(NormalizePath)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with what this API really answers: problems (400, not 422) as
+    ``application/problem+json``."""
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    for operation in (op for path in schema["paths"].values() for op in path.values()):
+        responses = operation.get("responses", {})
+        responses.pop("422", None)
+        if operation.get("parameters") and "400" not in responses:
+            responses["400"] = {"description": "The request is malformed."}
+        for status, response in responses.items():
+            if int(status) >= 400:
+                response["content"] = {problems.PROBLEM_JSON: {"schema": problem_ref}}
+            elif (
+                status == "200"
+                and "content" in response
+                and not response["content"].get("application/json", {}).get("schema")
+            ):
+                del response["content"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    return schema

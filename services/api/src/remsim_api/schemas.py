@@ -1,0 +1,189 @@
+"""The RSRES JSON: field names, nesting and key order as the original server emits them.
+
+Fields are named exactly as their JSON keys (``type_``, ``bankId``, ...) so that what is
+read here is what goes over the wire. Additions over the original (``id``, ``result``,
+``clientId``/``slotNr`` on clients, ``hwModel``, ``bankd``) come after the original's keys;
+absent optional values are omitted, as the original omits empty identity strings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from remsim_control import (
+    SLOT_MAX,
+    BankRecord,
+    BankSlot,
+    ClientRecord,
+    ClientSlot,
+    ComponentIdentity,
+    Slotmap,
+    SlotmapState,
+)
+
+
+def _json_integer(value: object) -> object:
+    """A JSON Schema integer: ``1`` or ``1.0``, never ``true`` or ``"1"``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+SlotNumber = Annotated[int, Field(strict=True, ge=0, le=SLOT_MAX), BeforeValidator(_json_integer)]
+"""An id or slot number: an integer 0..1023 (no strings, booleans or truncation)."""
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ComponentId(_Out):
+    type_: str = Field(examples=["remsimBankd"])
+    name: str
+    software: str
+    swVersion: str
+    hwManufacturer: str | None = None
+    hwModel: str | None = None
+    hwSerialNr: str | None = None
+    hwVersion: str | None = None
+    fwVersion: str | None = None
+
+    @classmethod
+    def of(cls, identity: ComponentIdentity) -> ComponentId:
+        return cls(
+            type_=identity.type.value,
+            name=identity.name,
+            software=identity.software,
+            swVersion=identity.sw_version,
+            hwManufacturer=identity.hw_manufacturer or None,
+            hwModel=identity.hw_model or None,
+            hwSerialNr=identity.hw_serial_nr or None,
+            hwVersion=identity.hw_version or None,
+            fwVersion=identity.fw_version or None,
+        )
+
+
+class BankdAddressOut(_Out):
+    ip: str
+    port: int
+
+
+class Bank(_Out):
+    peer: str = Field(examples=["B1"])
+    state: str = Field(examples=["CONNECTED_BANKD"])
+    component_id: ComponentId
+    bankId: int
+    numberOfSlots: int
+    bankd: BankdAddressOut = Field(description="The address clients are given for this bankd.")
+
+    @classmethod
+    def of(cls, record: BankRecord) -> Bank:
+        return cls(
+            peer=record.peer,
+            state=record.state,
+            component_id=ComponentId.of(record.identity),
+            bankId=record.bank_id,
+            numberOfSlots=record.number_of_slots,
+            bankd=BankdAddressOut(ip=record.bankd.host, port=record.bankd.port),
+        )
+
+
+class Client(_Out):
+    peer: str = Field(examples=["C23:0"])
+    state: str = Field(examples=["CONNECTED_CLIENT"])
+    component_id: ComponentId
+    clientId: int
+    slotNr: int
+
+    @classmethod
+    def of(cls, record: ClientRecord) -> Client:
+        return cls(
+            peer=record.peer,
+            state=record.state,
+            component_id=ComponentId.of(record.identity),
+            clientId=record.client.client_id,
+            slotNr=record.client.slot_nr,
+        )
+
+
+class BankSlotJson(BaseModel):
+    bankId: SlotNumber
+    slotNr: SlotNumber
+
+    def to_model(self) -> BankSlot:
+        return BankSlot(bank_id=self.bankId, slot_nr=self.slotNr)
+
+
+class ClientSlotJson(BaseModel):
+    clientId: SlotNumber
+    slotNr: SlotNumber
+
+    def to_model(self) -> ClientSlot:
+        return ClientSlot(client_id=self.clientId, slot_nr=self.slotNr)
+
+
+class SlotmapCreate(BaseModel):
+    """The body of ``POST /slotmaps``; other keys are ignored, as by the original."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"bank": {"bankId": 1, "slotNr": 0}, "client": {"clientId": 23, "slotNr": 0}}
+            ]
+        }
+    )
+
+    bank: BankSlotJson
+    client: ClientSlotJson
+
+
+class SlotmapOut(_Out):
+    bank: BankSlotJson
+    client: ClientSlotJson
+    state: SlotmapState
+    id: int = Field(description="bankId * 65536 + slotNr: the id for DELETE /slotmaps/{id}")
+    result: str | None = Field(
+        default=None,
+        description="Why the bankd refused the map (RSPRO result code), while it stays NEW.",
+    )
+
+    @classmethod
+    def of(cls, slotmap: Slotmap) -> SlotmapOut:
+        return cls(
+            bank=BankSlotJson(bankId=slotmap.bank.bank_id, slotNr=slotmap.bank.slot_nr),
+            client=ClientSlotJson(clientId=slotmap.client.client_id, slotNr=slotmap.client.slot_nr),
+            state=slotmap.state,
+            id=slotmap.id,
+            result=slotmap.result,
+        )
+
+
+class BankList(_Out):
+    banks: list[Bank]
+
+
+class ClientList(_Out):
+    clients: list[Client]
+
+
+class SlotmapList(_Out):
+    slotmaps: list[SlotmapOut]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="For 400: what was wrong with the request, field by field."
+    )
+    slotmap: SlotmapOut | None = Field(
+        default=None, description="For 409: the existing map that uses the slot."
+    )

@@ -1,0 +1,418 @@
+"""The bankd's logic, sans-IO: slotmaps, client sessions and card results in; actions out.
+
+Inputs are method calls (a map was pushed, a client sent a PDU, a card call finished, time
+passed); every call returns the actions the I/O layer must carry out, in order: send a
+message to a client, close a client connection, make a card call. Every action names the
+session it belongs to; a bank slot's card is used by one session at a time, and is given
+to the next session only once the previous one reported it released (``card_released``).
+
+A client session follows the original worker's states (bankd.md §5), with its gaps
+closed: an ATR is sent whenever the card becomes usable (also after a late map or a reset),
+card trouble is reported (result codes, ErrorInd) before the connection closes, and a bank
+slot is used by one session at a time.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from rspro import (
+    BankSlot,
+    ClientSlot,
+    ClientSlotStatusInd,
+    ComponentIdentity,
+    ComponentType,
+    ConnectClientReq,
+    ConnectClientRes,
+    ErrorCode,
+    ErrorInd,
+    ErrorSeverity,
+    Message,
+    ResultCode,
+    SetAtrReq,
+    SetAtrRes,
+    SlotPhysStatus,
+    TpduCardToModem,
+    TpduModemToCard,
+)
+
+from .card import CardError, CardNotPresentError, CardUnresponsiveError
+from .mapping import MappingChange, MappingTable
+
+__all__ = [
+    "Action",
+    "BankdCore",
+    "Close",
+    "OpenCard",
+    "ReleaseCard",
+    "ResetCard",
+    "Send",
+    "Session",
+    "SessionState",
+    "Transmit",
+]
+
+log = logging.getLogger("remsim_bankd.session")
+
+TPDU_MIN, TPDU_MAX = 5, 260  # a T=0 command TPDU: header + up to 255 data bytes
+
+
+class SessionState(enum.Enum):
+    CONN_WAIT_ID = "CONN_WAIT_ID"
+    CONN_CLIENT_WAIT_MAP = "CONN_CLIENT_WAIT_MAP"  # identified; no map, or its bank slot is busy
+    CONN_CLIENT_MAPPED = "CONN_CLIENT_MAPPED"  # holds the bank slot; card opening or retrying
+    CONN_CLIENT_MAPPED_CARD = "CONN_CLIENT_MAPPED_CARD"  # card open: TPDUs flow
+    CLOSED = "CLOSED"
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    sid: int
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the client connection (after what was sent before it)."""
+
+    sid: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCard:
+    """Power up the card of ``slot``; answer with ``card_opened`` or ``card_failed``."""
+
+    sid: int
+    slot: BankSlot
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Send ``tpdu.data`` to the card; answer with ``card_response`` or ``card_failed``."""
+
+    sid: int
+    slot: BankSlot
+    tpdu: TpduModemToCard
+
+
+@dataclass(frozen=True, slots=True)
+class ResetCard:
+    """Reset the card; answer with ``card_opened`` (the new ATR) or ``card_failed``."""
+
+    sid: int
+    slot: BankSlot
+    warm: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseCard:
+    """Power the card down and release it; answer with ``card_released``."""
+
+    sid: int
+    slot: BankSlot
+
+
+Action = Send | Close | OpenCard | Transmit | ResetCard | ReleaseCard
+
+
+@dataclass(slots=True)
+class Session:
+    """One client connection."""
+
+    sid: int
+    state: SessionState = SessionState.CONN_WAIT_ID
+    client_slot: ClientSlot | None = None
+    bank_slot: BankSlot | None = None  # set while this session holds a bank slot
+    answered: bool = False  # connectClientRes sent
+    retry_at: float | None = None  # next attempt to open an absent card
+    # modem-side levels last reported, for reset edge detection, and the last indication
+    vcc: bool = True
+    rst: bool = False
+    last_status: SlotPhysStatus | None = None
+
+    def __str__(self) -> str:
+        return f"[{self.sid} {self.client_slot or '-'} {self.bank_slot or '-'} {self.state.value}]"
+
+
+def result_for(error: CardError) -> ResultCode:
+    if isinstance(error, CardUnresponsiveError):
+        return ResultCode.CARD_UNRESPONSIVE
+    if isinstance(error, CardNotPresentError):
+        return ResultCode.CARD_NOT_PRESENT
+    return ResultCode.CARD_TRANSMISSION_ERROR
+
+
+class BankdCore:
+    """Slotmaps and client sessions of one bankd."""
+
+    def __init__(
+        self,
+        bank_id: int,
+        num_slots: int,
+        identity: ComponentIdentity,
+        *,
+        card_retry: float = 10.0,
+    ) -> None:
+        self.identity = identity
+        self.card_retry = card_retry
+        self.maps = MappingTable(bank_id, num_slots)
+        self.sessions: dict[int, Session] = {}
+        self._holders: dict[BankSlot, Session] = {}
+        self._releasing: set[BankSlot] = set()  # released by a closed session, not yet done
+        self._next_sid = 1
+
+    @property
+    def bank_id(self) -> int:
+        return self.maps.bank_id
+
+    @property
+    def num_slots(self) -> int:
+        return self.maps.num_slots
+
+    # --- control link -----------------------------------------------------------------------
+
+    def create_mapping(self, client: ClientSlot, bank: BankSlot) -> tuple[ResultCode, list[Action]]:
+        change = self.maps.create(client, bank)
+        log.info("createMapping %s <-> %s: %s", bank, client, change.result.name)
+        return change.result, self._apply(change)
+
+    def remove_mapping(self, client: ClientSlot, bank: BankSlot) -> tuple[ResultCode, list[Action]]:
+        change = self.maps.remove(client, bank)
+        log.info("removeMapping %s <-> %s: %s", bank, client, change.result.name)
+        return change.result, self._apply(change)
+
+    def reset_state(self) -> tuple[ResultCode, list[Action]]:
+        change = self.maps.reset()
+        log.info("resetState: %d maps removed", len(change.removed))
+        return change.result, self._apply(change)
+
+    def _apply(self, change: MappingChange) -> list[Action]:
+        actions: list[Action] = []
+        for bank, client in change.removed:
+            holder = self._holders.get(bank)
+            if holder is not None:
+                self._close(holder, f"map {bank} <-> {client} removed", actions)
+        if change.added is not None:
+            self._wake_waiters(change.added[0], actions)
+        return actions
+
+    def _wake_waiters(self, bank: BankSlot, actions: list[Action]) -> None:
+        """Give a free bank slot to the first session waiting for it."""
+        client = self.maps.client_of(bank)
+        if client is None or bank in self._holders or bank in self._releasing:
+            return
+        for s in self.sessions.values():
+            if s.state is SessionState.CONN_CLIENT_WAIT_MAP and s.client_slot == client:
+                self._hold(s, bank, actions)
+                return
+
+    # --- client sessions --------------------------------------------------------------------
+
+    def session_opened(self) -> int:
+        """A client connected; returns the session id used in every other call."""
+        sid = self._next_sid
+        self._next_sid += 1
+        self.sessions[sid] = Session(sid)
+        return sid
+
+    def session_closed(self, sid: int) -> list[Action]:
+        """The client connection is gone (closed by either side)."""
+        s = self.sessions.pop(sid, None)
+        if s is None:
+            return []
+        actions: list[Action] = []
+        if s.state is not SessionState.CLOSED:
+            log.info("%s client disconnected", s)
+            self._close(s, "", actions, connection_gone=True)
+        return actions
+
+    def receive(self, sid: int, msg: Message) -> list[Action]:
+        """A PDU from the client of session ``sid``."""
+        s = self.sessions.get(sid)
+        if s is None or s.state is SessionState.CLOSED:
+            return []
+        actions: list[Action] = []
+        if type(msg) is TpduModemToCard:
+            self._tpdu(s, msg, actions)
+        elif isinstance(msg, ConnectClientReq):
+            self._connect_client(s, msg, actions)
+        elif isinstance(msg, ClientSlotStatusInd):
+            self._status(s, msg.slot_phys_status, actions)
+        elif isinstance(msg, SetAtrRes):
+            if msg.result is not ResultCode.OK:
+                log.warning("%s client refused the ATR: %s", s, msg.result.name)
+        elif isinstance(msg, ErrorInd):
+            log.warning("%s client reports %s %s: %s", s, msg.severity.name, msg.code.name,
+                        msg.error_string or "")  # fmt: skip
+        else:
+            self._protocol_error(s, f"unexpected {type(msg).__name__}", actions)
+        return actions
+
+    def _connect_client(self, s: Session, msg: ConnectClientReq, actions: list[Action]) -> None:
+        if s.state is not SessionState.CONN_WAIT_ID or msg.client_slot is None:
+            why = "second connectClientReq" if s.client_slot else "connectClientReq without slot"
+            res = ConnectClientRes(self.identity, ResultCode.ILLEGAL_CLIENT_ID)
+            actions.append(Send(s.sid, res))
+            self._close(s, why, actions)
+            return
+        s.client_slot = msg.client_slot
+        s.state = SessionState.CONN_CLIENT_WAIT_MAP
+        log.info("%s client %s/%s %s connected", s, msg.identity.name, msg.identity.software,
+                 msg.identity.sw_version)  # fmt: skip
+        bank = self.maps.bank_of(msg.client_slot)
+        if bank is None or bank in self._holders:
+            why = "no map" if bank is None else f"{bank} is in use by another connection"
+            log.info("%s %s: waiting", s, why)
+            self._answer(s, ResultCode.CARD_NOT_PRESENT, actions)
+            return
+        self._hold(s, bank, actions)
+
+    def _hold(self, s: Session, bank: BankSlot, actions: list[Action]) -> None:
+        s.bank_slot = bank
+        s.state = SessionState.CONN_CLIENT_MAPPED
+        s.retry_at = None
+        self._holders[bank] = s
+        if bank not in self._releasing:  # else: opened as soon as the release is done
+            actions.append(OpenCard(s.sid, bank))
+
+    def _answer(self, s: Session, result: ResultCode, actions: list[Action]) -> None:
+        if not s.answered:
+            s.answered = True
+            actions.append(Send(s.sid, ConnectClientRes(self.identity, result)))
+
+    def _tpdu(self, s: Session, msg: TpduModemToCard, actions: list[Action]) -> None:
+        if s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
+            self._protocol_error(s, "TPDU while no card is open", actions)
+        elif msg.to_bank_slot != s.bank_slot or msg.from_client_slot != s.client_slot:
+            self._protocol_error(
+                s, f"TPDU for {msg.from_client_slot} -> {msg.to_bank_slot}", actions
+            )
+        elif not TPDU_MIN <= len(msg.data) <= TPDU_MAX:
+            self._protocol_error(s, f"TPDU of {len(msg.data)} bytes", actions)
+        else:
+            actions.append(Transmit(s.sid, msg.to_bank_slot, msg))
+
+    def _status(self, s: Session, st: SlotPhysStatus, actions: list[Action]) -> None:
+        # Edges as the original (VCC falling: cold, RST rising: warm). Front-ends report
+        # changes only, so an indication identical to the last one is a new request (the
+        # shell client's RESET always sends the same one).
+        repeated = st == s.last_status
+        vcc_was, rst_was = s.vcc, s.rst
+        s.last_status = st
+        s.rst = st.reset_active
+        if st.vcc_present is not None:
+            s.vcc = st.vcc_present
+        if s.state is not SessionState.CONN_CLIENT_MAPPED_CARD or s.bank_slot is None:
+            return
+        if st.vcc_present is False:
+            if vcc_was or repeated:
+                actions.append(ResetCard(s.sid, s.bank_slot, warm=False))
+        elif st.reset_active and (not rst_was or repeated):
+            actions.append(ResetCard(s.sid, s.bank_slot, warm=True))
+
+    def _protocol_error(self, s: Session, why: str, actions: list[Action]) -> None:
+        actions.append(Send(s.sid, self._error_ind(s, ErrorSeverity.FATAL, why)))
+        self._close(s, why, actions)
+
+    def _error_ind(self, s: Session, severity: ErrorSeverity, why: str) -> ErrorInd:
+        return ErrorInd(
+            ComponentType.REMSIM_BANKD,
+            severity,
+            ErrorCode.UNEXPECTED_DISCONNECT,
+            bank_slot=s.bank_slot,
+            client_slot=s.client_slot,
+            error_string=why[:255],
+        )
+
+    def _close(
+        self, s: Session, why: str, actions: list[Action], connection_gone: bool = False
+    ) -> None:
+        if why:
+            log.info("%s closing: %s", s, why)
+        s.state = SessionState.CLOSED
+        s.retry_at = None
+        bank = s.bank_slot
+        if bank is not None and self._holders.get(bank) is s:
+            del self._holders[bank]
+            if bank not in self._releasing:  # else its card was never opened
+                self._releasing.add(bank)
+                actions.append(ReleaseCard(s.sid, bank))
+        if not connection_gone:
+            actions.append(Close(s.sid, why))
+
+    # --- card call results ------------------------------------------------------------------
+
+    def card_released(self, slot: BankSlot) -> list[Action]:
+        """``ReleaseCard`` is done: the bank slot is free for the next session."""
+        self._releasing.discard(slot)
+        actions: list[Action] = []
+        holder = self._holders.get(slot)
+        if holder is not None:  # a session took the slot while it was being released
+            actions.append(OpenCard(holder.sid, slot))
+        else:
+            self._wake_waiters(slot, actions)
+        return actions
+
+    def card_opened(self, sid: int, atr: bytes) -> list[Action]:
+        """``OpenCard`` or ``ResetCard`` succeeded: the card answered with ``atr``."""
+        s = self.sessions.get(sid)
+        if s is None or s.state not in (
+            SessionState.CONN_CLIENT_MAPPED,
+            SessionState.CONN_CLIENT_MAPPED_CARD,
+        ):
+            return []
+        assert s.client_slot is not None
+        actions: list[Action] = []
+        if s.state is SessionState.CONN_CLIENT_MAPPED:
+            log.info("%s card open, ATR %s", s, atr.hex())
+        s.state = SessionState.CONN_CLIENT_MAPPED_CARD
+        s.retry_at = None
+        self._answer(s, ResultCode.OK, actions)
+        actions.append(Send(sid, SetAtrReq(s.client_slot, atr)))
+        return actions
+
+    def card_failed(self, sid: int, error: CardError, now: float) -> list[Action]:
+        """A card call of session ``sid`` failed."""
+        s = self.sessions.get(sid)
+        if s is None or s.state is SessionState.CLOSED:
+            return []
+        actions: list[Action] = []
+        if s.state is SessionState.CONN_CLIENT_MAPPED:
+            # Opening failed: say so (once), keep the connection, try again later.
+            log.info("%s cannot open card: %s; retrying in %gs", s, error, self.card_retry)
+            self._answer(s, result_for(error), actions)
+            s.retry_at = now + self.card_retry
+        else:
+            why = f"card lost on {s.bank_slot}: {error}"
+            actions.append(Send(sid, self._error_ind(s, ErrorSeverity.MAJOR, why)))
+            self._close(s, why, actions)
+        return actions
+
+    def card_response(self, sid: int, tpdu: TpduModemToCard, data: bytes) -> list[Action]:
+        """``Transmit`` succeeded with the R-APDU ``data``."""
+        s = self.sessions.get(sid)
+        if s is None or s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
+            return []
+        return [
+            Send(sid, TpduCardToModem(tpdu.to_bank_slot, tpdu.from_client_slot, data)),
+        ]
+
+    # --- time -------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        deadlines = [s.retry_at for s in self.sessions.values() if s.retry_at is not None]
+        return min(deadlines, default=None)
+
+    def handle_timeout(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for s in self.sessions.values():
+            if s.retry_at is not None and s.retry_at <= now and s.bank_slot is not None:
+                s.retry_at = None
+                actions.append(OpenCard(s.sid, s.bank_slot))
+        return actions

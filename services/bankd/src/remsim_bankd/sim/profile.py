@@ -1,0 +1,145 @@
+"""Card profiles: what one software SIM holds (identities, keys, PINs, file contents).
+
+Loaded from JSON (or YAML when PyYAML is installed). Byte strings are written as hex; ICCID
+and IMSI as the digits people read (the EF encodings are derived from them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+from .milenage import opc_from_op
+
+__all__ = [
+    "RECORDED_ATR",
+    "CardProfile",
+    "encode_iccid",
+    "encode_imsi",
+    "load_profile",
+]
+
+# ATR of the virtual card used for the upstream recordings: T=0 only (a SIM).
+RECORDED_ATR = bytes.fromhex("3B9F96801FC78031A073BE21136743200718000001A5")
+
+
+def _hex(value: Any) -> Any:
+    if isinstance(value, str):
+        return bytes.fromhex(value.replace(" ", "").replace(":", ""))
+    return value
+
+
+Hex = Annotated[bytes, BeforeValidator(_hex), PlainSerializer(lambda b: b.hex(), return_type=str)]
+
+
+def _pin_bytes(value: str) -> bytes:
+    """PIN/PUK/ADM as on the card: ASCII digits padded with FF to 8 bytes (16 hex digits = raw)."""
+    if len(value) == 16 and not value.isdigit():
+        return bytes.fromhex(value)
+    return value.encode("ascii").ljust(8, b"\xff")
+
+
+def _swap_nibbles(digits: str) -> bytes:
+    if len(digits) % 2:
+        digits += "f"
+    return bytes(int(digits[i + 1] + digits[i], 16) for i in range(0, len(digits), 2))
+
+
+def encode_iccid(iccid: str) -> bytes:
+    """EF_ICCID contents: BCD with swapped nibbles ("8949…" → 98 94 …), F-padded."""
+    return _swap_nibbles(iccid)
+
+
+def encode_imsi(imsi: str) -> bytes:
+    """EF_IMSI contents (TS 31.102 §4.2.2): length byte, then parity nibble + digits, swapped."""
+    parity = "9" if len(imsi) % 2 else "1"
+    body = _swap_nibbles(parity + imsi)
+    return bytes([len(body)]) + body.ljust(8, b"\xff")
+
+
+def _digits(lo: int, hi: int) -> Any:
+    return Field(pattern=rf"^[0-9]{{{lo},{hi}}}$")
+
+
+class CardProfile(BaseModel):
+    """One software SIM card."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    atr: Hex = RECORDED_ATR
+    iccid: str = _digits(18, 20)
+    imsi: str = _digits(6, 15)
+    ki: Hex
+    opc: Hex | None = None
+    op: Hex | None = None  # alternative to opc: OPc is derived from OP and Ki
+    pin1: str = Field(default="1234", pattern=r"^[0-9]{4,8}$")
+    pin1_enabled: bool = True
+    pin1_retries: int = Field(default=3, ge=1, le=15)
+    puk1: str = Field(default="12345678", pattern=r"^[0-9]{8}$")
+    puk1_retries: int = Field(default=10, ge=1, le=15)
+    pin2: str = Field(default="5678", pattern=r"^[0-9]{4,8}$")
+    pin2_enabled: bool = True
+    pin2_retries: int = Field(default=3, ge=1, le=15)
+    puk2: str = Field(default="87654321", pattern=r"^[0-9]{8}$")
+    puk2_retries: int = Field(default=10, ge=1, le=15)
+    adm1: str | None = None  # 8 digits, or 16 hex digits for a raw key; None: no ADM access
+    adm1_retries: int = Field(default=10, ge=1, le=15)
+    sqn: int = Field(default=0, ge=0, lt=1 << 48)  # SQN_MS: highest SQN accepted so far
+    ad: Hex = bytes.fromhex("00000002")  # EF_AD: normal operation, 2-digit MNC
+    ust: Hex = bytes.fromhex("0000000420000000")  # EF_UST: services 27, 38 (GSM access, context)
+    loci: Hex = bytes.fromhex("ffffffffffffff0000ff01")  # EF_LOCI: no TMSI, not updated
+    # GET CHALLENGE: "random" (os.urandom) or "counting" (00 01 02 ..., as the recorded card).
+    challenge: Literal["random", "counting"] = "random"
+
+    @model_validator(mode="after")
+    def _keys(self) -> CardProfile:
+        if len(self.ki) != 16:
+            raise ValueError("ki must be 16 bytes")
+        if (self.opc is None) == (self.op is None):
+            raise ValueError("give exactly one of opc and op")
+        for key in (self.opc, self.op):
+            if key is not None and len(key) != 16:
+                raise ValueError("opc/op must be 16 bytes")
+        if not 2 <= len(self.atr) <= 33:
+            raise ValueError("atr must be 2..33 bytes")
+        if self.adm1 is not None:
+            _pin_bytes(self.adm1)
+        return self
+
+    @property
+    def opc_value(self) -> bytes:
+        """OPc, derived from OP if the profile gives OP."""
+        if self.opc is not None:
+            return self.opc
+        assert self.op is not None
+        return opc_from_op(self.ki, self.op)
+
+    @property
+    def ef_iccid(self) -> bytes:
+        return encode_iccid(self.iccid)
+
+    @property
+    def ef_imsi(self) -> bytes:
+        return encode_imsi(self.imsi)
+
+    def pin_bytes(self, which: str) -> bytes | None:
+        """The stored value of `pin1`, `puk1`, `pin2`, `puk2` or `adm1`, card-encoded."""
+        value: str | None = getattr(self, which)
+        return None if value is None else _pin_bytes(value)
+
+
+def load_profile(path: str | Path) -> CardProfile:
+    """Read a profile from a .json (or .yaml/.yml) file."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml  # optional: only needed for YAML profiles
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    return CardProfile.model_validate(data)

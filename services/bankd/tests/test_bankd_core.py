@@ -1,0 +1,367 @@
+"""The bankd core, sans-IO: slotmap orders, client sessions, card results (bankd.md §4-§8)."""
+
+from __future__ import annotations
+
+import pytest
+from remsim_bankd.bankd import bankd_identity
+from remsim_bankd.card import CardError, CardNotPresentError, CardUnresponsiveError
+from remsim_bankd.core import (
+    Action,
+    BankdCore,
+    Close,
+    OpenCard,
+    ReleaseCard,
+    ResetCard,
+    Send,
+    SessionState,
+    Transmit,
+)
+from remsim_bankd.mapping import MappingTable
+from rspro import (
+    BankSlot,
+    ClientSlot,
+    ClientSlotStatusInd,
+    ComponentIdentity,
+    ComponentType,
+    ConnectClientReq,
+    ConnectClientRes,
+    CreateMappingReq,
+    CreateMappingRes,
+    ErrorInd,
+    RemoveMappingRes,
+    ResultCode,
+    RsproPdu,
+    SetAtrReq,
+    SetAtrRes,
+    SlotPhysStatus,
+    TpduCardToModem,
+    TpduModemToCard,
+    encode,
+    rspro_frame,
+)
+
+ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
+C23, C24 = ClientSlot(23, 0), ClientSlot(24, 0)
+B0, B1 = BankSlot(1, 0), BankSlot(1, 1)
+CLIENT = ComponentIdentity(ComponentType.REMSIM_CLIENT, "vm", "remsim-client", "1.0.0")
+SELECT_MF = bytes.fromhex("a0a40000023f00")
+
+# Frames the original bankd sent (reference/upstream-1.0.0, README and messages.jsonl).
+REF = {
+    "createMappingRes ok": "0010ee07300d800102810100a205a5030a0100",
+    "createMappingRes illegalSlotId": "0010ee07300d800102810100a205a5030a0103",
+    "removeMappingRes ok": "0010ee07300d800102810100a205a7030a0100",
+    "removeMappingRes illegalSlotId": "0010ee07300d800102810100a205a7030a0103",
+    "connectClientRes ok": "0037ee07303480010281020926a22ba32930240a0102160a6669786d652d6e616d65"
+    "800c72656d73696d2d62616e6b648105312e302e300a0100",
+    "connectClientRes cardNotPresent": "0037ee07303480010281020926a22ba32930240a0102160a6669786d65"
+    "2d6e616d65800c72656d73696d2d62616e6b648105312e302e300a0164",
+    "setAtrReq": "002dee07302a800102810100a222aa20300602011702010004163b9f96801fc78031a073be2113674"
+    "3200718000001a5",
+    "tpduCardToModem": "002fee07302c800102810100a224ad2230060201010201003006020117020100300c0101"
+    "0001010001010001010004029f16",
+}
+
+
+def frame(msg: object) -> str:
+    assert not isinstance(msg, RsproPdu)
+    return rspro_frame(encode(RsproPdu(msg))).hex()  # type: ignore[arg-type]
+
+
+def sent(actions: list[Action]) -> list[object]:
+    return [a.msg for a in actions if isinstance(a, Send)]
+
+
+@pytest.fixture
+def core() -> BankdCore:
+    return BankdCore(1, 2, bankd_identity("fixme-name", "1.0.0"), card_retry=10.0)
+
+
+def connect(core: BankdCore, slot: ClientSlot = C23) -> tuple[int, list[Action]]:
+    sid = core.session_opened()
+    return sid, core.receive(sid, ConnectClientReq(CLIENT, slot))
+
+
+def mapped_session(core: BankdCore) -> int:
+    """C23:0 mapped to B1:0, connected, card open."""
+    assert core.create_mapping(C23, B0)[0] is ResultCode.OK
+    sid, actions = connect(core)
+    assert actions == [OpenCard(sid, B0)]
+    core.card_opened(sid, ATR)
+    return sid
+
+
+# --- slotmap table (bankd.md §4.2-4.4) ------------------------------------------------------------
+
+
+def test_create_mapping_checks_in_order() -> None:
+    t = MappingTable(bank_id=1, num_slots=2)
+    assert t.create(C23, BankSlot(2, 0)).result is ResultCode.ILLEGAL_BANK_ID
+    assert t.create(C23, BankSlot(2, 5)).result is ResultCode.ILLEGAL_BANK_ID
+    assert t.create(C23, BankSlot(1, 2)).result is ResultCode.ILLEGAL_SLOT_ID
+    change = t.create(C23, B0)
+    assert (change.result, change.removed, change.added) == (ResultCode.OK, [], (B0, C23))
+    identical = t.create(C23, B0)
+    assert (identical.result, identical.removed, identical.added) == (ResultCode.OK, [], None)
+
+
+def test_create_mapping_replaces_conflicting_maps() -> None:
+    t = MappingTable(1, 4)
+    t.create(C23, B0)
+    t.create(C24, B1)
+    change = t.create(C24, B0)  # B1:0 had C23:0, C24:0 was on B1:1
+    assert change.result is ResultCode.OK
+    assert sorted(change.removed) == [(B0, C23), (B1, C24)]
+    assert t.items() == [(B0, C24)]
+    assert t.bank_of(C23) is None and t.client_of(B1) is None
+
+
+def test_remove_mapping_result_codes() -> None:
+    t = MappingTable(1, 2)
+    t.create(C23, B0)
+    assert t.remove(C23, BankSlot(3, 0)).result is ResultCode.ILLEGAL_BANK_ID
+    assert t.remove(C23, BankSlot(1, 2)).result is ResultCode.ILLEGAL_SLOT_ID
+    assert t.remove(C23, B1).result is ResultCode.UNKNOWN_SLOTMAP
+    assert t.remove(C24, B0).result is ResultCode.UNKNOWN_SLOTMAP
+    change = t.remove(C23, B0)
+    assert (change.result, change.removed) == (ResultCode.OK, [(B0, C23)])
+    assert len(t) == 0
+
+
+def test_reset_removes_everything() -> None:
+    t = MappingTable(1, 2)
+    t.create(C23, B0)
+    t.create(C24, B1)
+    change = t.reset()
+    assert change.result is ResultCode.OK and len(change.removed) == 2 and len(t) == 0
+
+
+def test_control_replies_match_the_original_bytes(core: BankdCore) -> None:
+    assert frame(CreateMappingRes(core.create_mapping(C23, B0)[0])) == REF["createMappingRes ok"]
+    bad = core.create_mapping(C23, BankSlot(1, 5))[0]
+    assert frame(CreateMappingRes(bad)) == REF["createMappingRes illegalSlotId"]
+    assert frame(RemoveMappingRes(core.remove_mapping(C23, B0)[0])) == REF["removeMappingRes ok"]
+    bad = core.remove_mapping(C23, BankSlot(1, 5))[0]
+    assert frame(RemoveMappingRes(bad)) == REF["removeMappingRes illegalSlotId"]
+
+
+# --- client sessions (bankd.md §5-§7) ---------------------------------------------------------
+
+
+def test_mapped_client_gets_ok_then_atr_with_the_original_bytes(core: BankdCore) -> None:
+    core.create_mapping(C23, B0)
+    sid, actions = connect(core)
+    assert actions == [OpenCard(sid, B0)]  # the answer waits for the card
+    assert core.sessions[sid].state is SessionState.CONN_CLIENT_MAPPED
+    msgs = sent(core.card_opened(sid, ATR))
+    assert [frame(m) for m in msgs] == [REF["connectClientRes ok"], REF["setAtrReq"]]
+    assert core.sessions[sid].state is SessionState.CONN_CLIENT_MAPPED_CARD
+    assert core.receive(sid, SetAtrRes(ResultCode.OK)) == []
+
+
+def test_tpdu_is_passed_through_with_the_original_bytes(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    tpdu = TpduModemToCard(C23, B0, SELECT_MF)
+    assert core.receive(sid, tpdu) == [Transmit(sid, B0, tpdu)]
+    (msg,) = sent(core.card_response(sid, tpdu, bytes.fromhex("9f16")))
+    assert frame(msg) == REF["tpduCardToModem"]
+    for sw in ("6112", "6c09", "9f0f", "9404"):  # procedure-level SWs reach the client as they are
+        (msg,) = sent(core.card_response(sid, tpdu, bytes.fromhex(sw)))
+        assert isinstance(msg, TpduCardToModem) and msg.data.hex() == sw
+
+
+def test_unmapped_client_gets_card_not_present_and_waits(core: BankdCore) -> None:
+    sid, actions = connect(core)
+    assert [frame(m) for m in sent(actions)] == [REF["connectClientRes cardNotPresent"]]
+    assert not any(isinstance(a, Close) for a in actions)  # the connection stays open
+    assert core.sessions[sid].state is SessionState.CONN_CLIENT_WAIT_MAP
+    # the map arrives later: the card is opened and the ATR sent (the original sends none)
+    result, actions = core.create_mapping(C23, B0)
+    assert (result, actions) == (ResultCode.OK, [OpenCard(sid, B0)])
+    assert sent(core.card_opened(sid, ATR)) == [SetAtrReq(C23, ATR)]
+
+
+def test_card_open_failure_is_reported_and_retried(core: BankdCore) -> None:
+    core.create_mapping(C23, B0)
+    sid, _ = connect(core)
+    actions = core.card_failed(sid, CardNotPresentError("no card"), now=100.0)
+    assert [m.result for m in sent(actions) if isinstance(m, ConnectClientRes)] == [
+        ResultCode.CARD_NOT_PRESENT
+    ]
+    assert core.next_deadline() == 110.0
+    assert core.handle_timeout(109.0) == []
+    assert core.handle_timeout(110.0) == [OpenCard(sid, B0)]
+    assert core.next_deadline() is None
+    assert sent(core.card_failed(sid, CardUnresponsiveError("mute"), now=110.5)) == []  # once
+    assert core.handle_timeout(120.5) == [OpenCard(sid, B0)]
+    assert sent(core.card_opened(sid, ATR)) == [SetAtrReq(C23, ATR)]
+
+
+@pytest.mark.parametrize(
+    ("error", "result"),
+    [
+        (CardNotPresentError("x"), ResultCode.CARD_NOT_PRESENT),
+        (CardUnresponsiveError("x"), ResultCode.CARD_UNRESPONSIVE),
+        (CardError("x"), ResultCode.CARD_TRANSMISSION_ERROR),
+    ],
+)
+def test_open_failure_result_codes(core: BankdCore, error: CardError, result: ResultCode) -> None:
+    core.create_mapping(C23, B0)
+    sid, _ = connect(core)
+    (msg,) = sent(core.card_failed(sid, error, now=0.0))
+    assert msg == ConnectClientRes(core.identity, result)
+
+
+def test_card_lost_mid_session_sends_error_ind_and_closes(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    tpdu = TpduModemToCard(C23, B0, SELECT_MF)
+    core.receive(sid, tpdu)
+    actions = core.card_failed(sid, CardNotPresentError("card removed"), now=0.0)
+    (ind,) = sent(actions)
+    assert isinstance(ind, ErrorInd) and ind.sender is ComponentType.REMSIM_BANKD
+    assert (ind.bank_slot, ind.client_slot) == (B0, C23)
+    assert ind.error_string is not None and "card removed" in ind.error_string
+    assert [type(a) for a in actions] == [Send, ReleaseCard, Close]
+    assert core.card_response(sid, tpdu, b"\x90\x00") == []  # late answers are dropped
+    assert core.session_closed(sid) == []
+    # the client comes back while the card is still out
+    sid2, actions = connect(core)
+    assert actions == [OpenCard(sid2, B0)]
+
+
+def test_removing_the_map_disconnects_the_client_and_releases_the_card(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    result, actions = core.remove_mapping(C23, B0)
+    assert result is ResultCode.OK
+    assert actions == [ReleaseCard(B0), Close(sid, "map B1:0 <-> C23:0 removed")]
+    assert core.sessions[sid].state is SessionState.CLOSED
+    assert core.receive(sid, TpduModemToCard(C23, B0, SELECT_MF)) == []
+    assert core.session_closed(sid) == []
+
+
+def test_identical_map_leaves_the_session_alone(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    assert core.create_mapping(C23, B0) == (ResultCode.OK, [])
+    assert core.sessions[sid].state is SessionState.CONN_CLIENT_MAPPED_CARD
+
+
+def test_remapping_the_client_to_another_slot_drops_its_session(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    result, actions = core.create_mapping(C23, B1)
+    assert result is ResultCode.OK
+    assert actions == [ReleaseCard(B0), Close(sid, "map B1:0 <-> C23:0 removed")]
+    core.session_closed(sid)
+    sid2, actions = connect(core)
+    assert actions == [OpenCard(sid2, B1)]
+
+
+def test_reset_state_drops_every_session(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    core.create_mapping(C24, B1)
+    sid2, _ = connect(core, C24)
+    result, actions = core.reset_state()
+    assert result is ResultCode.OK
+    assert {a.sid for a in actions if isinstance(a, Close)} == {sid, sid2}
+    assert {a.slot for a in actions if isinstance(a, ReleaseCard)} == {B0, B1}
+
+
+def test_client_disconnect_releases_the_card(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    assert core.session_closed(sid) == [ReleaseCard(B0)]
+    assert sid not in core.sessions
+    assert core.maps.bank_of(C23) == B0  # the map stays
+
+
+def test_a_bank_slot_serves_one_connection_at_a_time(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    sid2, actions = connect(core)  # a second connection claiming C23:0
+    assert [m.result for m in sent(actions)] == [ResultCode.CARD_NOT_PRESENT]  # type: ignore[attr-defined]
+    assert core.sessions[sid2].state is SessionState.CONN_CLIENT_WAIT_MAP
+    # when the first one goes, the second one gets the card
+    assert core.session_closed(sid) == [ReleaseCard(B0), OpenCard(sid2, B0)]
+
+
+@pytest.mark.parametrize(
+    ("msg", "why"),
+    [
+        (TpduModemToCard(C23, B1, SELECT_MF), "TPDU for C23:0 -> B1:1"),
+        (TpduModemToCard(C24, B0, SELECT_MF), "TPDU for C24:0 -> B1:0"),
+        (TpduModemToCard(C23, B0, b"\xa0\xa4\x00\x00"), "TPDU of 4 bytes"),
+        (TpduModemToCard(C23, B0, bytes(261)), "TPDU of 261 bytes"),
+        (CreateMappingReq(C23, B0), "unexpected CreateMappingReq"),
+    ],
+)
+def test_protocol_errors_close_with_error_ind(core: BankdCore, msg: object, why: str) -> None:
+    sid = mapped_session(core)
+    actions = core.receive(sid, msg)  # type: ignore[arg-type]
+    (ind,) = sent(actions)
+    assert isinstance(ind, ErrorInd) and ind.error_string == why
+    assert actions[-1] == Close(sid, why)
+    assert ReleaseCard(B0) in actions
+
+
+def test_tpdu_before_the_card_is_open_is_refused(core: BankdCore) -> None:
+    sid, _ = connect(core)
+    actions = core.receive(sid, TpduModemToCard(C23, B0, SELECT_MF))
+    assert actions[-1] == Close(sid, "TPDU while no card is open")
+
+
+def test_second_connect_client_req_is_illegal(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    actions = core.receive(sid, ConnectClientReq(CLIENT, C23))
+    assert sent(actions) == [ConnectClientRes(core.identity, ResultCode.ILLEGAL_CLIENT_ID)]
+    assert actions[-1] == Close(sid, "second connectClientReq")
+
+
+def test_connect_client_req_without_slot_is_illegal(core: BankdCore) -> None:
+    sid = core.session_opened()
+    actions = core.receive(sid, ConnectClientReq(CLIENT))
+    assert sent(actions) == [ConnectClientRes(core.identity, ResultCode.ILLEGAL_CLIENT_ID)]
+    assert actions[-1] == Close(sid, "connectClientReq without slot")
+
+
+# --- reset (bankd.md §8) ----------------------------------------------------------------------
+
+SHELL_RESET = SlotPhysStatus(
+    reset_active=True, vcc_present=False, clk_active=False, card_present=True
+)
+POWER_UP = SlotPhysStatus(reset_active=False, vcc_present=True, clk_active=True, card_present=True)
+
+
+def status(core: BankdCore, sid: int, st: SlotPhysStatus) -> list[Action]:
+    return core.receive(sid, ClientSlotStatusInd(C23, B0, st))
+
+
+def test_reset_request_resets_the_card_and_sends_the_new_atr(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    assert status(core, sid, SHELL_RESET) == [ResetCard(sid, B0, warm=False)]
+    new_atr = bytes.fromhex("3b00")
+    assert sent(core.card_opened(sid, new_atr)) == [SetAtrReq(C23, new_atr)]
+    # the shell client's RESET sends the same indication every time: each one resets
+    assert status(core, sid, SHELL_RESET) == [ResetCard(sid, B0, warm=False)]
+
+
+def test_reset_edges() -> None:
+    core = BankdCore(1, 2, bankd_identity("b", "1"))
+    sid = mapped_session(core)
+    assert status(core, sid, POWER_UP) == []  # VCC on, RST off: nothing to do
+    warm = SlotPhysStatus(reset_active=True, vcc_present=True, clk_active=True)
+    assert status(core, sid, warm) == [ResetCard(sid, B0, warm=True)]  # RST rising
+    held = SlotPhysStatus(reset_active=True, vcc_present=True, clk_active=False)
+    assert status(core, sid, held) == []  # still in reset: only CLK changed
+    assert status(core, sid, POWER_UP) == []
+    cold = SlotPhysStatus(reset_active=True, vcc_present=False)
+    assert status(core, sid, cold) == [ResetCard(sid, B0, warm=False)]  # VCC falling
+    assert status(core, sid, SlotPhysStatus(reset_active=True)) == []  # VCC unknown: still off
+
+
+def test_reset_without_an_open_card_is_ignored(core: BankdCore) -> None:
+    sid, _ = connect(core)
+    assert status(core, sid, SHELL_RESET) == []
+
+
+def test_reset_failure_counts_as_card_lost(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    status(core, sid, SHELL_RESET)
+    actions = core.card_failed(sid, CardNotPresentError("gone"), now=0.0)
+    assert isinstance(sent(actions)[0], ErrorInd) and actions[-1].sid == sid  # type: ignore[union-attr]

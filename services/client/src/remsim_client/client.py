@@ -1,0 +1,231 @@
+"""The asyncio client: the main FSM, its two RSPRO links and a modem front-end.
+
+``Client`` is the only place where the sans-IO :class:`~remsim_client.main_fsm.ClientFsm`
+meets the world: link events and modem events go in, and the actions it returns are
+carried out here, in order, one list after the other (a hook or link call that raises a
+new event re-enters only after the current actions are done).
+
+    async with Client(ClientConfig(server_host="10.0.0.1", client_slot=ClientSlot(23, 0)),
+                      frontend) as client:
+        await frontend.run()   # whatever the front-end's main loop is
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+
+from rspro import ComponentType, ConnectClientReq, RsproPdu, SlotPhysStatus
+from rspro.link import LinkState, RsproLink
+
+from .config import ClientConfig
+from .frontend import ModemFrontend
+from .main_fsm import (
+    Action,
+    BankSlotStatus,
+    CardInsert,
+    CardRemove,
+    CardToModem,
+    Cause,
+    ClientFsm,
+    ConnectBankd,
+    DisconnectBankd,
+    MainState,
+    ModemReset,
+    RunScript,
+    SendToBankd,
+    SendToServer,
+    SetAtr,
+    SimLocal,
+    SimRemote,
+)
+from .script import ScriptRunner, remsim_env
+
+log = logging.getLogger("DMAIN")
+
+
+class Client:
+    """One remsim client slot: connects to the server, then to whichever bankd it names."""
+
+    def __init__(self, config: ClientConfig, frontend: ModemFrontend) -> None:
+        self.config = config
+        self.frontend = frontend
+        self.fsm = ClientFsm(
+            config.client_slot,
+            atr=config.atr,
+            atr_ignore_rspro=config.atr_ignore_rspro,
+            modem_status_upstream=config.modem_status_upstream,
+        )
+        self.script = ScriptRunner(config.event_script) if config.event_script else None
+        self._identity = config.identity
+        self._server: RsproLink | None = None
+        self._bankd: RsproLink | None = None
+        self._pending: collections.deque[Action] = collections.deque()
+        self._busy = False
+        self._closed = False
+        frontend.attach(self)
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create both links and start connecting to the server."""
+        if self._server is not None:
+            return
+        fsm = self.fsm
+        self._server = self._link(
+            "server",
+            ComponentType.REMSIM_SERVER,
+            on_pdu=lambda pdu: self._feed(fsm.server_message(pdu.msg)),
+            on_connected=lambda: self._feed(fsm.server_connected()),
+            on_lost=lambda: self._feed(fsm.server_lost()),
+        )
+        self._bankd = self._link(
+            "bankd",
+            ComponentType.REMSIM_BANKD,
+            on_pdu=lambda pdu: self._feed(fsm.bankd_message(pdu.msg)),
+            on_connected=lambda: self._feed(fsm.bankd_connected()),
+            on_lost=lambda: self._feed(fsm.bankd_lost()),
+        )
+        log.info(
+            "client %s: connecting to server %s:%d",
+            self.fsm.client_slot,
+            self.config.server_host,
+            self.config.server_port,
+        )
+        self._server.establish(self.config.server_host, self.config.server_port)
+
+    async def aclose(self) -> None:
+        """Drop both links. No hooks or scripts run any more (the process is going away)."""
+        self._closed = True
+        self._pending.clear()
+        for link in (self._bankd, self._server):
+            if link is not None:
+                await link.aclose()
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- state -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> MainState:
+        return self.fsm.state
+
+    @property
+    def server_state(self) -> LinkState:
+        return LinkState.INIT if self._server is None else self._server.state
+
+    @property
+    def bankd_state(self) -> LinkState:
+        return LinkState.INIT if self._bankd is None else self._bankd.state
+
+    # --- ModemCore: events from the front-end ------------------------------------------------
+
+    def modem_tpdu(self, data: bytes) -> None:
+        self._feed(self.fsm.modem_tpdu(data))
+
+    def modem_status(self, status: SlotPhysStatus) -> None:
+        self._feed(self.fsm.modem_status(status))
+
+    def modem_pts(self, pts: bytes) -> None:
+        self._feed(self.fsm.modem_pts(pts))
+
+    # --- links -------------------------------------------------------------------------------
+
+    def _connect_req(self) -> ConnectClientReq:
+        # Built when TCP is up, so a ConfigClientIdReq in between is honoured.
+        return ConnectClientReq(self._identity, self.fsm.client_slot)
+
+    def _link(
+        self,
+        name: str,
+        peer_type: ComponentType,
+        *,
+        on_pdu: Callable[[RsproPdu], None],
+        on_connected: Callable[[], None],
+        on_lost: Callable[[], None],
+    ) -> RsproLink:
+        return RsproLink(
+            name=name,
+            connect_req=self._connect_req,
+            peer_type=peer_type,
+            on_pdu=on_pdu,
+            on_connected=on_connected,
+            on_lost=on_lost,
+            keepalive=self.config.keepalive,
+        )
+
+    # --- carrying out actions ----------------------------------------------------------------
+
+    def _feed(self, actions: list[Action]) -> None:
+        if self._closed:
+            return
+        self._pending.extend(actions)
+        if self._busy:
+            return  # re-entered from a hook or a link: the outer loop picks these up
+        self._busy = True
+        try:
+            while self._pending:
+                action = self._pending.popleft()
+                try:
+                    self._execute(action)
+                except Exception:
+                    log.exception("carrying out %s failed", action)
+        finally:
+            self._busy = False
+
+    def _execute(self, action: Action) -> None:
+        assert self._server is not None and self._bankd is not None
+        fe = self.frontend
+        match action:
+            case SendToBankd(msg):
+                self._bankd.send(msg)
+            case CardToModem(data):
+                fe.card_to_modem(data)
+            case SendToServer(msg):
+                self._server.send(msg)
+            case ConnectBankd(host, port):
+                self._bankd.establish(host, port)
+            case DisconnectBankd():
+                self._bankd.disconnect()
+            case SetAtr(atr):
+                fe.set_atr(atr)
+            case SimRemote():
+                fe.sim_remote()
+            case SimLocal():
+                fe.sim_local()
+            case CardInsert():
+                fe.card_insert()
+            case CardRemove():
+                fe.card_remove()
+            case ModemReset():
+                fe.modem_reset()
+            case BankSlotStatus(status):
+                fe.bank_slot_status(status)
+            case RunScript(cause):
+                self._run_script(cause)
+
+    def _run_script(self, cause: Cause) -> None:
+        if self.script is None:
+            return
+        fsm = self.fsm
+        env = remsim_env(
+            version=self.config.sw_version,
+            server_host=self.config.server_host,
+            server_port=self.config.server_port,
+            server_state=self.server_state.value,
+            bankd_host=fsm.bankd_host,
+            bankd_port=fsm.bankd_port,
+            bankd_state=self.bankd_state.value,
+            client_slot=fsm.client_slot,
+            bank_slot=fsm.bank_slot,
+            modem_status=fsm.modem_status_last,
+            cause=cause.value,
+        )
+        env.update(self.frontend.script_env())
+        self.script.run(cause.value, env)

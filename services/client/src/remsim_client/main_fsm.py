@@ -1,0 +1,333 @@
+"""CLIENT_MAIN, the client's top-level state machine (client.md §6), sans-IO.
+
+Events go in as method calls (server link up/lost and its PDUs, bankd link up/lost and its
+PDUs, the modem's TPDUs and status); each call returns the actions to carry out, in order:
+messages to send, the bankd link to (re)establish or drop, front-end hooks to call and
+event scripts to run. Nothing here touches a socket, a clock or a process.
+
+States: INIT (waiting for the first server connection) → UNCONFIGURED (no bankd assigned)
+→ WAIT_BANKD (bankd address known, link not up) → OPERATIONAL (card "inserted").
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from rspro import (
+    BankSlot,
+    BankSlotStatusInd,
+    ClientSlot,
+    ClientSlotStatusInd,
+    ConfigClientBankReq,
+    ConfigClientBankRes,
+    ConfigClientIdReq,
+    ConfigClientIdRes,
+    Message,
+    ResultCode,
+    SetAtrReq,
+    SetAtrRes,
+    SlotPhysStatus,
+    TpduCardToModem,
+    TpduModemToCard,
+)
+
+from .config import DEFAULT_ATR, NO_CLIENT_SLOT
+
+log = logging.getLogger("DMAIN")
+
+MIN_TPDU = 5
+MAX_TPDU = 260
+
+
+class MainState(enum.Enum):
+    INIT = "INIT"
+    UNCONFIGURED = "UNCONFIGURED"
+    WAIT_BANKD = "WAIT_BANKD"
+    OPERATIONAL = "OPERATIONAL"
+
+
+class Cause(enum.StrEnum):
+    """Why the event script runs (its ``$1`` and ``REMSIM_CAUSE``)."""
+
+    EVENT_SERVER_CONNECT = "event-server-connect"
+    EVENT_CONFIG_BANKD = "event-config-bankd"
+    EVENT_BANKD_CONNECT = "event-bankd-connect"
+    EVENT_MODEM_STATUS = "event-modem-status"
+    REQUEST_SIM_REMOTE = "request-sim-remote"
+    REQUEST_SIM_LOCAL = "request-sim-local"
+    REQUEST_CARD_INSERT = "request-card-insert"
+    REQUEST_CARD_REMOVE = "request-card-remove"
+    REQUEST_MODEM_RESET = "request-modem-reset"
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendToServer:
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SendToBankd:
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectBankd:
+    """(Re)connect the bankd link to host:port now, dropping any current connection."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectBankd:
+    """Drop the bankd link and keep it down."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimRemote:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SimLocal:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SetAtr:
+    atr: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CardInsert:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CardRemove:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ModemReset:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CardToModem:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BankSlotStatus:
+    status: SlotPhysStatus
+
+
+@dataclass(frozen=True, slots=True)
+class RunScript:
+    cause: Cause
+
+
+Action = (
+    SendToServer
+    | SendToBankd
+    | ConnectBankd
+    | DisconnectBankd
+    | SimRemote
+    | SimLocal
+    | SetAtr
+    | CardInsert
+    | CardRemove
+    | ModemReset
+    | CardToModem
+    | BankSlotStatus
+    | RunScript
+)
+
+NO_STATUS = SlotPhysStatus(
+    reset_active=False, vcc_present=False, clk_active=False, card_present=False
+)
+"""The "last modem status" before any was reported (the original zero-fills it)."""
+
+_OK = ResultCode.OK
+
+
+class ClientFsm:
+    """CLIENT_MAIN. Read-only attributes describe the configuration the server gave us."""
+
+    def __init__(
+        self,
+        client_slot: ClientSlot = NO_CLIENT_SLOT,
+        *,
+        atr: bytes = DEFAULT_ATR,
+        atr_ignore_rspro: bool = False,
+        modem_status_upstream: bool = False,
+    ) -> None:
+        self.state = MainState.INIT
+        self.client_slot = client_slot
+        self.atr = atr
+        self.atr_ignore_rspro = atr_ignore_rspro
+        self.modem_status_upstream = modem_status_upstream
+        self.bankd_host: str | None = None
+        self.bankd_port = 0
+        self.bank_slot = BankSlot(0, 0)
+        self.modem_status_last = NO_STATUS
+
+    # --- server link -------------------------------------------------------------------------
+
+    def server_connected(self) -> list[Action]:
+        # Only the first connection counts: a reconnected server re-sends the configuration.
+        if self.state is not MainState.INIT:
+            return self._not_permitted("SRVC_CONNECTED")
+        return [*self._goto(MainState.UNCONFIGURED), RunScript(Cause.EVENT_SERVER_CONNECT)]
+
+    def server_lost(self) -> list[Action]:
+        """Nothing to do: the server link reconnects by itself, the card session carries on."""
+        return []
+
+    def server_message(self, msg: Message) -> list[Action]:
+        if isinstance(msg, ConfigClientBankReq):
+            return self.config_bank(msg)
+        if isinstance(msg, ConfigClientIdReq):
+            log.info("Rx configClientIdReq(%s)", msg.client_slot)
+            self.client_slot = msg.client_slot
+            return [SendToServer(ConfigClientIdRes(_OK))]
+        log.error("Unknown/Unsupported RSPRO PDU type from server: %s", type(msg).__name__)
+        return []
+
+    def config_bank(self, req: ConfigClientBankReq) -> list[Action]:
+        """SRVC_CONFIG_BANK: connect to a bankd, switch to another one, or (port 0) none."""
+        if self.state is MainState.INIT:
+            return self._not_permitted("SRVC_CONFIG_BANK")
+        host, port = str(req.bankd.ip), req.bankd.port
+        log.info("Rx configClientBankReq(%s:%d / %s)", host, port, req.bank_slot)
+        unchanged = (host, port, req.bank_slot) == (
+            self.bankd_host,
+            self.bankd_port,
+            self.bank_slot,
+        )
+        self.bankd_host, self.bankd_port, self.bank_slot = host, port, req.bank_slot
+        actions: list[Action]
+        if port == 0:
+            actions = self._goto(MainState.UNCONFIGURED)
+        elif unchanged and self.state is MainState.OPERATIONAL:
+            # Deviation from the original, which always reconnects: a server that re-sends
+            # the same configuration (e.g. after its restart) must not cost a card session.
+            log.info("bankd configuration unchanged, keeping the session")
+            actions = []
+        else:
+            actions = [*self._goto(MainState.WAIT_BANKD), ConnectBankd(host, port)]
+        actions += [SendToServer(ConfigClientBankRes(_OK)), RunScript(Cause.EVENT_CONFIG_BANKD)]
+        return actions
+
+    # --- bankd link --------------------------------------------------------------------------
+
+    def bankd_connected(self) -> list[Action]:
+        if self.state is not MainState.WAIT_BANKD:
+            return self._not_permitted("BANKD_CONNECTED")
+        return [*self._goto(MainState.OPERATIONAL), RunScript(Cause.EVENT_BANKD_CONNECT)]
+
+    def bankd_lost(self) -> list[Action]:
+        if self.state is not MainState.OPERATIONAL:
+            return self._not_permitted("BANKD_LOST")
+        log.info("Connection to bankd lost")
+        return self._goto(MainState.WAIT_BANKD)
+
+    def bankd_message(self, msg: Message) -> list[Action]:
+        if isinstance(msg, TpduCardToModem):
+            if self.state is not MainState.OPERATIONAL:
+                return self._not_permitted("BANKD_TPDU")
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("Rx tpduCardToModem(%s)", msg.data.hex())
+            return [CardToModem(msg.data)]
+        if isinstance(msg, SetAtrReq):
+            if self.state is not MainState.OPERATIONAL:
+                return self._not_permitted("BANKD_ATR")
+            log.info("Rx setAtrReq(%s)", msg.atr.hex())
+            if self.atr_ignore_rspro:
+                log.info("Ignoring RSPRO setAtrReq")
+                return [SendToBankd(SetAtrRes(_OK))]
+            return [SetAtr(msg.atr), SendToBankd(SetAtrRes(_OK))]
+        if isinstance(msg, BankSlotStatusInd):
+            if self.state is not MainState.OPERATIONAL:
+                return self._not_permitted("BANKD_SLOT_STATUS")
+            log.info("Rx bankSlotStatusInd(%s)", msg.slot_phys_status)
+            return [BankSlotStatus(msg.slot_phys_status)]
+        log.error("Unknown/Unsupported RSPRO PDU type from bankd: %s", type(msg).__name__)
+        return []
+
+    # --- modem (front-end) -------------------------------------------------------------------
+
+    def modem_tpdu(self, data: bytes) -> list[Action]:
+        if self.state is not MainState.OPERATIONAL:
+            return self._not_permitted("MDM_TPDU")
+        if not MIN_TPDU <= len(data) <= MAX_TPDU:
+            log.error("Modem submitted illegal TPDU length %d", len(data))
+            return []
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Tx tpduModemToCard (%s)", data.hex())
+        return [SendToBankd(TpduModemToCard(self.client_slot, self.bank_slot, data))]
+
+    def modem_status(self, status: SlotPhysStatus) -> list[Action]:
+        if self.state is not MainState.OPERATIONAL:
+            return self._not_permitted("MDM_STATUS_IND")
+        log.info("Tx clientSlotStatusInd(%s)", status)
+        actions: list[Action] = [
+            SendToBankd(ClientSlotStatusInd(self.client_slot, self.bank_slot, status))
+        ]
+        changed = status != self.modem_status_last
+        # The original runs the script on an *unchanged* status (an inverted comparison);
+        # we run it when the status changed, as its manual says, unless asked otherwise.
+        self.modem_status_last = status
+        if changed != self.modem_status_upstream:
+            actions.append(RunScript(Cause.EVENT_MODEM_STATUS))
+        return actions
+
+    def modem_pts(self, pts: bytes) -> list[Action]:
+        if self.state is not MainState.OPERATIONAL:
+            return self._not_permitted("MDM_PTS_IND")
+        log.info("PTS Indication (%s)", pts.hex())
+        return []
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _goto(self, new: MainState) -> list[Action]:
+        old = self.state
+        if new is old:
+            # As the original's FSM core: a transition to the same state is refused.
+            log.debug("state %s: staying", old.value)
+            return []
+        log.info("state %s -> %s", old.value, new.value)
+        actions: list[Action] = []
+        if old is MainState.OPERATIONAL:
+            actions += [
+                CardRemove(),
+                RunScript(Cause.REQUEST_CARD_REMOVE),
+                SimLocal(),
+                RunScript(Cause.REQUEST_SIM_LOCAL),
+                ModemReset(),
+                RunScript(Cause.REQUEST_MODEM_RESET),
+            ]
+        self.state = new
+        if new is MainState.UNCONFIGURED:
+            actions.append(DisconnectBankd())
+        elif new is MainState.OPERATIONAL:
+            actions += [
+                SimRemote(),
+                RunScript(Cause.REQUEST_SIM_REMOTE),
+                SetAtr(self.atr),
+                CardInsert(),
+                RunScript(Cause.REQUEST_CARD_INSERT),
+                ModemReset(),
+                RunScript(Cause.REQUEST_MODEM_RESET),
+            ]
+        return actions
+
+    def _not_permitted(self, event: str) -> list[Action]:
+        log.error("event %s not permitted in state %s", event, self.state.value)
+        return []

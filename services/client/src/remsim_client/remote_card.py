@@ -1,0 +1,296 @@
+"""A remote SIM for Python programs: the client core with the program as the "modem".
+
+    async with RemoteCard(server="10.0.0.1", client_id=23, slot=0) as card:
+        print(card.atr.hex())
+        rsp = await card.transmit(bytes.fromhex("a0a40000023f00"))
+
+Entering the context connects to the server and waits until a slotmap names a bankd, the
+bankd link is up and the card's ATR has arrived. ``transmit`` sends one C-APDU and returns
+the R-APDU (response data + SW1 SW2); APDUs are sent one at a time. Errors:
+:class:`NoCardMappedError` (the server has no slotmap for this client slot),
+:class:`LinkLostError` (server or bankd unreachable, or the card went away during an
+exchange), :class:`CardTimeoutError` (no response in time), :class:`InvalidApduError`.
+
+:class:`BlockingRemoteCard` offers the same for code without an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from rspro import ClientSlot, Keepalive
+
+from .client import Client
+from .config import DEFAULT_KEEPALIVE, ClientConfig, host_name, package_version
+from .errors import (
+    CardTimeoutError,
+    InvalidApduError,
+    LinkLostError,
+    NoCardMappedError,
+    RemsimClientError,
+)
+from .frontend import POWER_OFF, POWER_ON, ModemFrontend
+from .main_fsm import MAX_TPDU, MIN_TPDU, MainState
+
+__all__ = ["BlockingRemoteCard", "RemoteCard"]
+
+log = logging.getLogger("DMAIN")
+
+_T = TypeVar("_T")
+
+
+class _AppFrontend(ModemFrontend):
+    """The program as the modem: keeps the ATR, hands each R-APDU to the waiting call."""
+
+    def __init__(self) -> None:
+        self.atr = b""
+        self.inserted = False
+        self.ready = asyncio.Event()
+        self.pending: asyncio.Future[bytes] | None = None
+        self.stale = 0  # responses still due for exchanges that timed out
+
+    def set_atr(self, atr: bytes) -> None:
+        self.atr = atr
+        # The configured ATR comes before the card insertion; any ATR after it is the card's.
+        if self.inserted:
+            self.ready.set()
+
+    def card_insert(self) -> None:
+        self.inserted = True
+        self.stale = 0
+
+    def card_remove(self) -> None:
+        self.inserted = False
+        self.stale = 0
+        self.ready.clear()
+        self.fail(
+            LinkLostError("the card was removed (bankd link lost or slotmap removed)", "bankd")
+        )
+
+    def card_to_modem(self, data: bytes) -> None:
+        if self.stale:
+            # A late answer to an exchange that timed out must not answer the next one.
+            self.stale -= 1
+            log.warning("dropping a late R-APDU: %s", data.hex())
+        elif self.pending is not None and not self.pending.done():
+            self.pending.set_result(data)
+        else:
+            log.warning("dropping an R-APDU nobody waits for: %s", data.hex())
+
+    def fail(self, exc: RemsimClientError) -> None:
+        if self.pending is not None and not self.pending.done():
+            self.pending.set_exception(exc)
+
+
+class RemoteCard:
+    """The card mapped to client slot ``client_id:slot`` on ``server``.
+
+    ``timeout``: how long entering the context (or :meth:`wait_ready`) waits for the card;
+    ``apdu_timeout``: how long :meth:`transmit` waits for each response;
+    ``auto_get_response``: answer ``61xx`` with GET RESPONSE (same CLA, Le = xx) and return
+    the collected data with the last SW, as if the card had answered at once.
+    """
+
+    def __init__(
+        self,
+        server: str = "127.0.0.1",
+        client_id: int = 0,
+        slot: int = 0,
+        *,
+        port: int = 9998,
+        timeout: float = 10.0,
+        apdu_timeout: float = 30.0,
+        auto_get_response: bool = False,
+        name: str | None = None,
+        sw_version: str | None = None,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+    ) -> None:
+        self.timeout = timeout
+        self.apdu_timeout = apdu_timeout
+        self.auto_get_response = auto_get_response
+        self.config = ClientConfig(
+            server_host=server,
+            server_port=port,
+            client_slot=ClientSlot(client_id, slot),
+            name=name or host_name(),
+            sw_version=sw_version or package_version(),
+            keepalive=keepalive,
+        )
+        self._frontend = _AppFrontend()
+        self.client = Client(self.config, self._frontend)
+        self._lock = asyncio.Lock()
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and wait (up to ``timeout``) for the card; closes again on failure."""
+        await self.client.start()
+        try:
+            await self.wait_ready()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        self._frontend.ready.clear()
+        self._frontend.fail(LinkLostError("the remote card was closed", "bankd"))
+        await self.client.aclose()
+
+    async def __aenter__(self) -> RemoteCard:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the card can be used, e.g. again after a LinkLostError."""
+        try:
+            async with asyncio.timeout(self.timeout if timeout is None else timeout):
+                await self._frontend.ready.wait()
+        except TimeoutError:
+            raise self._unavailable() from None
+
+    # --- the card --------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._frontend.ready.is_set()
+
+    @property
+    def atr(self) -> bytes:
+        """The card's ATR as the bankd sent it."""
+        return self._frontend.atr
+
+    @property
+    def client_slot(self) -> ClientSlot:
+        return self.client.fsm.client_slot
+
+    async def transmit(self, apdu: bytes, *, timeout: float | None = None) -> bytes:
+        """Send one C-APDU, return the R-APDU (response data + SW1 SW2)."""
+        apdu = bytes(apdu)
+        if len(apdu) == 4:
+            apdu += b"\x00"  # case 1: the bankd wants the P3 byte
+        if not MIN_TPDU <= len(apdu) <= MAX_TPDU:
+            raise InvalidApduError(f"an APDU has 4..{MAX_TPDU} bytes, not {len(apdu)}")
+        async with self._lock:
+            rsp = await self._exchange(apdu, timeout)
+            if not self.auto_get_response:
+                return rsp
+            data = b""
+            while len(rsp) >= 2 and rsp[-2] == 0x61:
+                data += rsp[:-2]
+                rsp = await self._exchange(bytes((apdu[0], 0xC0, 0, 0, rsp[-1])), timeout)
+            return data + rsp
+
+    async def reset(self) -> None:
+        """Cold reset: report power off then on to the bankd (its reset is a VCC 1->0 edge)."""
+        if not self.ready:
+            raise self._unavailable()
+        self.client.modem_status(POWER_OFF)
+        self.client.modem_status(POWER_ON)
+
+    # --- internals -------------------------------------------------------------------------
+
+    async def _exchange(self, apdu: bytes, timeout: float | None) -> bytes:
+        if not self._frontend.ready.is_set():
+            raise self._unavailable()
+        pending: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._frontend.pending = pending
+        self.client.modem_tpdu(apdu)
+        try:
+            async with asyncio.timeout(self.apdu_timeout if timeout is None else timeout):
+                return await pending
+        except TimeoutError:
+            self._frontend.stale += 1
+            raise CardTimeoutError(f"no response to {apdu[:5].hex()}… from the card") from None
+        finally:
+            self._frontend.pending = None
+
+    def _unavailable(self) -> RemsimClientError:
+        """Why the card cannot be used right now."""
+        cfg, client = self.config, self.client
+        server = f"{cfg.server_host}:{cfg.server_port}"
+        state = client.state
+        if state is MainState.INIT:
+            return LinkLostError(
+                f"no connection to the server {server} ({client.server_state.value})", "server"
+            )
+        if state is MainState.UNCONFIGURED:
+            return NoCardMappedError(f"the server {server} has no slotmap for {self.client_slot}")
+        fsm = client.fsm
+        if state is MainState.WAIT_BANKD:
+            return LinkLostError(
+                f"no connection to the bankd {fsm.bankd_host}:{fsm.bankd_port} for "
+                f"{fsm.bank_slot} ({client.bankd_state.value})",
+                "bankd",
+            )
+        return CardTimeoutError(f"the bankd {fsm.bankd_host}:{fsm.bankd_port} sent no ATR")
+
+
+class BlockingRemoteCard:
+    """:class:`RemoteCard` for synchronous code: runs its own event loop in a thread.
+
+    with BlockingRemoteCard(server="10.0.0.1", client_id=23, slot=0) as card:
+        rsp = card.transmit(bytes.fromhex("a0a40000023f00"))
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="remote-card")
+        self._thread.daemon = True
+        self._thread.start()
+        self.card: RemoteCard = self._call(self._make(*args, **kwargs))
+
+    @staticmethod
+    async def _make(*args: Any, **kwargs: Any) -> RemoteCard:
+        return RemoteCard(*args, **kwargs)
+
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def open(self) -> None:
+        self._call(self.card.open())
+
+    def close(self) -> None:
+        """Close the card and stop the loop thread (the object cannot be reopened)."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self.card.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    def __enter__(self) -> BlockingRemoteCard:
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.card.ready
+
+    @property
+    def atr(self) -> bytes:
+        return self.card.atr
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        self._call(self.card.wait_ready(timeout))
+
+    def transmit(self, apdu: bytes, *, timeout: float | None = None) -> bytes:
+        return self._call(self.card.transmit(apdu, timeout=timeout))
+
+    def reset(self) -> None:
+        self._call(self.card.reset())

@@ -1,0 +1,154 @@
+"""``remsim-client-shell``: the remote card on stdin/stdout (client.md §9).
+
+stdin, one command per line: a C-APDU in hex (``a0a40000023f00``), or ``RESET`` (any case),
+which reports RST=1 VCC=0 CLK=0 card=1 to the bankd (a cold reset there). stdout carries
+only ``SET_ATR: <hex>`` and ``R-APDU: <hex>`` lines in the original's format; logs go to
+stderr. End of stdin ends the program (status 0), as do SIGTERM and SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import threading
+from typing import TextIO
+
+from .client import Client
+from .config import ClientConfig, hexdump, parse_hex
+from .errors import ConfigError
+from .frontend import POWER_OFF, ModemFrontend
+from .options import build_parser, load_settings
+
+MAX_APDU = 1024
+SHELL_RESET = POWER_OFF
+"""What ``RESET`` reports: RST=1 VCC=0 CLK=0 card=1, as the original."""
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+class LineSplitter:
+    """Bytes in, lines out; a line ends with LF, CR or CR LF, whatever the chunking."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._after_cr = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._after_cr and data.startswith(b"\n"):
+            data = data[1:]  # the LF of a CR LF split across two reads
+        if data:
+            self._after_cr = data.endswith(b"\r")
+        *lines, self._buf = _EOL.split(self._buf + data)
+        return lines
+
+    def finish(self) -> list[bytes]:
+        """End of input: a last line without terminator still counts."""
+        rest, self._buf = self._buf, b""
+        return [rest] if rest else []
+
+
+class ShellFrontend(ModemFrontend):
+    """Prints ATRs and R-APDUs to ``out``; turns stdin lines into modem events."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def set_atr(self, atr: bytes) -> None:
+        self._print(f"SET_ATR: {hexdump(atr)}")
+
+    def card_to_modem(self, data: bytes) -> None:
+        self._print(f"R-APDU: {hexdump(data)}")
+
+    def _print(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def handle_line(self, line: str) -> None:
+        assert self.core is not None
+        text = line.strip()
+        if not text:
+            return  # the original would send a 0-byte TPDU that the core drops anyway
+        if text.upper() == "RESET":
+            self.core.modem_status(SHELL_RESET)
+            return
+        try:
+            apdu = parse_hex(text, " \t")
+        except ValueError:
+            apdu = b""
+        if not apdu or len(apdu) > MAX_APDU:
+            self.err.write(f"ERROR parsing C-APDU `{line}'!\n")
+            self.err.flush()
+            return
+        self.core.modem_tpdu(apdu)
+
+    async def run(self, fd: int = 0) -> None:
+        """Read commands from ``fd`` until end of input."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+        # A thread, because stdin may be a regular file, which the event loop cannot poll.
+        def read() -> None:
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    chunk = b""
+                try:
+                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+                except RuntimeError:  # the loop is gone: the program is ending
+                    return
+                if not chunk:
+                    return
+
+        threading.Thread(target=read, name="stdin", daemon=True).start()
+        splitter = LineSplitter()
+        while chunk := await chunks.get():
+            for line in splitter.feed(chunk):
+                self.handle_line(line.decode(errors="replace"))
+        for line in splitter.finish():
+            self.handle_line(line.decode(errors="replace"))
+        self.err.write("STDIN was closed, terminating\n")
+        self.err.flush()
+
+
+async def run_shell(config: ClientConfig, fd: int = 0) -> int:
+    """Run until end of input on ``fd`` or SIGTERM/SIGINT; the exit status."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    frontend = ShellFrontend()
+    try:
+        async with Client(config, frontend):
+            reader = asyncio.create_task(frontend.run(fd))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait((reader, stopper), return_when=asyncio.FIRST_COMPLETED)
+            for task in (reader, stopper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser("remsim-client-shell", "remsim client with the card on stdin/stdout")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args)
+        config = settings.client_config()
+        settings.setup_logging()
+    except (ConfigError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(asyncio.run(run_shell(config)))
+
+
+if __name__ == "__main__":
+    main()

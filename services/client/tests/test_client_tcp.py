@@ -1,0 +1,705 @@
+"""The client over real TCP on 127.0.0.1, against scripted server and bankd peers.
+
+The peers are built on rspro's framer and codec and record every frame exactly as it
+arrived, so the bytes can be compared with the recordings of the original
+(reference/upstream-1.0.0/README.md): identity "vm", swVersion "1.0.0", client C23:0.
+Covers the shell as a real process (stdin/stdout, event script), the ``Client`` core with
+a recording front-end, and ``RemoteCard``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from remsim_client import (
+    BlockingRemoteCard,
+    CardTimeoutError,
+    Client,
+    ClientConfig,
+    InvalidApduError,
+    LinkLostError,
+    MainState,
+    ModemFrontend,
+    NoCardMappedError,
+    RemoteCard,
+)
+from remsim_client.frontend import POWER_OFF
+from rspro import (
+    BankSlot,
+    ClientSlot,
+    ClientSlotStatusInd,
+    ComponentIdentity,
+    ComponentType,
+    ConfigClientBankReq,
+    ConfigClientBankRes,
+    ConnectClientReq,
+    ConnectClientRes,
+    IpaFramer,
+    IpPort,
+    Message,
+    ResultCode,
+    RsproPdu,
+    SetAtrReq,
+    SetAtrRes,
+    SlotPhysStatus,
+    TpduCardToModem,
+    TpduModemToCard,
+    decode,
+    encode,
+    ipa,
+    rspro_frame,
+)
+from rspro.link import LinkState
+
+C23 = ClientSlot(23, 0)
+B1_0 = BankSlot(1, 0)
+CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
+SERVER_ID = ComponentIdentity(ComponentType.REMSIM_SERVER, "fixme-name", "remsim-server", "1.0.0")
+BANKD_ID = ComponentIdentity(ComponentType.REMSIM_BANKD, "fixme-name", "remsim-bankd", "1.0.0")
+
+# Frames of the original, from reference/upstream-1.0.0/README.md and messages.jsonl.
+REF_CONNECT_CLIENT_REQ = bytes.fromhex(
+    "0034ee073031800102810100a229a227301d0a01001602766d800d72656d73696d2d636c69656e74"
+    "8105312e302e303006020117020100"
+)
+REF_CONFIG_CLIENT_BANK_RES = bytes.fromhex("0010ee07300d800102810100a205b2030a0100")
+REF_SET_ATR_RES = bytes.fromhex("0010ee07300d800102810100a205ab030a0100")
+REF_TPDU_MODEM_TO_CARD = bytes.fromhex(
+    "0034ee073031800102810100a229ac2730060201170201003006020101020100300c0101000101000101"
+    "000101000407a0a40000023f00"
+)
+REF_CLIENT_SLOT_STATUS_IND_RESET = bytes.fromhex(
+    "002bee073028800102810100a220ae1e30060201170201003006020101020100300c8001ff8101008201008301ff"
+)
+SELECT_MF = bytes.fromhex("a0a40000023f00")
+TIMEOUT = 5.0
+
+
+# --- scripted peers ------------------------------------------------------------------------
+
+
+class PeerConn:
+    """One accepted connection: answers PINGs, queues decoded PDUs, records raw frames."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.frames: list[bytes] = []
+        self.split_frames = 0  # reads that ended inside a frame: a frame written in pieces
+        self.pings = 0
+        self._framer = IpaFramer()
+        self._pdus: asyncio.Queue[tuple[Message, bytes]] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while chunk := await self.reader.read(65536):
+                for frame in self._framer.feed(chunk):
+                    raw = frame.to_bytes()
+                    self.frames.append(raw)
+                    if frame.proto == ipa.IPA_PROTO_CCM and frame.payload[0] == ipa.CcmType.PING:
+                        self.pings += 1
+                        self.writer.write(ipa.PONG)
+                    elif frame.proto == ipa.IPA_PROTO_OSMO:
+                        self._pdus.put_nowait((decode(frame.payload[1:]).msg, raw))
+                if self._framer.buffered:
+                    self.split_frames += 1
+        except ConnectionError:
+            pass
+        finally:
+            self.closed.set()
+
+    async def recv(self) -> tuple[Message, bytes]:
+        return await asyncio.wait_for(self._pdus.get(), TIMEOUT)
+
+    async def expect(self, kind: type[Message]) -> tuple[Message, bytes]:
+        msg, raw = await self.recv()
+        assert isinstance(msg, kind), msg
+        return msg, raw
+
+    def send(self, msg: Message) -> None:
+        self.writer.write(rspro_frame(encode(RsproPdu(msg))))
+
+    async def wait_closed(self) -> None:
+        await asyncio.wait_for(self.closed.wait(), TIMEOUT)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Peer:
+    """A scripted server or bankd listening on 127.0.0.1."""
+
+    def __init__(self, identity: ComponentIdentity) -> None:
+        self.identity = identity
+        self.port = 0
+        self.conns: list[PeerConn] = []
+        self._accepted: asyncio.Queue[PeerConn] = asyncio.Queue()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> Peer:
+        self._server = await asyncio.start_server(self._on_conn, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = PeerConn(reader, writer)
+        self.conns.append(conn)
+        self._accepted.put_nowait(conn)
+
+    async def accept(self) -> PeerConn:
+        return await asyncio.wait_for(self._accepted.get(), TIMEOUT)
+
+    async def accept_client(self, result: ResultCode = ResultCode.OK) -> tuple[PeerConn, bytes]:
+        """Accept a client and answer its ConnectClientReq; returns the request's raw frame."""
+        conn = await self.accept()
+        _, raw = await conn.expect(ConnectClientReq)
+        conn.send(ConnectClientRes(self.identity, result))
+        return conn, raw
+
+    def no_new_connection(self) -> bool:
+        return self._accepted.empty()
+
+    async def stop(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Peer]:
+    peer = await Peer(SERVER_ID).start()
+    yield peer
+    await peer.stop()
+
+
+@pytest.fixture
+async def bankd() -> AsyncIterator[Peer]:
+    peer = await Peer(BANKD_ID).start()
+    yield peer
+    await peer.stop()
+
+
+@pytest.fixture
+async def bankd2() -> AsyncIterator[Peer]:
+    peer = await Peer(BANKD_ID).start()
+    yield peer
+    await peer.stop()
+
+
+def config_bank(peer: Peer | None, bank: BankSlot = B1_0) -> ConfigClientBankReq:
+    if peer is None:
+        return ConfigClientBankReq(bank, IpPort(ipaddress.IPv4Address(0), 0))
+    return ConfigClientBankReq(bank, IpPort(ipaddress.IPv4Address("127.0.0.1"), peer.port))
+
+
+async def eventually(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while not predicate():
+            await asyncio.sleep(0.002)
+
+
+# --- the Client core with a recording front-end ------------------------------------------
+
+
+class Recorder(ModemFrontend):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes | None]] = []
+
+    def set_atr(self, atr: bytes) -> None:
+        self.calls.append(("set_atr", atr))
+
+    def card_to_modem(self, data: bytes) -> None:
+        self.calls.append(("card_to_modem", data))
+
+    def sim_remote(self) -> None:
+        self.calls.append(("sim_remote", None))
+
+    def sim_local(self) -> None:
+        self.calls.append(("sim_local", None))
+
+    def card_insert(self) -> None:
+        self.calls.append(("card_insert", None))
+
+    def card_remove(self) -> None:
+        self.calls.append(("card_remove", None))
+
+    def modem_reset(self) -> None:
+        self.calls.append(("modem_reset", None))
+
+
+def client_config(server: Peer, **kwargs: object) -> ClientConfig:
+    return ClientConfig(
+        server_host="127.0.0.1",
+        server_port=server.port,
+        client_slot=C23,
+        name="vm",
+        sw_version="1.0.0",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def operational(
+    client: Client, fe: Recorder, server: Peer, bankd: Peer
+) -> tuple[PeerConn, PeerConn]:
+    """Drive a started client to OPERATIONAL with the card's ATR presented."""
+    srv, _ = await server.accept_client()
+    await eventually(lambda: client.state is MainState.UNCONFIGURED)
+    srv.send(config_bank(bankd))
+    await srv.expect(ConfigClientBankRes)
+    bk, _ = await bankd.accept_client()
+    bk.send(SetAtrReq(C23, CARD_ATR))
+    await bk.expect(SetAtrRes)
+    await eventually(lambda: ("set_atr", CARD_ATR) in fe.calls)
+    return srv, bk
+
+
+class TestClientWire:
+    async def test_connect_client_req_bytes_equal_the_original(
+        self, server: Peer, bankd: Peer
+    ) -> None:
+        fe = Recorder()
+        async with Client(client_config(server), fe) as client:
+            srv, raw = await server.accept_client()
+            assert srv.frames[0] == ipa.PING  # the keepalive PING goes out before the request
+            assert raw == REF_CONNECT_CLIENT_REQ
+            await eventually(lambda: client.state is MainState.UNCONFIGURED)
+            srv.send(config_bank(bankd))
+            _, raw = await srv.expect(ConfigClientBankRes)
+            assert raw == REF_CONFIG_CLIENT_BANK_RES
+            bk, raw = await bankd.accept_client()
+            assert bk.frames[0] == ipa.PING
+            assert raw == REF_CONNECT_CLIENT_REQ  # the same request towards the bankd
+            assert srv.split_frames == 0 and bk.split_frames == 0
+
+    async def test_the_card_session(self, server: Peer, bankd: Peer) -> None:
+        fe = Recorder()
+        async with Client(client_config(server), fe) as client:
+            _, bk = await operational(client, fe, server, bankd)
+            assert client.state is MainState.OPERATIONAL
+            assert fe.calls == [
+                ("sim_remote", None),
+                ("set_atr", bytes.fromhex("3b00")),
+                ("card_insert", None),
+                ("modem_reset", None),
+                ("set_atr", CARD_ATR),
+            ]
+            assert bk.frames[-1] == REF_SET_ATR_RES
+            client.modem_tpdu(SELECT_MF)
+            _, raw = await bk.expect(TpduModemToCard)
+            assert raw == REF_TPDU_MODEM_TO_CARD
+            bk.send(TpduCardToModem(B1_0, C23, bytes.fromhex("9f16")))
+            await eventually(lambda: fe.calls[-1] == ("card_to_modem", bytes.fromhex("9f16")))
+            client.modem_status(POWER_OFF)
+            _, raw = await bk.expect(ClientSlotStatusInd)
+            assert raw == REF_CLIENT_SLOT_STATUS_IND_RESET
+            assert bk.split_frames == 0
+
+    async def test_port_0_disconnects_from_the_bankd(self, server: Peer, bankd: Peer) -> None:
+        fe = Recorder()
+        async with Client(client_config(server), fe) as client:
+            srv, bk = await operational(client, fe, server, bankd)
+            srv.send(config_bank(None))
+            await srv.expect(ConfigClientBankRes)
+            await bk.wait_closed()
+            assert client.state is MainState.UNCONFIGURED
+            assert client.bankd_state is LinkState.INIT
+            assert fe.calls[-3:] == [
+                ("card_remove", None),
+                ("sim_local", None),
+                ("modem_reset", None),
+            ]
+
+    async def test_an_unchanged_configuration_keeps_the_session(
+        self, server: Peer, bankd: Peer
+    ) -> None:
+        fe = Recorder()
+        async with Client(client_config(server), fe) as client:
+            srv, bk = await operational(client, fe, server, bankd)
+            calls = len(fe.calls)
+            srv.send(config_bank(bankd))
+            await srv.expect(ConfigClientBankRes)
+            client.modem_tpdu(SELECT_MF)
+            await bk.expect(TpduModemToCard)  # still the same connection
+            assert not bk.closed.is_set() and bankd.no_new_connection()
+            assert len(fe.calls) == calls and client.state is MainState.OPERATIONAL
+
+    async def test_switching_to_another_bankd(
+        self, server: Peer, bankd: Peer, bankd2: Peer
+    ) -> None:
+        fe = Recorder()
+        async with Client(client_config(server), fe) as client:
+            srv, bk = await operational(client, fe, server, bankd)
+            srv.send(config_bank(bankd2, BankSlot(2, 0)))
+            await srv.expect(ConfigClientBankRes)
+            await bk.wait_closed()
+            bk2, _ = await bankd2.accept_client()
+            await eventually(lambda: client.state is MainState.OPERATIONAL)
+            assert fe.calls[-7:] == [
+                ("card_remove", None),
+                ("sim_local", None),
+                ("modem_reset", None),
+                ("sim_remote", None),
+                ("set_atr", bytes.fromhex("3b00")),
+                ("card_insert", None),
+                ("modem_reset", None),
+            ]
+            client.modem_tpdu(SELECT_MF)
+            msg, _ = await bk2.expect(TpduModemToCard)
+            assert isinstance(msg, TpduModemToCard) and msg.to_bank_slot == BankSlot(2, 0)
+
+    async def test_bankd_loss_reconnects_and_server_loss_keeps_the_card(
+        self, server: Peer, bankd: Peer
+    ) -> None:
+        fe = Recorder()
+        async with Client(client_config(server), fe) as client:
+            srv, bk = await operational(client, fe, server, bankd)
+            srv.close()  # the server goes away: the card session carries on
+            await eventually(lambda: client.server_state is not LinkState.CONNECTED)
+            client.modem_tpdu(SELECT_MF)
+            await bk.expect(TpduModemToCard)
+            assert client.state is MainState.OPERATIONAL
+            await server.accept_client()  # it reconnects by itself, no new configuration
+            bk.close()  # the bankd drops us: card removed, then reconnect to the same bankd
+            await eventually(lambda: client.state is MainState.WAIT_BANKD)
+            assert ("card_remove", None) in fe.calls
+            await bankd.accept_client()
+            await eventually(lambda: client.state is MainState.OPERATIONAL)
+
+    async def test_a_bankd_without_slotmap_is_retried(self, server: Peer, bankd: Peer) -> None:
+        fe = Recorder()
+        async with Client(client_config(server), fe) as client:
+            srv, _ = await server.accept_client()
+            await eventually(lambda: client.state is MainState.UNCONFIGURED)
+            srv.send(config_bank(bankd))
+            first, _ = await bankd.accept_client(ResultCode.CARD_NOT_PRESENT)
+            await first.wait_closed()  # the client closes on a non-ok result...
+            await bankd.accept_client()  # ...and retries at once (back-off table: 0, 0, 0, 1 s)
+            await eventually(lambda: client.state is MainState.OPERATIONAL)
+
+    async def test_a_server_of_the_wrong_type_is_not_retried(self, server: Peer) -> None:
+        server.identity = BANKD_ID
+        async with Client(client_config(server), Recorder()) as client:
+            conn, _ = await server.accept_client()
+            await conn.wait_closed()
+            assert client.server_state is LinkState.INIT
+            assert client.state is MainState.INIT
+
+
+# --- remsim-client-shell as a process --------------------------------------------------------
+
+EVENT_SCRIPT = """#!/bin/sh
+{ echo "cause=$1"; env | grep -v '^REMSIM_CAUSE=' | sort; } > "%s/$$-$1"
+"""
+
+
+def read_script_runs(directory: Path) -> list[dict[str, str]]:
+    runs = []
+    for path in directory.iterdir():
+        lines = path.read_text().splitlines()
+        runs.append(dict(line.split("=", 1) for line in lines if "=" in line))
+    return runs
+
+
+class ShellProcess:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def line(self) -> str:
+        assert self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)
+        return raw.decode()
+
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode())
+
+
+async def start_shell(*args: str, env: dict[str, str] | None = None) -> ShellProcess:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "remsim_client.shell",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    return ShellProcess(proc)
+
+
+class TestShell:
+    async def test_shell_session(self, server: Peer, bankd: Peer, tmp_path: Path) -> None:
+        runs = tmp_path / "runs"
+        runs.mkdir()
+        script = tmp_path / "event-script"
+        script.write_text(EVENT_SCRIPT % runs)
+        script.chmod(0o755)
+        env = {**os.environ, "REMSIM_CLIENT_CLIENT_ID": "23", "NOT_FOR_SCRIPTS": "x"}
+        shell = await start_shell(
+            *("-i", "127.0.0.1", "-p", str(server.port), "-n", "0", "-e", str(script)),
+            *("--name", "vm", "--sw-version", "1.0.0"),
+            env=env,
+        )
+        try:
+            srv, raw = await server.accept_client()
+            assert raw == REF_CONNECT_CLIENT_REQ
+            await eventually(lambda: len(list(runs.iterdir())) == 1)  # event-server-connect
+            shell.type("a0a40000023f00\n")  # not mapped yet: dropped
+            srv.send(config_bank(bankd))
+            await srv.expect(ConfigClientBankRes)
+            bk, raw = await bankd.accept_client()
+            assert raw == REF_CONNECT_CLIENT_REQ
+            assert await shell.line() == "SET_ATR: 3b 00 \n"
+            bk.send(SetAtrReq(C23, CARD_ATR))
+            assert await shell.line() == "SET_ATR: " + CARD_ATR.hex(" ") + " \n"
+            await bk.expect(SetAtrRes)
+
+            shell.type("a0a40000023f00\r\n")
+            _, raw = await bk.expect(TpduModemToCard)
+            assert raw == REF_TPDU_MODEM_TO_CARD
+            bk.send(TpduCardToModem(B1_0, C23, bytes.fromhex("9f16")))
+            assert await shell.line() == "R-APDU: 9f 16 \n"
+
+            shell.type("RESET\n")
+            _, raw = await bk.recv()
+            assert raw == REF_CLIENT_SLOT_STATUS_IND_RESET
+            await eventually(lambda: len(list(runs.iterdir())) == 7)
+
+            assert shell.proc.stdin is not None
+            shell.proc.stdin.close()  # end of input ends the program
+            assert await asyncio.wait_for(shell.proc.wait(), TIMEOUT) == 0
+            assert shell.proc.stderr is not None
+            stderr = (await shell.proc.stderr.read()).decode()
+            assert "STDIN was closed, terminating\n" in stderr
+            assert bk.split_frames == 0 and srv.split_frames == 0
+        finally:
+            if shell.proc.returncode is None:
+                shell.proc.kill()
+                await shell.proc.wait()
+
+        by_cause = {run["cause"]: run for run in read_script_runs(runs)}
+        assert sorted(by_cause) == sorted(
+            [
+                "event-server-connect",
+                "event-config-bankd",
+                "request-sim-remote",
+                "request-card-insert",
+                "request-modem-reset",
+                "event-bankd-connect",
+                "event-modem-status",
+            ]
+        )
+        common = {
+            "REMSIM_CLIENT_VERSION": "1.0.0",
+            "REMSIM_SERVER_ADDR": f"127.0.0.1:{server.port}",
+            "REMSIM_SERVER_STATE": "CONNECTED",
+            "REMSIM_CLIENT_SLOT": "23:0",
+        }
+        first = by_cause["event-server-connect"]
+        assert (
+            first.items()
+            >= {
+                **common,
+                "REMSIM_BANKD_ADDR": "(null):0",
+                "REMSIM_BANKD_STATE": "INIT",
+                "REMSIM_BANKD_SLOT": "0:0",
+                "REMSIM_SIM_VCC": "0",
+                "REMSIM_SIM_RST": "0",
+                "REMSIM_SIM_CLK": "0",
+            }.items()
+        )
+        assert "NOT_FOR_SCRIPTS" not in first and "PATH" in first
+        configured = {**common, "REMSIM_BANKD_ADDR": f"127.0.0.1:{bankd.port}"}
+        assert (
+            by_cause["event-config-bankd"].items()
+            >= {
+                **configured,
+                "REMSIM_BANKD_STATE": "REESTABLISH_DELAY",
+                "REMSIM_BANKD_SLOT": "1:0",
+            }.items()
+        )
+        assert by_cause["event-bankd-connect"]["REMSIM_BANKD_STATE"] == "CONNECTED"
+        status = by_cause["event-modem-status"]
+        assert (status["REMSIM_SIM_RST"], status["REMSIM_SIM_VCC"], status["REMSIM_SIM_CLK"]) == (
+            "1",
+            "0",
+            "0",
+        )
+
+    async def test_sigterm_ends_the_shell_cleanly(self, server: Peer) -> None:
+        shell = await start_shell("-i", "127.0.0.1", "-p", str(server.port))
+        srv, _ = await server.accept_client()
+        shell.proc.terminate()
+        assert await asyncio.wait_for(shell.proc.wait(), TIMEOUT) == 0
+        await srv.wait_closed()
+
+
+# --- RemoteCard --------------------------------------------------------------------------------
+
+
+async def serve_card(
+    server: Peer, bankd: Peer, responses: dict[bytes, bytes] | None = None
+) -> tuple[PeerConn, PeerConn, asyncio.Task[None]]:
+    """Server maps C23:0 to B1:0 on ``bankd``; the bankd answers APDUs from ``responses``.
+
+    Without ``responses`` the card never answers and the test reads the bankd's PDUs itself.
+    """
+    srv, _ = await server.accept_client()
+    srv.send(config_bank(bankd))
+    bk, _ = await bankd.accept_client()
+    bk.send(SetAtrReq(C23, CARD_ATR))
+
+    async def card() -> None:
+        while responses is not None:
+            msg, _ = await bk.recv()
+            if isinstance(msg, TpduModemToCard):
+                bk.send(TpduCardToModem(B1_0, C23, responses[msg.data]))
+
+    return srv, bk, asyncio.create_task(card())
+
+
+def remote_card(server: Peer | None, **kwargs: object) -> RemoteCard:
+    return RemoteCard(
+        "127.0.0.1",
+        23,
+        0,
+        port=server.port if server else 1,
+        name="vm",
+        sw_version="1.0.0",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+class TestRemoteCard:
+    RESPONSES = {
+        SELECT_MF: bytes.fromhex("9f16"),
+        bytes.fromhex("00a40004023f00"): bytes.fromhex("6112"),
+        bytes.fromhex("00c0000012"): bytes.fromhex("62108202782183023f00") + bytes.fromhex("6108"),
+        bytes.fromhex("00c0000008"): bytes.fromhex("a5038001718a0105") + bytes.fromhex("9000"),
+        bytes.fromhex("0070000000"): bytes.fromhex("9000"),
+    }
+
+    async def test_transmit(self, server: Peer, bankd: Peer) -> None:
+        card = remote_card(server)
+        opened = asyncio.create_task(card.open())
+        *_, task = await serve_card(server, bankd, self.RESPONSES)
+        await opened
+        async with card:
+            assert card.atr == CARD_ATR
+            assert await card.transmit(SELECT_MF) == bytes.fromhex("9f16")
+            assert await card.transmit(bytes.fromhex("00a40004023f00")) == bytes.fromhex("6112")
+            assert await card.transmit(bytes.fromhex("00700000")) == bytes.fromhex("9000")
+            task.cancel()
+
+    async def test_automatic_get_response(self, server: Peer, bankd: Peer) -> None:
+        card = remote_card(server, auto_get_response=True)
+        opened = asyncio.create_task(card.open())
+        *_, task = await serve_card(server, bankd, self.RESPONSES)
+        await opened
+        try:
+            assert await card.transmit(bytes.fromhex("00a40004023f00")) == bytes.fromhex(
+                "62108202782183023f00a5038001718a01059000"
+            )
+        finally:
+            task.cancel()
+            await card.close()
+
+    async def test_no_card_mapped(self, server: Peer) -> None:
+        card = remote_card(server, timeout=0.3)
+        opened = asyncio.create_task(card.open())
+        await server.accept_client()  # the server knows no slotmap for C23:0
+        with pytest.raises(NoCardMappedError, match="C23:0"):
+            await opened
+
+    async def test_server_unreachable(self) -> None:
+        with pytest.raises(LinkLostError) as exc:
+            async with remote_card(None, timeout=0.2):
+                pass
+        assert exc.value.link == "server"
+
+    async def test_bankd_lost_during_an_exchange(self, server: Peer, bankd: Peer) -> None:
+        card = remote_card(server)
+        opened = asyncio.create_task(card.open())
+        srv, bk, task = await serve_card(server, bankd, responses=None)  # the card never answers
+        await opened
+        try:
+            exchange = asyncio.create_task(card.transmit(SELECT_MF))
+            await eventually(lambda: bool(bk.frames) and bk.frames[-1][-7:] == SELECT_MF)
+            bk.close()
+            with pytest.raises(LinkLostError) as exc:
+                await exchange
+            assert exc.value.link == "bankd"
+            with pytest.raises(LinkLostError):
+                await card.transmit(SELECT_MF)
+            srv.send(config_bank(None))  # now the slotmap goes away
+            await eventually(lambda: card.client.state is MainState.UNCONFIGURED)
+            with pytest.raises(NoCardMappedError):
+                await card.transmit(SELECT_MF)
+        finally:
+            task.cancel()
+            await card.close()
+
+    async def test_card_timeout_and_bad_apdus(self, server: Peer, bankd: Peer) -> None:
+        card = remote_card(server, apdu_timeout=0.1)
+        opened = asyncio.create_task(card.open())
+        _, bk, task = await serve_card(server, bankd, responses=None)
+        await opened
+        try:
+            with pytest.raises(CardTimeoutError):
+                await card.transmit(SELECT_MF)
+            bk.send(TpduCardToModem(B1_0, C23, bytes.fromhex("9f16")))  # too late: dropped
+            get_response = asyncio.create_task(
+                card.transmit(bytes.fromhex("a0c0000016"), timeout=5)
+            )
+            await bk.expect(SetAtrRes)
+            await bk.expect(TpduModemToCard)
+            msg, _ = await bk.expect(TpduModemToCard)
+            assert isinstance(msg, TpduModemToCard) and msg.data == bytes.fromhex("a0c0000016")
+            bk.send(TpduCardToModem(B1_0, C23, bytes.fromhex("6f00")))
+            assert await get_response == bytes.fromhex("6f00")
+            with pytest.raises(InvalidApduError):
+                await card.transmit(b"\xa0\xa4\x00")
+            with pytest.raises(InvalidApduError):
+                await card.transmit(bytes(261))
+        finally:
+            task.cancel()
+            await card.close()
+
+    async def test_reset_is_a_power_cycle(self, server: Peer, bankd: Peer) -> None:
+        card = remote_card(server)
+        opened = asyncio.create_task(card.open())
+        _, bk, _ = await serve_card(server, bankd)
+        await opened
+        try:
+            await bk.expect(SetAtrRes)
+            await card.reset()
+            off, _ = await bk.recv()
+            on, _ = await bk.recv()
+            assert [m.slot_phys_status for m in (off, on)] == [  # type: ignore[attr-defined]
+                POWER_OFF,
+                SlotPhysStatus(False, True, True, True),
+            ]
+        finally:
+            await card.close()
+
+    async def test_blocking_remote_card(self, server: Peer, bankd: Peer) -> None:
+        def use_card() -> tuple[bytes, bytes]:
+            with BlockingRemoteCard("127.0.0.1", 23, 0, port=server.port) as card:
+                return card.atr, card.transmit(SELECT_MF)
+
+        used = asyncio.create_task(asyncio.to_thread(use_card))
+        *_, task = await serve_card(server, bankd, self.RESPONSES)
+        try:
+            assert await used == (CARD_ATR, bytes.fromhex("9f16"))
+        finally:
+            task.cancel()

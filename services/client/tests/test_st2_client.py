@@ -1,0 +1,253 @@
+"""The whole st2 client without hardware: the real ``Client`` core over TCP on 127.0.0.1
+against scripted server and bankd peers, the st2 front-end on a simulated SIMtrace2, and a
+scripted modem. Byte strings are the worked examples of client.md §7 and
+simtrace2-cardem.md §9 (client C23:0, bank slot B1:5)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from remsim_client import Client, ClientConfig, MainState
+from remsim_client.st2.frontend import St2Frontend
+from remsim_client.st2.protocol import CardInsert, ModemReset, ResetAction, SetAtr, SimSelect
+from remsim_client.st2.simulator import SimulatedBackend, SimulatedDevice
+from rspro import (
+    BankSlot,
+    ClientSlot,
+    ClientSlotStatusInd,
+    ComponentIdentity,
+    ComponentType,
+    ConfigClientBankReq,
+    ConfigClientBankRes,
+    ConnectClientReq,
+    ConnectClientRes,
+    IpaFramer,
+    IpPort,
+    Message,
+    ResultCode,
+    RsproPdu,
+    SetAtrReq,
+    SetAtrRes,
+    TpduCardToModem,
+    TpduModemToCard,
+    decode,
+    encode,
+    ipa,
+    rspro_frame,
+)
+
+T = TypeVar("T")
+C23 = ClientSlot(23, 0)
+B1_5 = BankSlot(1, 5)
+CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
+TIMEOUT = 5.0
+
+# client.md §7 and simtrace2-cardem.md §9.4, with the IPA header.
+REF_TPDU_SELECT_MF = bytes.fromhex(
+    "00 34 ee 07 30 31 80 01 02 81 01 00 a2 29 ac 27 30 06 02 01 17 02 01 00 30 06 02 01 01"
+    "02 01 05 30 0c 01 01 00 01 01 00 01 01 00 01 01 00 04 07 a0 a4 00 00 02 3f 00"
+)
+REF_TPDU_READ_BINARY = bytes.fromhex(
+    "00 32 ee 07 30 2f 80 01 02 81 01 00 a2 27 ac 25 30 06 02 01 17 02 01 00 30 06 02 01 01"
+    "02 01 05 30 0c 01 01 00 01 01 00 01 01 00 01 01 00 04 05 a0 b0 00 00 04"
+)
+REF_STATUS_RUNNING = bytes.fromhex(  # rst=0 vcc=1 clk=1, card presence not sent
+    "00 28 ee 07 30 25 80 01 02 81 01 00 a2 1d ae 1b 30 06 02 01 17 02 01 00 30 06 02 01 01"
+    "02 01 05 30 09 80 01 00 81 01 ff 82 01 ff"
+)
+
+EVENT_SCRIPT = """#!/bin/sh
+echo "$1 $REMSIM_USB_PATH $REMSIM_USB_INTERFACE" > "%s/$$-$1"
+"""
+
+
+class Conn:
+    """One accepted RSPRO connection: answers PINGs, queues PDUs with their raw frames."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._framer = IpaFramer()
+        self._pdus: asyncio.Queue[tuple[Message, bytes]] = asyncio.Queue()
+        self._task = asyncio.create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while chunk := await reader.read(65536):
+            for frame in self._framer.feed(chunk):
+                if frame.proto == ipa.IPA_PROTO_CCM and frame.payload[0] == ipa.CcmType.PING:
+                    self.writer.write(ipa.PONG)
+                elif frame.proto == ipa.IPA_PROTO_OSMO:
+                    self._pdus.put_nowait((decode(frame.payload[1:]).msg, frame.to_bytes()))
+
+    async def expect(self, kind: type[Message], skip: tuple[type[Message], ...] = ()) -> bytes:
+        """The raw frame of the next ``kind`` PDU, passing over PDUs of the ``skip`` kinds."""
+        while True:
+            msg, raw = await asyncio.wait_for(self._pdus.get(), TIMEOUT)
+            if isinstance(msg, kind):
+                return raw
+            assert isinstance(msg, skip), msg
+
+    def send(self, msg: Message) -> None:
+        self.writer.write(rspro_frame(encode(RsproPdu(msg))))
+
+    def close(self) -> None:
+        self.writer.close()
+        self._task.cancel()
+
+
+class Peer:
+    """A scripted server or bankd on 127.0.0.1 that accepts every ConnectClientReq."""
+
+    def __init__(self, component: ComponentType, software: str) -> None:
+        self.identity = ComponentIdentity(component, "test", software, "1.0.0")
+        self.port = 0
+        self.conns: list[Conn] = []
+        self._accepted: asyncio.Queue[Conn] = asyncio.Queue()
+
+    async def start(self) -> Peer:
+        self._server = await asyncio.start_server(self._on_conn, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Conn(reader, writer)
+        self.conns.append(conn)
+        self._accepted.put_nowait(conn)
+
+    async def accept(self) -> Conn:
+        conn = await asyncio.wait_for(self._accepted.get(), TIMEOUT)
+        await conn.expect(ConnectClientReq)
+        conn.send(ConnectClientRes(self.identity, ResultCode.OK))
+        return conn
+
+    async def stop(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[tuple[Peer, Peer]]:
+    server = await Peer(ComponentType.REMSIM_SERVER, "remsim-server").start()
+    bankd = await Peer(ComponentType.REMSIM_BANKD, "remsim-bankd").start()
+    yield server, bankd
+    await server.stop()
+    await bankd.stop()
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.to_thread(fn, *args)
+
+
+def modem_starts(fn: Callable[..., T], *args: Any) -> asyncio.Task[T]:
+    """A modem action running on its own while the test plays the bankd."""
+    return asyncio.create_task(in_thread(fn, *args))
+
+
+async def eventually(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while not predicate():
+            await asyncio.sleep(0.002)
+
+
+def operational_entry(atr: bytes) -> list[object]:
+    """client.md §6.3 on the USB, then the bankd's ATR."""
+    reset = ModemReset(ResetAction.PULSE, 300)
+    return [SimSelect(True), SetAtr(b"\x3b\x00"), CardInsert(True), reset, SetAtr(atr)]
+
+
+async def test_st2_client_session(peers: tuple[Peer, Peer], tmp_path: Path) -> None:
+    server, bankd = peers
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    script = tmp_path / "event-script"
+    script.write_text(EVENT_SCRIPT % runs)
+    script.chmod(0o755)
+    sim = SimulatedDevice("SIMtrace 2", bus=2, address=5, ports=(1, 1))
+    slot, modem = sim.slots[0], sim.modem()
+    frontend = await St2Frontend.open(backend=SimulatedBackend([sim]), irq_poll_ms=20)
+    config = ClientConfig(
+        server_host="127.0.0.1",
+        server_port=server.port,
+        client_slot=C23,
+        event_script=str(script),
+        name="vm",
+        sw_version="1.0.0",
+    )
+    run = asyncio.create_task(frontend.run())
+    try:
+        async with Client(config, frontend) as client:
+            srv = await server.accept()
+            await eventually(lambda: client.state is MainState.UNCONFIGURED)
+            bankd_addr = IpPort(ipaddress.IPv4Address("127.0.0.1"), bankd.port)
+            srv.send(ConfigClientBankReq(B1_5, bankd_addr))
+            await srv.expect(ConfigClientBankRes)
+
+            # bankd connected: the firmware is switched over and gets the card's ATR
+            bk = await bankd.accept()
+            bk.send(SetAtrReq(C23, CARD_ATR))
+            await bk.expect(SetAtrRes, skip=(ClientSlotStatusInd,))
+            await frontend.drain()
+            assert slot.host_messages[1:] == operational_entry(CARD_ATR)
+            assert await in_thread(modem.cold_reset) == CARD_ATR
+            while await bk.expect(ClientSlotStatusInd) != REF_STATUS_RUNNING:
+                pass  # the power-up steps before it
+
+            # TPDUs: the bankd sees the whole command, the modem the card's answer
+            transact = modem_starts(modem.transact, bytes.fromhex("a0a40000023f00"))
+            assert await bk.expect(TpduModemToCard) == REF_TPDU_SELECT_MF
+            bk.send(TpduCardToModem(B1_5, C23, bytes.fromhex("9f17")))
+            assert await transact == bytes.fromhex("9f17")
+            transact = modem_starts(modem.transact, bytes.fromhex("a0b0000004"))
+            assert await bk.expect(TpduModemToCard) == REF_TPDU_READ_BINARY
+            bk.send(TpduCardToModem(B1_5, C23, bytes.fromhex("01020304 9000")))
+            assert await transact == bytes.fromhex("01020304 9000")
+            assert modem.last_wire == bytes.fromhex("b0 01 02 03 04 90 00")
+
+            # bankd lost: card removed, local SIM, modem reset; the client reconnects
+            entries = len(slot.host_messages)
+            bk.close()
+            bk = await bankd.accept()
+            bk.send(SetAtrReq(C23, CARD_ATR))
+            await bk.expect(SetAtrRes, skip=(ClientSlotStatusInd,))
+            await frontend.drain()
+            assert slot.host_messages[entries:] == [
+                CardInsert(False),
+                SimSelect(False),
+                ModemReset(ResetAction.PULSE, 300),
+                *operational_entry(CARD_ATR),
+            ]
+            assert await in_thread(modem.cold_reset) == CARD_ATR
+            transact = modem_starts(modem.transact, bytes.fromhex("a0a40000023f00"))
+            assert await bk.expect(TpduModemToCard, skip=(ClientSlotStatusInd,)) == (
+                REF_TPDU_SELECT_MF
+            )
+            bk.send(TpduCardToModem(B1_5, C23, bytes.fromhex("9f17")))
+            assert await transact == bytes.fromhex("9f17")
+            assert client.state is MainState.OPERATIONAL
+            await eventually(lambda: len(list(runs.iterdir())) >= 14)
+    finally:
+        await frontend.aclose()
+        await asyncio.wait_for(run, TIMEOUT)
+
+    causes = {}
+    for path in runs.iterdir():
+        cause, usb_path, interface = path.read_text().split()
+        causes[cause] = (usb_path, interface)
+    assert set(causes) >= {
+        "event-server-connect",
+        "event-config-bankd",
+        "request-sim-remote",
+        "request-card-insert",
+        "request-modem-reset",
+        "event-bankd-connect",
+        "event-modem-status",
+        "request-card-remove",
+        "request-sim-local",
+    }
+    assert set(causes.values()) == {("2-1.1", "0")}

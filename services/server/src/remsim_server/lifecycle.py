@@ -1,0 +1,54 @@
+"""The slotmap life cycle's decisions, as pure functions of what the store holds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from remsim_control import BankdAddress, ClientConfig, Slotmap, SlotmapState
+
+NEW, UNACK, ACTIVE = SlotmapState.NEW, SlotmapState.UNACKNOWLEDGED, SlotmapState.ACTIVE
+DELETE_REQ, DELETING = SlotmapState.DELETE_REQ, SlotmapState.DELETING
+
+
+def needs_create(slotmap: Slotmap) -> bool:
+    """A map its (connected) bankd must be sent: NEW and not refused by this bankd."""
+    return slotmap.state is NEW and slotmap.result is None
+
+
+def needs_remove(slotmap: Slotmap) -> bool:
+    return slotmap.state is DELETE_REQ
+
+
+def on_bank_connect(slotmap: Slotmap) -> SlotmapState | None:
+    """A bankd (re)connects: every map of its bank is pushed again, whatever a previous
+    connection had done with it; a removal that was under way is requested again."""
+    if slotmap.state in (UNACK, ACTIVE) or (slotmap.state is NEW and slotmap.result):
+        return NEW
+    if slotmap.state is DELETING:
+        return DELETE_REQ
+    return None
+
+
+def on_bank_loss(slotmap: Slotmap) -> SlotmapState | None:
+    """A bankd's connection ends: its maps wait for it as NEW (clients keep their sessions);
+    maps being deleted are dropped (``None``), as with the original."""
+    return None if slotmap.state in (DELETE_REQ, DELETING) else NEW
+
+
+def client_config(
+    maps: Sequence[Slotmap], bankd: BankdAddress | None, sent: ClientConfig | None
+) -> ClientConfig | None:
+    """What to send a client now, given every map of its client slot, the address of the
+    bankd of its ACTIVE map and what it was last told; ``None``: nothing.
+
+    A client is sent its bankd once its map is ACTIVE (the bankd has it), and told to
+    disconnect (0.0.0.0:0) only when no map for the bank slot it uses exists any more: a
+    bankd that merely lost its control connection leaves the client's session alone.
+    """
+    active = next((slotmap for slotmap in maps if slotmap.state is ACTIVE), None)
+    if active is not None and bankd is not None:
+        wanted = ClientConfig(bank=active.bank, bankd=bankd)
+        return wanted if wanted != sent else None
+    if sent is not None and not sent.unmapped and all(m.bank != sent.bank for m in maps):
+        return ClientConfig.unmap(sent.bank)
+    return None

@@ -1,0 +1,241 @@
+"""The server's side of one control connection, sans-IO (the original's ``SERVER_CONN``).
+
+Fed received PDUs and the time, it returns what happened (``BankHello``,
+``MappingCreated``, ``Close``, ...); asked to accept, reject, create or remove a mapping or
+configure a client, it returns the message to send and remembers what it is waiting for.
+Responses carry no usable tag (deployed bankds answer with tag 0), so they are matched to
+requests by order, per kind: the bankd handles its requests in order, and a
+``createMappingRes`` always answers the oldest outstanding ``createMappingReq``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+import rspro
+from remsim_control import BankSlot, ClientConfig, ClientSlot, ComponentIdentity
+
+from remsim_server import convert
+
+IDENTIFY_TIMEOUT = 10.0
+"""Seconds a new connection has to send its connect request."""
+REJECT_DELAY = 1.0
+"""Seconds a refused connection stays open, so the peer reads the refusal (as the original)."""
+
+
+class Role(enum.StrEnum):
+    """The original's ``SERVER_CONN`` states (shown as ``state`` in REST)."""
+
+    ESTABLISHED = "ESTABLISHED"
+    CONNECTED_BANKD = "CONNECTED_BANKD"
+    CONNECTED_CLIENT = "CONNECTED_CLIENT"
+    REJECTED = "REJECTED"
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True, slots=True)
+class BankHello:
+    """A bankd asks to connect; answer with ``accept()`` or ``reject()``."""
+
+    identity: ComponentIdentity
+    bank_id: int
+    number_of_slots: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    """A client asks to connect; answer with ``accept()`` or ``reject()``."""
+
+    identity: ComponentIdentity
+    client: ClientSlot
+
+
+@dataclass(frozen=True, slots=True)
+class MappingCreated:
+    """The bankd answered the createMappingReq for slotmap ``serial``."""
+
+    serial: int
+    result: rspro.ResultCode
+
+
+@dataclass(frozen=True, slots=True)
+class MappingRemoved:
+    """The bankd answered the removeMappingReq for slotmap ``serial``."""
+
+    serial: int
+    result: rspro.ResultCode
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigAcknowledged:
+    """The client answered a configClientBankReq."""
+
+    config: ClientConfig
+    result: rspro.ResultCode
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection now, without a reply."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """Nothing to do; worth a log line."""
+
+    reason: str
+
+
+Event = (
+    BankHello | ClientHello | MappingCreated | MappingRemoved | ConfigAcknowledged | Close | Ignored
+)
+
+
+class ServerConnection:
+    def __init__(
+        self,
+        server_identity: rspro.ComponentIdentity,
+        now: float,
+        *,
+        identify_timeout: float = IDENTIFY_TIMEOUT,
+        reject_delay: float = REJECT_DELAY,
+    ) -> None:
+        self.server_identity = server_identity
+        self.identify_timeout = identify_timeout
+        self.reject_delay = reject_delay
+        self.role = Role.ESTABLISHED
+        self.hello: BankHello | ClientHello | None = None
+        self.sent: ClientConfig | None = None
+        """What this client was last told (``None``: nothing, i.e. unconfigured)."""
+        self._creates: deque[int] = deque()
+        self._removes: deque[int] = deque()
+        self._configs: deque[ClientConfig] = deque()
+        self._deadline: float | None = now + identify_timeout
+
+    @property
+    def peer(self) -> str:
+        """``B<bank>`` or ``C<client>:<slot>`` once the peer said who it is."""
+        if isinstance(self.hello, BankHello):
+            return f"B{self.hello.bank_id}"
+        if isinstance(self.hello, ClientHello):
+            return str(self.hello.client)
+        return "unidentified"
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not answered yet."""
+        return len(self._creates) + len(self._removes) + len(self._configs)
+
+    # --- input ----------------------------------------------------------------------------
+
+    def receive(self, pdu: rspro.RsproPdu) -> Event:
+        msg = pdu.msg
+        if self.role is Role.ESTABLISHED and self.hello is None:
+            return self._identify(msg)
+        if self.role is Role.CONNECTED_BANKD:
+            if isinstance(msg, rspro.CreateMappingRes):
+                if not self._creates:
+                    return Ignored("createMappingRes without an outstanding createMappingReq")
+                return MappingCreated(self._creates.popleft(), msg.result)
+            if isinstance(msg, rspro.RemoveMappingRes):
+                if not self._removes:
+                    return Ignored("removeMappingRes without an outstanding removeMappingReq")
+                return MappingRemoved(self._removes.popleft(), msg.result)
+        if self.role is Role.CONNECTED_CLIENT and isinstance(msg, rspro.ConfigClientBankRes):
+            if not self._configs:
+                return Ignored("configClientBankRes without an outstanding request")
+            return ConfigAcknowledged(self._configs.popleft(), msg.result)
+        return Ignored(f"{msg.ASN_NAME} is not expected in state {self.role}")
+
+    def _identify(self, msg: rspro.Message) -> Event:
+        if isinstance(msg, rspro.ConnectBankReq):
+            if msg.identity.type is not rspro.ComponentType.REMSIM_BANKD:
+                return self._close(f"connectBankReq from a {msg.identity.type.asn_name}")
+            self.hello = BankHello(convert.identity(msg.identity), msg.bank_id, msg.number_of_slots)
+            return self.hello
+        if isinstance(msg, rspro.ConnectClientReq):
+            if msg.identity.type is not rspro.ComponentType.REMSIM_CLIENT:
+                return self._close(f"connectClientReq from a {msg.identity.type.asn_name}")
+            if msg.client_slot is None:
+                return self._close("connectClientReq without clientSlot (dynamic ids unsupported)")
+            self.hello = ClientHello(
+                convert.identity(msg.identity), convert.client_slot(msg.client_slot)
+            )
+            return self.hello
+        return Ignored(f"{msg.ASN_NAME} before the connect request")
+
+    # --- decisions ------------------------------------------------------------------------
+
+    def accept(self) -> rspro.ConnectBankRes | rspro.ConnectClientRes:
+        return self._answer(rspro.ResultCode.OK)
+
+    def reject(
+        self, now: float, result: rspro.ResultCode = rspro.ResultCode.IDENTITY_IN_USE
+    ) -> rspro.ConnectBankRes | rspro.ConnectClientRes:
+        """Refuse the peer; ``handle_timeout`` closes the connection ``reject_delay`` later."""
+        answer = self._answer(result)
+        self._deadline = now + self.reject_delay
+        return answer
+
+    def _answer(self, result: rspro.ResultCode) -> rspro.ConnectBankRes | rspro.ConnectClientRes:
+        if self.role is not Role.ESTABLISHED or self.hello is None:
+            raise RuntimeError(f"no connect request to answer in state {self.role}")
+        self._deadline = None
+        if result is not rspro.ResultCode.OK:
+            self.role = Role.REJECTED
+        elif isinstance(self.hello, BankHello):
+            self.role = Role.CONNECTED_BANKD
+        else:
+            self.role = Role.CONNECTED_CLIENT
+        if isinstance(self.hello, BankHello):
+            return rspro.ConnectBankRes(self.server_identity, result)
+        return rspro.ConnectClientRes(self.server_identity, result)
+
+    def create_mapping(
+        self, serial: int, bank: BankSlot, client: ClientSlot
+    ) -> rspro.CreateMappingReq:
+        self._require(Role.CONNECTED_BANKD)
+        self._creates.append(serial)
+        return rspro.CreateMappingReq(
+            convert.wire_client_slot(client), convert.wire_bank_slot(bank)
+        )
+
+    def remove_mapping(
+        self, serial: int, bank: BankSlot, client: ClientSlot
+    ) -> rspro.RemoveMappingReq:
+        self._require(Role.CONNECTED_BANKD)
+        self._removes.append(serial)
+        return rspro.RemoveMappingReq(
+            convert.wire_client_slot(client), convert.wire_bank_slot(bank)
+        )
+
+    def configure(self, config: ClientConfig) -> rspro.ConfigClientBankReq:
+        self._require(Role.CONNECTED_CLIENT)
+        self._configs.append(config)
+        self.sent = config
+        return convert.config_req(config)
+
+    def _require(self, role: Role) -> None:
+        if self.role is not role:
+            raise RuntimeError(f"only possible in state {role}, not {self.role}")
+
+    # --- time -----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self._deadline
+
+    def handle_timeout(self, now: float) -> Close | None:
+        if self._deadline is None or now < self._deadline:
+            return None
+        if self.role is Role.REJECTED:
+            return self._close("refused")
+        return self._close(f"no connect request within {self.identify_timeout:g} s")
+
+    def _close(self, reason: str) -> Close:
+        self.role = Role.CLOSED
+        self._deadline = None
+        return Close(reason)

@@ -1,0 +1,67 @@
+"""Options of ``remsim-server``: ``REMSIM_*`` environment variables, overridden by flags."""
+
+from __future__ import annotations
+
+import os
+import socket
+from importlib.metadata import PackageNotFoundError, version
+
+from pydantic import Field, field_validator
+from remsim_api.settings import ApiSettings
+
+
+def package_version() -> str:
+    try:
+        return version("remsim-server")
+    except PackageNotFoundError:
+        return "0"
+
+
+def parse_host_port(text: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 literal -> (host, port or None)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None
+    if not host:
+        raise ValueError(f"no host in {text!r}")
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad port in {text!r}")
+    return host, int(port)
+
+
+class ServerSettings(ApiSettings):
+    rspro_host: str = Field(default="0.0.0.0", description="RSPRO control bind address")
+    rspro_port: int = Field(default=9998, ge=0, le=65535, description="RSPRO control port")
+    identity_name: str = Field(
+        default_factory=lambda: socket.gethostname()[:32] or "unknown",
+        min_length=1,
+        max_length=32,
+        description="name in the server's RSPRO identity (default: the host name)",
+    )
+    sw_version: str = Field(default_factory=package_version, min_length=1, max_length=32)
+    bankd_port: int = Field(default=9999, ge=1, le=65535, description="bankd port given to clients")
+    bankd_addresses: dict[int, str] = Field(
+        default_factory=dict,
+        description="per bank id, the bankd address given to clients (HOST or HOST:PORT) "
+        "instead of the address its control connection comes from",
+    )
+    keepalive_interval: float = Field(default=30.0, gt=0)
+    keepalive_timeout: float = Field(default=10.0, gt=0)
+    core_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
+        description="this core's name in the registry (distributed mode)",
+    )
+
+    @field_validator("bankd_addresses")
+    @classmethod
+    def _valid_addresses(cls, value: dict[int, str]) -> dict[int, str]:
+        for address in value.values():
+            parse_host_port(address)
+        return value

@@ -1,0 +1,108 @@
+"""remsim-apitool against the real server: the original's flags and output."""
+
+import asyncio
+import socket
+
+import pytest
+import rspro
+from remsim_api import apitool
+from remsim_server.server import RemsimServer
+from remsim_server.testing import connect_bankd, connect_client
+
+
+async def run(*argv: str) -> int:
+    """Run the tool in a thread (it is synchronous) and return its exit status."""
+    try:
+        await asyncio.to_thread(apitool.main, list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def port_args(server: RemsimServer) -> list[str]:
+    return ["-H", "127.0.0.1", "-p", str(server.rest_port)]
+
+
+async def test_show_all_prints_clients_banks_and_slotmaps(
+    server: RemsimServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bankd = await connect_bankd(server.rspro_port)
+    client = await connect_client(server.rspro_port)
+    assert await run(*port_args(server)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(
+        "/clients: {'clients': [{'peer': 'C23:0', 'state': 'CONNECTED_CLIENT', 'component_id': "
+        "{'type_': 'remsimClient', 'name': 'vm', 'software': 'remsim-client', 'swVersion': "
+        "'1.0.0'}"
+    )
+    assert lines[1].startswith("/banks: {'banks': [{'peer': 'B1', 'state': 'CONNECTED_BANKD'")
+    assert lines[2] == "/slotmaps: {'slotmaps': []}"
+    assert len(lines) == 3
+    await client.close()
+    await bankd.close()
+
+
+async def test_create_show_and_delete_a_slotmap(
+    server: RemsimServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bankd = await connect_bankd(server.rspro_port)
+    assert await run(*port_args(server), "-m", "1", "1", "23", "0") == 0
+    request, _ = await bankd.expect(rspro.CreateMappingReq)
+    assert str(request.bank) == "B1:1" and str(request.client) == "C23:0"
+    assert await run(*port_args(server), "-s") == 0
+    assert await run(*port_args(server), "-s", "65537") == 0
+    assert await run(*port_args(server), "-d", "1", "1") == 0
+    await bankd.expect(rspro.RemoveMappingReq)
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "/slotmaps: {'slotmaps': [{'bank': {'bankId': 1, 'slotNr': 1}, 'client': "
+        "{'clientId': 23, 'slotNr': 0}, 'state': 'UNACKNOWLEDGED', 'id': 65537}]}",
+        "/slotmaps/65537: {'bank': {'bankId': 1, 'slotNr': 1}, 'client': "
+        "{'clientId': 23, 'slotNr': 0}, 'state': 'UNACKNOWLEDGED', 'id': 65537}",
+    ]
+
+
+async def test_verbose_shows_the_requests(
+    server: RemsimServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run(*port_args(server), "-v", "-r") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "verbosity =  1",
+        f"POST http://127.0.0.1:{server.rest_port}/api/backend/v1/global-resetNone",
+    ]
+
+
+async def test_an_error_answer_is_one_line_on_stderr(
+    server: RemsimServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run(*port_args(server), "-m", "1", "0", "23", "0") == 0
+    assert await run(*port_args(server), "-m", "1", "0", "24", "0") == 1
+    assert await run(*port_args(server), "-b", "7") == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "remsim-apitool: POST /slotmaps failed: 409 Conflict: "
+        "Slot Map B1:0 <-> C23:0 already uses this bank slot or client slot",
+        "remsim-apitool: GET /banks/7 failed: 404 Not Found: bank 7 is not connected",
+    ]
+
+
+async def test_an_unreachable_server_is_one_line_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for command in (["-c"], ["-r"], ["-d", "1", "0"]):
+        assert await run("-p", str(port), *command) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("remsim-apitool: ") and "failed" in line for line in lines)
+
+
+def test_commands_are_mutually_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        apitool.main(["-r", "-c"])
+    assert exited.value.code == 2
+    args = apitool.build_parser().parse_args(["-P", "1234", "-c", "23"])
+    assert (args.port, args.show_clients) == ("1234", "23")
