@@ -7,7 +7,7 @@ that maps C23:0 to B1:0, and ``remsim-bankd`` as its own process (shared PC/SC a
 both paths use the same card). Then, for each APDU, alternates blocks of ``--per-round``
 round trips: the remsim path (a blocking RSPRO client → bankd → pcscd → card) and the direct
 path (pyscard ``SCardTransmit`` on the same reader). The overhead is the median over the
-rounds of (remsim median − direct median); p99 overhead is p99(remsim) − p99(direct).
+rounds of (remsim median - direct median); p99 overhead is p99(remsim) - p99(direct).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from smartcard import scard
 
 import rspro
 from remsim_bankd.testbed import VirtualSimBank
@@ -44,7 +46,6 @@ from rspro import (
     TpduCardToModem,
     TpduModemToCard,
 )
-from smartcard import scard
 
 APDUS = {
     "SELECT MF (a0a40000023f00 → 9f16)": bytes.fromhex("a0a40000023f00"),
@@ -164,7 +165,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{platform.node()}: {os.cpu_count()} × {cpu}; {platform.platform()}; Python {platform.python_version()}"
+    system = f"{platform.platform()}; Python {platform.python_version()}"
+    return f"{platform.node()}: {os.cpu_count()} x {cpu}; {system}"
 
 
 def main() -> int:
@@ -192,7 +194,7 @@ def main() -> int:
             client = RemsimClient(bankd_port)
             direct = DirectCard(bank.readers[0])
             print(f"# {machine()}")
-            print(f"# ATR {client.atr.hex()}; {args.rounds} rounds × {args.per_round} per path")
+            print(f"# ATR {client.atr.hex()}; {args.rounds} rounds x {args.per_round} per path")
             for name, apdu in APDUS.items():
                 assert client.transmit(apdu) == direct.transmit(apdu) or apdu[1] == 0x84
                 timed(client.transmit, apdu, args.warmup)
@@ -207,7 +209,8 @@ def main() -> int:
                     remsim += r
                     straight += d
                 print(f"\n{name}")
-                print(f"  {'path':8} {'min':>7} {'median':>7} {'p90':>7} {'p99':>7} {'max':>7}  (ms)")
+                head = ("min", "median", "p90", "p99", "max")
+                print(f"  {'path':8} " + " ".join(f"{h:>7}" for h in head) + "  (ms)")
                 for label, xs in (("direct", straight), ("remsim", remsim)):
                     print(
                         f"  {label:8} {min(xs):7.3f} {statistics.median(xs):7.3f} "

@@ -7,8 +7,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+
 from remsim_control import MemoryBus, MemoryStore, ResetEvent, SlotmapEvent
-from remsim_control.backends import BackendUnavailable, backends_ready, open_backends
+from remsim_control.backends import (
+    BackendUnavailable,
+    backends_ready,
+    open_backends,
+    require_ready,
+)
 from remsim_control.bus import Bus, Event
 from remsim_control.contract import (
     B1_0,
@@ -22,7 +28,6 @@ from remsim_control.errors import IdentityInUse, SlotInUse
 from remsim_control.nats_bus import NatsBus
 from remsim_control.redis_store import RedisStore
 from remsim_control.store import Store
-
 from tests.fixtures.servers import ServiceFixture
 
 pytestmark = pytest.mark.integration
@@ -142,6 +147,20 @@ async def test_a_clean_close_ends_the_lease_at_once(
         await b.close()
 
 
+async def test_a_restarted_core_with_the_same_id_drops_its_predecessor_s_entries(
+    two_stores: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = two_stores
+    await a.register_bank(bank_record(1, core="core-a"))
+    await a.register_client(client_record(C23_0, core="core-a"))
+    await b.register_bank(bank_record(2, core="core-b"))
+    # core-a restarts (same host name and pid, as in a container) before its lease expired
+    assert await b.claim_core("core-a") == 2
+    assert await b.list_banks() == [bank_record(2, core="core-b")]
+    assert await b.list_clients() == []
+    await b.register_bank(bank_record(1, core="core-a"))
+
+
 async def test_racing_cores_create_one_map_per_slot(
     two_stores: tuple[RedisStore, RedisStore],
 ) -> None:
@@ -191,6 +210,22 @@ async def test_redis_down_is_backend_unavailable_and_data_survive(
         await store.close()
 
 
+async def test_an_unregistration_during_an_outage_is_carried_out_afterwards(
+    own_redis_server: ServiceFixture,
+) -> None:
+    store = RedisStore.from_url(own_redis_server.url, lease_ttl=0.3, timeout=0.5)
+    try:
+        await store.register_bank(bank_record(1))
+        with own_redis_server.down(), pytest.raises(BackendUnavailable):
+            await store.unregister_bank(bank_record(1))
+        async with asyncio.timeout(5):
+            while await store.list_banks():
+                await asyncio.sleep(0.05)
+        await store.register_bank(bank_record(1, remote="127.0.0.1:2"))
+    finally:
+        await store.close()
+
+
 async def test_nats_down_refuses_publishing_then_resets_subscribers(
     own_nats_server: ServiceFixture,
 ) -> None:
@@ -210,6 +245,22 @@ async def test_nats_down_refuses_publishing_then_resets_subscribers(
             await bus.publish(event)
             assert await _next(events) == event
     finally:
+        await bus.close()
+
+
+async def test_changes_are_refused_while_a_backend_is_down(
+    own_nats_server: ServiceFixture, redis_server: ServiceFixture, unique_prefix: str
+) -> None:
+    settings = Settings(redis_url=redis_server.url, nats_url=own_nats_server.url)
+    store, bus = await open_backends(settings, prefix=unique_prefix)
+    try:
+        await require_ready(store, bus)
+        with own_nats_server.down():
+            with pytest.raises(BackendUnavailable, match="bus"):
+                await require_ready(store, bus)
+            assert await backends_ready(store, bus) == {"store": True, "bus": False}
+    finally:
+        await store.close()
         await bus.close()
 
 
@@ -280,6 +331,7 @@ async def test_both_urls_select_redis_and_nats_and_hold_the_core_lease(
     other, other_bus = await open_backends(settings, prefix=unique_prefix)
     try:
         assert isinstance(store, RedisStore) and isinstance(bus, NatsBus)
+        assert isinstance(other_bus, NatsBus)
         assert await backends_ready(store, bus) == {"store": True, "bus": True}
         await store.register_bank(bank_record(1, core="core-x"))
         await asyncio.sleep(0.5)

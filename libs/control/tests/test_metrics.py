@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+
 from remsim_control.metrics import HealthServer, Metrics, health_response, parse_request_head
 from remsim_control.models import SlotmapState
 

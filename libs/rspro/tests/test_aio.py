@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
 from rspro import (
     BankSlot,
     ClientSlot,
@@ -225,7 +226,7 @@ async def test_server_drops_a_peer_that_never_answers_pings(serve: Callable[...,
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     start = asyncio.get_running_loop().time()
     assert isinstance(await asyncio.wait_for(outcome, 2), KeepaliveTimeoutError)
-    assert 0.09 <= asyncio.get_running_loop().time() - start < 1.0
+    assert 0.09 <= asyncio.get_running_loop().time() - start < 2.0
     assert await read_frames(reader, 1) == [ipa.PING]
     assert await reader.read() == b""  # and the TCP connection is gone
     writer.close()
@@ -246,9 +247,10 @@ async def test_client_detects_a_dead_server() -> None:
 
 
 async def test_a_healthy_link_survives_many_keepalive_periods(serve: Callable[..., Any]) -> None:
-    port = await serve(keepalive=FAST)
-    async with await open_connection("127.0.0.1", port, keepalive=FAST) as stream:
-        await asyncio.sleep(0.6)  # 12 periods of each end
+    tolerant = Keepalive(interval=0.05, timeout=0.5)  # a busy test machine may be slow to pong
+    port = await serve(keepalive=tolerant)
+    async with await open_connection("127.0.0.1", port, keepalive=tolerant) as stream:
+        await asyncio.sleep(0.6)  # about 10 periods of each end
         stream.send(command(3))
         assert (await stream.recv()).msg.data == b"\x03\x90\x00"  # type: ignore[attr-defined]
 

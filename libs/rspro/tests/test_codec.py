@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from rspro import (
     CONNECT_CLIENT_RES_TAG,
     MESSAGE_TYPES,

@@ -4,6 +4,7 @@ replies per role, PDU events, framing errors."""
 from __future__ import annotations
 
 import pytest
+
 from rspro import (
     BankSlot,
     ClientSlot,

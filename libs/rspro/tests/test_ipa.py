@@ -7,6 +7,7 @@ import itertools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rspro import IpaFrame, IpaFramer, IpaFramingError, RsproEncodeError, ipa, rspro_frame
 
 RESET_STATE_REQ = bytes.fromhex("300a800102810100a202b300")

@@ -8,6 +8,7 @@ import itertools
 from typing import Any
 
 import pytest
+
 from rspro import (
     NO_BANKD,
     BankSlot,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
 from rspro import (
     IpaFramer,
     IpaFramingError,
@@ -153,15 +154,9 @@ def test_pcap_reader(data: st.DataObject) -> None:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec fast path: a decoded TPDU with a negative id fails to re-encode with "
-    "OverflowError (see test_codec_fastpath.py)",
-    raises=OverflowError,
-)
 @SETTINGS
 @given(mutated(pdus))
-@example(  # bank slot number -1: decodes (as upstream's decoder would), fails to re-encode
+@example(  # bank slot number -1: decodes (as upstream's decoder would) and must re-encode
     bytes.fromhex(
         "3031800102810100a229ac27300602011702010030060201010201ff"
         "300c0101000101000101000101000407a0a40000023f00"

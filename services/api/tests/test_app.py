@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from remsim_api.app import create_app
 from remsim_control import (
     BankdAddress,
@@ -23,6 +24,7 @@ from remsim_control import (
     SlotmapEvent,
     SlotmapState,
 )
+from remsim_control.backends import BackendUnavailable
 
 REFERENCE = Path(__file__).resolve().parents[3].parent / "shared/reference/upstream-1.0.0"
 ADDITIONS = {  # keys we add, by the key that marks the object: client/bank, slotmap, identity
@@ -388,3 +390,15 @@ async def test_successful_answers_match_the_recordings_of_the_original(
                 await store.remove_slotmap(slotmap.serial, {SlotmapState.DELETE_REQ})
         replayed += 1
     assert replayed >= 15
+
+
+async def test_unavailable_shared_state_is_503(
+    api: httpx.AsyncClient, store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down(**_: object) -> None:
+        raise BackendUnavailable("redis: connection refused")
+
+    monkeypatch.setattr(store, "list_slotmaps", down)
+    response = await api.get("/slotmaps")
+    assert response.status_code == 503
+    assert "redis" in response.json()["detail"]

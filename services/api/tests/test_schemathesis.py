@@ -2,6 +2,7 @@
 
 import schemathesis
 from hypothesis import HealthCheck, settings
+
 from remsim_api.app import create_app
 from remsim_control import MemoryBus, MemoryStore
 

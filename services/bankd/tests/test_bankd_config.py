@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from remsim_bankd.config import (
     BankdSettings,
     SlotsCsvError,
@@ -167,7 +168,15 @@ def test_server_host_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["-b", "1024"], ["-n", "0"], ["-n", "1024"], ["-p", "0"], ["-G", "-2"], ["-n", "x"]],
+    [
+        ["-b", "1024"],
+        ["-n", "0"],
+        ["-n", "1024"],
+        ["-p", "0"],
+        ["-G", "-2"],
+        ["-n", "x"],
+        ["-N", "n" * 33],
+    ],
 )
 def test_out_of_range_values_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:

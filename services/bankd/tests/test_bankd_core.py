@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from remsim_bankd.bankd import bankd_identity
 from remsim_bankd.card import CardError, CardNotPresentError, CardUnresponsiveError
 from remsim_bankd.core import (
@@ -224,16 +225,17 @@ def test_card_lost_mid_session_sends_error_ind_and_closes(core: BankdCore) -> No
     assert [type(a) for a in actions] == [Send, ReleaseCard, Close]
     assert core.card_response(sid, tpdu, b"\x90\x00") == []  # late answers are dropped
     assert core.session_closed(sid) == []
-    # the client comes back while the card is still out
+    # the client comes back while the card is still out: the card is opened once released
     sid2, actions = connect(core)
-    assert actions == [OpenCard(sid2, B0)]
+    assert actions == []
+    assert core.card_released(B0) == [OpenCard(sid2, B0)]
 
 
 def test_removing_the_map_disconnects_the_client_and_releases_the_card(core: BankdCore) -> None:
     sid = mapped_session(core)
     result, actions = core.remove_mapping(C23, B0)
     assert result is ResultCode.OK
-    assert actions == [ReleaseCard(B0), Close(sid, "map B1:0 <-> C23:0 removed")]
+    assert actions == [ReleaseCard(sid, B0), Close(sid, "map B1:0 <-> C23:0 removed")]
     assert core.sessions[sid].state is SessionState.CLOSED
     assert core.receive(sid, TpduModemToCard(C23, B0, SELECT_MF)) == []
     assert core.session_closed(sid) == []
@@ -249,10 +251,11 @@ def test_remapping_the_client_to_another_slot_drops_its_session(core: BankdCore)
     sid = mapped_session(core)
     result, actions = core.create_mapping(C23, B1)
     assert result is ResultCode.OK
-    assert actions == [ReleaseCard(B0), Close(sid, "map B1:0 <-> C23:0 removed")]
+    assert actions == [ReleaseCard(sid, B0), Close(sid, "map B1:0 <-> C23:0 removed")]
     core.session_closed(sid)
     sid2, actions = connect(core)
-    assert actions == [OpenCard(sid2, B1)]
+    assert actions == [OpenCard(sid2, B1)]  # B1:1 was free all along
+    assert core.card_released(B0) == []
 
 
 def test_reset_state_drops_every_session(core: BankdCore) -> None:
@@ -265,9 +268,28 @@ def test_reset_state_drops_every_session(core: BankdCore) -> None:
     assert {a.slot for a in actions if isinstance(a, ReleaseCard)} == {B0, B1}
 
 
+def test_a_released_slot_is_not_reopened_before_the_release_is_done(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    core.session_closed(sid)  # the client dropped; its card is being released
+    sid2, actions = connect(core)  # ... and reconnected at once
+    assert actions == []  # no answer yet, no card call: the release comes first
+    assert core.card_released(B0) == [OpenCard(sid2, B0)]
+    assert sent(core.card_opened(sid2, ATR))[0] == ConnectClientRes(core.identity, ResultCode.OK)
+
+
+def test_a_session_closing_before_its_deferred_open_releases_nothing(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    core.session_closed(sid)
+    sid2, _ = connect(core)
+    assert core.session_closed(sid2) == []  # it never got the card
+    sid3, actions = connect(core)
+    assert actions == []
+    assert core.card_released(B0) == [OpenCard(sid3, B0)]
+
+
 def test_client_disconnect_releases_the_card(core: BankdCore) -> None:
     sid = mapped_session(core)
-    assert core.session_closed(sid) == [ReleaseCard(B0)]
+    assert core.session_closed(sid) == [ReleaseCard(sid, B0)]
     assert sid not in core.sessions
     assert core.maps.bank_of(C23) == B0  # the map stays
 
@@ -277,8 +299,9 @@ def test_a_bank_slot_serves_one_connection_at_a_time(core: BankdCore) -> None:
     sid2, actions = connect(core)  # a second connection claiming C23:0
     assert [m.result for m in sent(actions)] == [ResultCode.CARD_NOT_PRESENT]  # type: ignore[attr-defined]
     assert core.sessions[sid2].state is SessionState.CONN_CLIENT_WAIT_MAP
-    # when the first one goes, the second one gets the card
-    assert core.session_closed(sid) == [ReleaseCard(B0), OpenCard(sid2, B0)]
+    # when the first one goes and its card is released, the second one gets the card
+    assert core.session_closed(sid) == [ReleaseCard(sid, B0)]
+    assert core.card_released(B0) == [OpenCard(sid2, B0)]
 
 
 @pytest.mark.parametrize(
@@ -297,7 +320,7 @@ def test_protocol_errors_close_with_error_ind(core: BankdCore, msg: object, why:
     (ind,) = sent(actions)
     assert isinstance(ind, ErrorInd) and ind.error_string == why
     assert actions[-1] == Close(sid, why)
-    assert ReleaseCard(B0) in actions
+    assert ReleaseCard(sid, B0) in actions
 
 
 def test_tpdu_before_the_card_is_open_is_refused(core: BankdCore) -> None:
@@ -364,4 +387,4 @@ def test_reset_failure_counts_as_card_lost(core: BankdCore) -> None:
     sid = mapped_session(core)
     status(core, sid, SHELL_RESET)
     actions = core.card_failed(sid, CardNotPresentError("gone"), now=0.0)
-    assert isinstance(sent(actions)[0], ErrorInd) and actions[-1].sid == sid  # type: ignore[union-attr]
+    assert isinstance(sent(actions)[0], ErrorInd) and actions[-1].sid == sid

@@ -7,7 +7,6 @@ frames the original bankd sent in the reference recordings.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import socket
 import threading
@@ -16,17 +15,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+
+from remsim_bankd import testing
 from remsim_bankd.bankd import Bankd, BankdConfig, bankd_identity
 from remsim_bankd.card import Card, CardUnresponsiveError
 from remsim_bankd.drivers import StaticCards
 from remsim_bankd.gsmtap import gsmtap_packet
 from remsim_bankd.sim import SimCardDriver, load_profile
+from remsim_bankd.testing import (
+    RawPeer,
+    ScriptedServer,
+    create_mapping,
+    frame,
+    remove_mapping,
+)
 from rspro import (
     BankSlot,
     ClientSlot,
     ClientSlotStatusInd,
-    ComponentIdentity,
-    ComponentType,
     ConnectBankReq,
     ConnectBankRes,
     ConnectClientReq,
@@ -34,7 +40,6 @@ from rspro import (
     CreateMappingReq,
     CreateMappingRes,
     ErrorInd,
-    IpaFramer,
     Keepalive,
     Message,
     RemoveMappingReq,
@@ -49,8 +54,6 @@ from rspro import (
     TpduCardToModem,
     TpduModemToCard,
     decode,
-    encode,
-    rspro_frame,
 )
 
 PROFILES = Path(__file__).parents[1] / "profiles"
@@ -58,8 +61,7 @@ DATA = Path(__file__).parent / "data"
 ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 C23, C24 = ClientSlot(23, 0), ClientSlot(24, 0)
 B0, B1 = BankSlot(1, 0), BankSlot(1, 1)
-SERVER = ComponentIdentity(ComponentType.REMSIM_SERVER, "fixme-name", "remsim-server", "1.0.0")
-CLIENT = ComponentIdentity(ComponentType.REMSIM_CLIENT, "vm", "remsim-client", "1.0.0")
+SERVER, CLIENT = testing.SERVER_IDENTITY, testing.CLIENT_IDENTITY
 SELECT_MF = bytes.fromhex("a0a40000023f00")
 PING, PONG = bytes.fromhex("0001fe00"), bytes.fromhex("0001fe01")
 
@@ -83,128 +85,14 @@ SET_ATR_REQ = (
 pytestmark = pytest.mark.timeout(30)
 
 
-def frame(msg: Message, tag: int = -1) -> bytes:
-    return rspro_frame(encode(RsproPdu(msg, tag=tag)))
-
-
-class RawPeer:
-    """A scripted RSPRO peer working on raw frames; answers PINGs like every peer does."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self._framer = IpaFramer()
-        self._frames: collections.deque[bytes] = collections.deque()
-        self.ccm: list[bytes] = []
-
-    @classmethod
-    async def connect(cls, port: int) -> RawPeer:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def raw(self, timeout: float = 3.0, ccm: bool = False) -> bytes:
-        """The next frame (header included); CCM frames only when ``ccm``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                while self._frames:
-                    f = self._frames.popleft()
-                    if f[2] == 0xFE:
-                        self.ccm.append(f)
-                        if f == PING:
-                            self.writer.write(PONG)
-                        if not ccm:
-                            continue
-                    return f
-                data = await self.reader.read(65536)
-                if not data:
-                    raise ConnectionError("closed by the bankd")
-                self._frames.extend(x.to_bytes() for x in self._framer.feed(data))
-
-    async def recv(self, timeout: float = 3.0) -> Message:
-        return decode((await self.raw(timeout))[4:]).msg
-
-    def send(self, msg: Message | bytes) -> None:
-        self.writer.write(msg if isinstance(msg, bytes) else frame(msg))
-
-    async def closed_by_peer(self, timeout: float = 3.0) -> list[Message]:
-        """Read until the bankd closes the connection; returns what came before."""
-        msgs = []
-        try:
-            while True:
-                msgs.append(await self.recv(timeout))
-        except ConnectionError:
-            return msgs
-
-    def abort(self) -> None:
-        sock = self.writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        self.writer.close()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class ScriptedServer:
-    """The remsim server's side of the control link, scripted by the test."""
-
-    def __init__(self) -> None:
-        self.peers: asyncio.Queue[RawPeer] = asyncio.Queue()
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            await self.peers.put(RawPeer(r, w))
-
-        self._server = await asyncio.start_server(accept, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    async def bankd(self, timeout: float = 3.0) -> RawPeer:
-        """Accept the bankd's next connection and register it."""
-        async with asyncio.timeout(timeout):
-            peer = await self.peers.get()
-        msg = await peer.recv()
-        assert isinstance(msg, ConnectBankReq)
-        peer.send(ConnectBankRes(SERVER, ResultCode.OK))
-        return peer
-
-
-async def create_mapping(server: RawPeer, client: ClientSlot, bank: BankSlot) -> ResultCode:
-    server.send(CreateMappingReq(client, bank))
-    res = await server.recv()
-    assert isinstance(res, CreateMappingRes)
-    return res.result
-
-
-async def remove_mapping(server: RawPeer, client: ClientSlot, bank: BankSlot) -> ResultCode:
-    server.send(RemoveMappingReq(client, bank))
-    res = await server.recv()
-    assert isinstance(res, RemoveMappingRes)
-    return res.result
-
-
 async def connect_client(port: int, slot: ClientSlot = C23) -> tuple[RawPeer, list[Message]]:
-    """Connect as a client; returns the peer and the first answers (connectClientRes + ATR)."""
-    client = await RawPeer.connect(port)
-    client.send(ConnectClientReq(CLIENT, slot))
-    res = await client.recv()
-    assert isinstance(res, ConnectClientRes)
-    msgs: list[Message] = [res]
-    if res.result is ResultCode.OK:
-        msgs.append(await client.recv())
-    return client, msgs
+    return await testing.connect_client(port, slot)
 
 
 async def transceive(
     client: RawPeer, data: bytes, slot: ClientSlot = C23, bank: BankSlot = B0
 ) -> bytes:
-    client.send(TpduModemToCard(slot, bank, data))
-    res = await client.recv()
-    assert isinstance(res, TpduCardToModem), res
-    assert (res.from_bank_slot, res.to_client_slot) == (bank, slot)
-    return res.data
+    return await testing.transceive(client, data, slot, bank)
 
 
 def sim(name: str) -> SimCardDriver:
@@ -426,6 +314,39 @@ async def test_card_removed_mid_session_and_back(server: ScriptedServer) -> None
         card.insert()
         assert await client.recv() == SetAtrReq(C23, ATR)  # retried until the card is back
         assert await transceive(client, SELECT_MF) == bytes.fromhex("9f16")
+
+
+class MuteCard(GatedCard):
+    """A software SIM that stops answering (``mute``): card calls time out."""
+
+    mute = False
+
+    def connect(self) -> bytes:
+        if self.mute:
+            raise CardUnresponsiveError("no ATR")
+        return self.card.connect()
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if self.mute:
+            raise CardUnresponsiveError("no answer within the timeout")
+        return self.card.transmit(apdu)
+
+
+async def test_unresponsive_card(server: ScriptedServer) -> None:
+    card = MuteCard(sim("card0"))
+    async with running_bankd(server, {B0: card}) as bankd:
+        peer = await server.bankd()
+        await create_mapping(peer, C23, B0)
+        client, _ = await connect_client(bankd.port)
+        card.mute = True
+        client.send(TpduModemToCard(C23, B0, SELECT_MF))
+        (ind,) = await client.closed_by_peer()
+        assert isinstance(ind, ErrorInd) and ind.error_string is not None
+        assert "no answer within the timeout" in ind.error_string
+        client, msgs = await connect_client(bankd.port)
+        assert msgs == [ConnectClientRes(bankd.config.identity, ResultCode.CARD_UNRESPONSIVE)]
+        card.mute = False
+        assert await client.recv() == SetAtrReq(C23, ATR)
 
 
 async def test_removing_the_map_disconnects_the_client_and_powers_the_card_down(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+
 from remsim_client.frontend import POWER_OFF, POWER_ON
 from remsim_client.main_fsm import (
     BankSlotStatus,

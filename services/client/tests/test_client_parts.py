@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from remsim_client.config import hexdump, parse_atr
 from remsim_client.errors import ConfigError
 from remsim_client.frontend import POWER_OFF

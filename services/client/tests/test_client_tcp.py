@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
 from remsim_client import (
     BlockingRemoteCard,
     CardTimeoutError,

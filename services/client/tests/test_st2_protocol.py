@@ -6,6 +6,7 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from remsim_client.st2.protocol import (
     CardInsert,
     Config,

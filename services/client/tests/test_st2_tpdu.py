@@ -1,6 +1,7 @@
 """T=0 TPDU assembly in the host (simtrace2-cardem.md §8), sans-IO."""
 
 import pytest
+
 from remsim_client.st2.protocol import DataFlags, RxData, TxData
 from remsim_client.st2.tpdu import ForwardTpdu, TpduAssembler, apdu_case
 

@@ -5,6 +5,7 @@ import io
 import pytest
 import usb.core
 import usb.util
+
 from remsim_client.st2.cli import build_parser, main, st2_options
 from remsim_client.st2.errors import DeviceError, SelectionError
 from remsim_client.st2.simulator import SimulatedBackend, SimulatedDevice

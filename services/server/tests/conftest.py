@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
 from remsim_server.server import RemsimServer
 from remsim_server.testing import running_server
 

@@ -4,6 +4,7 @@ import asyncio
 import socket
 
 import pytest
+
 import rspro
 from remsim_api import apitool
 from remsim_server.server import RemsimServer

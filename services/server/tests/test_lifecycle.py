@@ -1,6 +1,7 @@
 """The slotmap life cycle's decisions (procedures.md §3.3), as pure functions."""
 
 import pytest
+
 from remsim_control import BankdAddress, BankSlot, ClientConfig, ClientSlot, Slotmap, SlotmapState
 from remsim_server import lifecycle
 

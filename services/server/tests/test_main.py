@@ -8,6 +8,7 @@ import sys
 
 import httpx
 import pytest
+
 from remsim_server.main import parse_args
 
 

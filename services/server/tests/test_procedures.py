@@ -6,13 +6,15 @@ original's (shared/reference/upstream-1.0.0, server identity "fixme-name" / "1.0
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+
 import rspro
-from remsim_control import MemoryBus, MemoryStore
+from remsim_control import ClientSlot, MemoryBus, MemoryStore
 from remsim_server.server import RemsimServer
 from remsim_server.testing import (
     BANKD_IDENTITY,
@@ -178,7 +180,7 @@ async def test_a_connection_that_never_identifies_is_closed() -> None:
         await peer.expect_closed()
 
 
-async def test_a_peer_that_stops_answering_pings_is_dropped(rest: httpx.AsyncClient) -> None:
+async def test_a_peer_that_stops_answering_pings_is_dropped() -> None:
     async with running_server(server_settings(keepalive_interval=0.1, keepalive_timeout=0.2)) as s:
         base = f"http://127.0.0.1:{s.rest_port}/api/backend/v1"
         async with httpx.AsyncClient(base_url=base) as rest:
@@ -456,10 +458,35 @@ async def _states_are(rest: httpx.AsyncClient, expected: dict[int, str]) -> bool
 
 
 async def _has_config(store: MemoryStore) -> bool:
-    from remsim_control import ClientSlot
-
     return await store.get_client_config(ClientSlot(client_id=23, slot_nr=0)) is not None
 
 
 async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return text in caplog.text
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+async def test_a_bankd_reached_over_ipv6_is_given_to_clients_as_ipv6() -> None:
+    async with running_server(server_settings(rspro_host="::1")) as server:
+        base = f"http://127.0.0.1:{server.rest_port}/api/backend/v1"
+        async with httpx.AsyncClient(base_url=base) as rest:
+            bankd = await ScriptedPeer.connect(server.rspro_port, host="::1")
+            bankd.send(rspro.ConnectBankReq(BANKD_IDENTITY, 1, 2))
+            await bankd.expect(rspro.ConnectBankRes)
+            client = await ScriptedPeer.connect(server.rspro_port, host="::1")
+            client.send(rspro.ConnectClientReq(CLIENT_IDENTITY, rspro.ClientSlot(23, 0)))
+            await client.expect(rspro.ConnectClientRes)
+            await create(rest, 1, 0, 23, 0)
+            await bankd.expect(rspro.CreateMappingReq)
+            bankd.send(rspro.CreateMappingRes(OK))
+            config, _ = await client.expect(rspro.ConfigClientBankReq)
+            assert str(config.bankd) == "[::1]:9999"

@@ -3,6 +3,7 @@
 from ipaddress import IPv4Address
 
 import pytest
+
 import rspro
 from remsim_control import BankdAddress, BankSlot, ClientConfig, ClientSlot, ComponentType
 from remsim_server.role import (

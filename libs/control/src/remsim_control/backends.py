@@ -21,13 +21,15 @@ import logging
 import os
 import secrets
 import socket
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from remsim_control.bus import Bus, ResetEvent
 from remsim_control.errors import ControlError
 from remsim_control.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class BackendUnavailable(ControlError):
@@ -61,9 +63,10 @@ async def open_backends(
     connect_timeout: float = 10.0,
 ) -> tuple[Store, Bus]:
     """The store and bus that ``settings`` select (see the module doc). ``core_id``: the
-    calling server core's id (its registry lease is held from now on and its own NATS
-    subject is subscribed); None for an API process. Waits up to ``connect_timeout`` seconds
-    for NATS to answer, then raises ``BackendUnavailable``. Close both when done."""
+    calling server core's id (records left under it by a dead predecessor are dropped, its
+    lease is held from now on and its own NATS subject is subscribed); None for an API
+    process. Waits up to ``connect_timeout`` seconds for NATS and Redis to answer, then
+    raises ``BackendUnavailable``. Close both when done."""
     if settings.nats_url and not settings.redis_url:
         raise ValueError("REMSIM_NATS_URL needs REMSIM_REDIS_URL: the cores share state there")
     if not settings.redis_url:
@@ -96,23 +99,32 @@ async def open_backends(
         on_recovered=announce_recovery,
     )
     if core_id is not None:
-        store.hold_lease(core_id)
+        await _retry(lambda: store.claim_core(core_id), "Redis", connect_timeout)
     return store, bus
+
+
+async def _retry(attempt: Callable[[], Awaitable[T]], what: str, timeout: float) -> T:
+    """``attempt()`` until it does not raise ``BackendUnavailable``, for ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await attempt()
+        except BackendUnavailable as exc:
+            if loop.time() >= deadline:
+                raise
+            log.warning("%s not reachable yet (%s); retrying", what, exc)
+            await asyncio.sleep(0.5)
 
 
 async def _connect_nats(url: str, prefix: str, core_id: str | None, timeout: float) -> Bus:
     from remsim_control.nats_bus import NatsBus
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await NatsBus.connect(url, prefix=prefix, core_id=core_id, name=core_id)
-        except BackendUnavailable:
-            if loop.time() >= deadline:
-                raise
-            log.warning("NATS at %s not reachable yet; retrying", url)
-            await asyncio.sleep(0.5)
+    return await _retry(
+        lambda: NatsBus.connect(url, prefix=prefix, core_id=core_id, name=core_id),
+        "NATS",
+        timeout,
+    )
 
 
 async def backends_ready(store: Store, bus: Bus) -> dict[str, bool]:
@@ -122,3 +134,15 @@ async def backends_ready(store: Store, bus: Bus) -> dict[str, bool]:
         ping = getattr(backend, "ping", None)
         result[name] = bool(await ping()) if ping is not None else True
     return result
+
+
+async def require_ready(store: Store, bus: Bus) -> None:
+    """Raise ``BackendUnavailable`` unless the store and the bus both answer now.
+
+    The API calls this before a change that the cores must hear of, so that while NATS or
+    Redis is away a change is refused (503) rather than written and left unannounced. (A
+    change that slips through just before an outage is still carried out: every core
+    re-reads the store when the bus comes back.)"""
+    down = [name for name, ok in (await backends_ready(store, bus)).items() if not ok]
+    if down:
+        raise BackendUnavailable(f"{' and '.join(down)} unreachable")

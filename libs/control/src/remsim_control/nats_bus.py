@@ -103,7 +103,9 @@ class NatsBus:
         return f"{self._prefix}.events"
 
     def core_subject(self, core_id: str) -> str:
-        return f"{self._prefix}.core.{core_id}"
+        # A subject token cannot hold '.', '*', '>' or blanks (host names have dots).
+        token = "".join(c if c.isalnum() or c in "-_:" else "_" for c in core_id)
+        return f"{self._prefix}.core.{token}"
 
     @property
     def connected(self) -> bool:

@@ -213,6 +213,23 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: banks, banks order, clients, clients order; ARGV: core id
+# Drops every record of that core; returns how many.
+_DROP_CORE = """
+local n = 0
+for i = 1, 3, 2 do
+    local h = redis.call('HGETALL', KEYS[i])
+    for j = 1, #h, 2 do
+        if cjson.decode(h[j + 1]).core_id == ARGV[1] then
+            redis.call('HDEL', KEYS[i], h[j])
+            redis.call('ZREM', KEYS[i + 1], h[j])
+            n = n + 1
+        end
+    end
+end
+return n
+"""
+
 # KEYS: records; ARGV: field, lease key prefix
 _GET_LIVE = """
 local e = redis.call('HGET', KEYS[1], ARGV[1])
@@ -292,8 +309,11 @@ class RedisStore:
         self._unregister = script(_UNREGISTER)
         self._get_live = script(_GET_LIVE)
         self._list_live = script(_LIST_LIVE)
+        self._drop_core = script(_DROP_CORE)
         # What this process registered, per core: (records hash, field) -> record JSON.
         self._held: dict[str, dict[tuple[str, str], str]] = {}
+        # Unregistrations that failed while Redis was away: (records hash, field, JSON).
+        self._unregisters: list[tuple[str, str, str]] = []
         self._refresher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._reachable = True
@@ -449,6 +469,16 @@ class RedisStore:
         held = self._held.get(record.core_id, {})
         if held.get((records, field)) == data:
             del held[(records, field)]
+        try:
+            return await self._unregister_now(records, field, data)
+        except BackendUnavailable:
+            # The connection is gone for good: remove its record once Redis is back, or it
+            # would block the bank's or client's next connection while this core lives.
+            self._unregisters.append((records, field, data))
+            self._ensure_refresher()
+            raise
+
+    async def _unregister_now(self, records: str, field: str, data: str) -> bool:
         with _unavailable_on_failure():
             removed = await self._unregister(keys=[records, f"{records}:order"], args=[field, data])
         return bool(removed)
@@ -520,11 +550,19 @@ class RedisStore:
     def _lease_ms(self) -> int:
         return max(1, round(self.lease_ttl * 1000))
 
-    def hold_lease(self, core_id: str) -> None:
-        """Keep ``core_id``'s lease alive from now on, even before it registers anything
-        (a server core calls this at start, so that its records count at once)."""
+    async def claim_core(self, core_id: str) -> int:
+        """Start as core ``core_id``: drop the registry records left under that id (by a
+        predecessor with the same id that died: they are not this process's connections)
+        and hold its lease from now on. Returns how many records were dropped."""
+        keys = [self._k_banks, f"{self._k_banks}:order", self._k_clients]
+        keys.append(f"{self._k_clients}:order")
+        with _unavailable_on_failure():
+            dropped = int(await self._drop_core(keys=keys, args=[core_id]))
+        if dropped:
+            log.warning("dropped %d registry entries of a previous core %s", dropped, core_id)
         self._held.setdefault(core_id, {})
         self._ensure_refresher()
+        return dropped
 
     def _ensure_refresher(self) -> None:
         if self._stopping.is_set():
@@ -555,8 +593,12 @@ class RedisStore:
                 await asyncio.wait_for(self._stopping.wait(), self.lease_ttl / 3)
 
     async def refresh_leases(self) -> None:
-        """Extend the lease of every core this store registered for; where a lease had
-        lapsed, put that core's records back (see the module doc)."""
+        """Carry out the unregistrations that failed while Redis was away, extend the lease
+        of every core this store registered for, and where a lease had lapsed, put that
+        core's records back (see the module doc)."""
+        while self._unregisters:
+            await self._unregister_now(*self._unregisters[0])
+            self._unregisters.pop(0)
         for core_id, held in list(self._held.items()):
             key = self._k_lease + core_id
             with _unavailable_on_failure():

@@ -107,6 +107,12 @@ class RsproStream(asyncio.Protocol):
 
     # --- public API -----------------------------------------------------------------------
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """As ``asyncio.BaseTransport.get_extra_info`` ("socket", "peername", "ssl_object", …)."""
+        if self._transport is None:
+            return default
+        return self._transport.get_extra_info(name, default)
+
     @property
     def error(self) -> RsproError | None:
         """Why the connection ended (None while it is open)."""

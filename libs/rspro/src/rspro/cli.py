@@ -306,7 +306,13 @@ def _cmd_pcap(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rspro", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="rspro",
+        description="Decode RSPRO (remote SIM protocol) for debugging a remsim network.",
+        epilog="examples: rspro decode 0001fe00 000dee07300a800102810100a202b300\n"
+        "          rspro pcap capture.pcapng --ports 9998,9999,10000 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("decode", help="decode IPA frames / RSPRO PDUs given in hex")
     p.add_argument("hex", nargs="*", help="hex bytes (read from stdin when absent)")

@@ -107,7 +107,7 @@ def _der_len(n: int) -> bytes:
 
 
 def _der_int(n: int) -> bytes:
-    if n < 0:
+    if not 0 <= n < 2**31:
         raise _NotFast
     body = n.to_bytes(n.bit_length() // 8 + 1, "big")  # minimal two's complement, n >= 0
     return b"\x02" + bytes((len(body),)) + body
@@ -191,6 +191,8 @@ def _decode_tpdu(buf: bytes) -> RsproPdu:
     if end2 != end:
         raise _NotFast
     alt = buf[start]
+    if alt not in (0xAC, 0xAD):
+        raise _NotFast
     start, end3 = _tlv(buf, start, alt)
     if end3 != end:
         raise _NotFast

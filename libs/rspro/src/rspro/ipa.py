@@ -118,6 +118,7 @@ class IpaFramer:
         while end - pos >= HEADER_SIZE:
             size = (buf[pos] << 8) | buf[pos + 1]
             if size + HEADER_SIZE > self.max_frame_size:
+                del buf[:pos]
                 raise IpaFramingError(
                     f"IPA frame of {size + HEADER_SIZE} bytes exceeds the limit of "
                     f"{self.max_frame_size}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, Self, TypeAlias
 
 RSPRO_VERSION = 2
 CONNECT_CLIENT_RES_TAG = 2342
@@ -40,7 +40,7 @@ class _ExtensibleAsnEnum(_AsnEnum):
     """
 
     @classmethod
-    def unknown(cls) -> _ExtensibleAsnEnum:
+    def unknown(cls) -> Self:
         return cls(-1)
 
     @classmethod

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from remsim_control import SLOT_MAX, Bus, ResetEvent, SlotInUse, SlotmapEvent, Store
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from remsim_api import problems
@@ -29,6 +28,7 @@ from remsim_api.schemas import (
     SlotmapList,
     SlotmapOut,
 )
+from remsim_control import SLOT_MAX, Bus, ResetEvent, SlotInUse, SlotmapEvent, Store
 
 log = logging.getLogger("remsim.api")
 

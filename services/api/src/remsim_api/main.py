@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
-from remsim_control import MemoryBus, MemoryStore
-from remsim_control.logs import setup_logging
 
 from remsim_api.app import create_app
 from remsim_api.settings import ApiSettings
+from remsim_control import MemoryBus, MemoryStore
+from remsim_control.logs import setup_logging
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ApiSettings:
@@ -41,6 +41,7 @@ async def serve(settings: ApiSettings) -> None:
         host=settings.rest_host,
         port=settings.rest_port,
         log_config=None,
+        server_header=False,
         log_level=settings.log_level.lower(),
     )
     try:

@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from remsim_control.backends import BackendUnavailable
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -64,6 +66,10 @@ async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status, exc.detail, instance=request.url.path, **exc.extra)
 
 
+async def _on_backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return problem(503, f"shared state unavailable: {exc}", instance=request.url.path)
+
+
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _validation_errors(exc)
@@ -91,5 +97,6 @@ def install(app: FastAPI, routes: list[tuple[re.Pattern[str], set[str]]]) -> Non
     """Answer every error with a problem; ``routes`` (path pattern, methods) for ``Allow``."""
     app.state.routes = routes
     app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(BackendUnavailable, _on_backend_unavailable)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)

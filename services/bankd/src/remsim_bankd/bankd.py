@@ -1,34 +1,43 @@
-"""The bankd on asyncio: wires the core to the control link, the client server and the slot workers.
+"""The running bankd: the core, the control link (asyncio) and the client connection threads.
 
-Everything here is plumbing: inputs from sockets, threads and timers are fed to
-``BankdCore``; its actions are carried out by ``dispatch``.
+Plumbing only. The event loop runs the control link, the accept loop and the core's
+timers; each client connection has a thread (``clients.ClientConnection``) for its socket
+and card calls. Every input reaches ``BankdCore`` under one lock (calls are short: card calls
+and socket I/O happen outside it) and every resulting action goes to the thread of the
+session it names: run right away by the caller when that is its own session, else posted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from typing import Any
 
-from rspro import BankSlot, ComponentIdentity, ComponentType, Keepalive, TpduModemToCard
-
-from .card import CardError
-from .clients import ClientServer
-from .control import ControlLink
-from .core import (
-    Action,
-    BankdCore,
-    Close,
-    OpenCard,
-    ReleaseCard,
-    ResetCard,
-    Send,
-    Transmit,
+from rspro import (
+    BankSlot,
+    ComponentIdentity,
+    ComponentType,
+    CreateMappingReq,
+    CreateMappingRes,
+    Keepalive,
+    Message,
+    RemoveMappingReq,
+    RemoveMappingRes,
+    ResetStateReq,
+    ResetStateRes,
 )
+
+from .card import Card, CardError
+from .clients import ClientConnection, tune_client_socket
+from .control import ControlLink
+from .core import Action, BankdCore, Close
 from .drivers import CardSource
 from .gsmtap import GSMTAP_PORT, GsmtapTracer
-from .worker import SlotWorker
 
 __all__ = ["Bankd", "BankdConfig", "bankd_identity"]
 
@@ -46,7 +55,7 @@ class BankdConfig:
     num_slots: int = 8
     server: tuple[str, int] | None = None  # None: no control link (maps set on the core)
     bind: tuple[str | None, int] = ("0.0.0.0", 9999)
-    card_retry: float = 10.0
+    card_retry: float = 2.0
     gsmtap_host: str | None = None
     gsmtap_port: int = GSMTAP_PORT
     gsmtap_slot: int = -1
@@ -62,28 +71,40 @@ class Bankd:
         self.core = BankdCore(
             config.bank_id, config.num_slots, config.identity, card_retry=config.card_retry
         )
-        self.clients = ClientServer(self.core, self.dispatch)
+        self.lock = threading.Lock()
+        self.connections: dict[int, ClientConnection] = {}
         self.control: ControlLink | None = None
         self.tracer: GsmtapTracer | None = None
-        self.workers: dict[BankSlot, SlotWorker] = {}
+        self._cards: dict[BankSlot, Card] = {}
+        self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     @property
     def port(self) -> int:
         """The TCP port clients connect to."""
-        return self.clients.port
+        assert self._listener is not None
+        return int(self._listener.getsockname()[1])
 
     async def start(self) -> None:
-        """Listen for clients (raises OSError if the port is taken), then register at the server."""
-        self._loop = asyncio.get_running_loop()
+        """Listen for clients (OSError if the port is taken), then register at the server."""
+        self._loop = loop = asyncio.get_running_loop()
         cfg = self.config
         if cfg.gsmtap_host is not None:
             self.tracer = GsmtapTracer(cfg.gsmtap_host, cfg.gsmtap_port, cfg.gsmtap_slot)
-        await self.clients.start(*cfg.bind)
+        host, port = cfg.bind
+        family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host or "", port), family=family, backlog=64)
+        self._listener.setblocking(False)
+        loop.add_reader(self._listener.fileno(), self._accept)
+        log.info("listening for clients on %s:%d", host or "*", self.port)
         if cfg.server is not None:
             self.control = ControlLink(
-                self.core, self.dispatch, cfg.identity, keepalive=cfg.server_keepalive
+                self.handle_control,
+                cfg.identity,
+                cfg.bank_id,
+                cfg.num_slots,
+                keepalive=cfg.server_keepalive,
             )
             self.control.start(*cfg.server)
 
@@ -91,17 +112,20 @@ class Bankd:
         """Stop: drop the server link and every client, power down and release all cards."""
         if self.control is not None:
             await self.control.aclose()
-        await self.clients.aclose()
+        if self._listener is not None and self._loop is not None:
+            self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
         if self._timer is not None:
             self._timer.cancel()
-        for worker in self.workers.values():
-            worker.release()
-            worker.stop()
+        with self.lock:
+            connections = list(self.connections.values())
+            for conn in connections:
+                conn.post(Close(conn.sid, "bankd shutting down"))
         loop = asyncio.get_running_loop()
-        for worker in self.workers.values():
-            if not await loop.run_in_executor(None, worker.join, 5.0):
-                log.warning("%s: card call still blocked at shutdown", worker.slot)
-        self.workers.clear()
+        for conn in connections:
+            await loop.run_in_executor(None, conn.thread.join, 5.0)
+            if conn.thread.is_alive():
+                log.warning("client %s: card call still blocked at shutdown", conn.peer)
         if self.tracer is not None:
             self.tracer.close()
 
@@ -112,54 +136,97 @@ class Bankd:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # --- carrying out the core's actions ----------------------------------------------------
+    # --- the core, under the lock -----------------------------------------------------------
 
-    def dispatch(self, actions: list[Action]) -> None:
+    def run(self, me: int | None, fn: Callable[..., list[Action]], *args: Any) -> list[Action]:
+        """Feed the core; returns the actions for session ``me``, posts all others."""
+        with self.lock:
+            return self._route(me, fn(*args))
+
+    def _route(self, me: int | None, actions: list[Action]) -> list[Action]:
+        mine = []
         for action in actions:
-            if type(action) is Send:
-                self.clients.send(action.sid, action.msg)
-            elif type(action) is Transmit:
-                done = partial(self._transmitted, action.sid, action.tpdu)
-                self._worker(action.slot).transmit(action.tpdu.data, done)
-            elif isinstance(action, OpenCard):
-                self._worker(action.slot).open(partial(self._opened, action.sid))
-            elif isinstance(action, ResetCard):
-                self._worker(action.slot).reset(action.warm, partial(self._opened, action.sid))
-            elif isinstance(action, ReleaseCard):
-                self._worker(action.slot).release()
-            elif isinstance(action, Close):
-                self.clients.close(action.sid)
+            if action.sid == me:
+                mine.append(action)
+            else:
+                conn = self.connections.get(action.sid)
+                if conn is not None:
+                    conn.post(action)
+        return mine
 
-    def _worker(self, slot: BankSlot) -> SlotWorker:
-        worker = self.workers.get(slot)
-        if worker is None:
-            assert self._loop is not None
-            worker = SlotWorker(slot, self.cards, self._loop, self.tracer)
-            self.workers[slot] = worker
-        return worker
+    def card_failed(self, sid: int, error: CardError) -> list[Action]:
+        actions = self.run(sid, self.core.card_failed, sid, error, time.monotonic())
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._arm_timer)
+        return actions
 
-    def _transmitted(self, sid: int, tpdu: TpduModemToCard, result: bytes | CardError) -> None:
-        if isinstance(result, CardError):
-            self._failed(sid, result)
-        else:
-            self.dispatch(self.core.card_response(sid, tpdu, result))
+    def end_session(self, sid: int) -> list[Action]:
+        """The connection of ``sid`` is closed: what is left for its thread to do."""
+        with self.lock:
+            self.connections.pop(sid, None)
+            return self._route(sid, self.core.session_closed(sid))
 
-    def _opened(self, sid: int, result: bytes | CardError) -> None:
-        if isinstance(result, CardError):
-            self._failed(sid, result)
-        else:
-            self.dispatch(self.core.card_opened(sid, result))
+    def card(self, slot: BankSlot) -> Card:
+        """The card object of a bank slot (only its holder session uses it)."""
+        with self.lock:
+            card = self._cards.get(slot)
+            if card is None:
+                card = self._cards[slot] = self.cards.card(slot)
+            return card
 
-    def _failed(self, sid: int, error: CardError) -> None:
-        assert self._loop is not None
-        self.dispatch(self.core.card_failed(sid, error, self._loop.time()))
-        self._arm_timer()
+    # --- event loop side --------------------------------------------------------------------
 
-    # --- the core's timers ------------------------------------------------------------------
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            try:
+                tune_client_socket(sock)
+                host, port = sock.getpeername()[:2]
+            except OSError as exc:  # the client is already gone
+                log.info("client connection lost at once: %s", exc)
+                sock.close()
+                continue
+            with self.lock:
+                sid = self.core.session_opened()
+                try:
+                    conn = ClientConnection(self, sock, sid, f"{host}:{port}")
+                except OSError as exc:  # out of file descriptors
+                    log.error("cannot serve client %s:%s: %s", host, port, exc)
+                    self.core.session_closed(sid)
+                    sock.close()
+                    continue
+                self.connections[sid] = conn
+            log.debug("client %s connected (%d)", conn.peer, sid)
+            conn.start()
+
+    def handle_control(self, msg: Message) -> Message | None:
+        """A request from the server: the reply, or None if it is not one of ours."""
+        with self.lock:
+            if isinstance(msg, CreateMappingReq):
+                result, actions = self.core.create_mapping(msg.client, msg.bank)
+                reply: Message = CreateMappingRes(result)
+            elif isinstance(msg, RemoveMappingReq):
+                result, actions = self.core.remove_mapping(msg.client, msg.bank)
+                reply = RemoveMappingRes(result)
+            elif isinstance(msg, ResetStateReq):
+                result, actions = self.core.reset_state()
+                reply = ResetStateRes(result)
+            else:
+                return None
+            self._route(None, actions)
+        return reply
 
     def _arm_timer(self) -> None:
         assert self._loop is not None
-        deadline = self.core.next_deadline()
+        with self.lock:
+            deadline = self.core.next_deadline()
         if self._timer is not None:
             if deadline is not None and self._timer.when() == deadline:
                 return
@@ -171,5 +238,5 @@ class Bankd:
     def _on_timer(self) -> None:
         assert self._loop is not None
         self._timer = None
-        self.dispatch(self.core.handle_timeout(self._loop.time()))
+        self.run(None, self.core.handle_timeout, self._loop.time())
         self._arm_timer()

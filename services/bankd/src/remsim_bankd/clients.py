@@ -13,6 +13,7 @@ arrive split or coalesced in any way, and a client that vanishes ends only its o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -20,10 +21,9 @@ import select
 import socket
 import threading
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
-from rspro import IpaFramingError, PduReceived, RsproConnection
+from rspro import BankSlot, IpaFramingError, PduReceived, RsproConnection
 
 from .card import Card, CardError
 from .core import Action, Close, OpenCard, ReleaseCard, ResetCard, Send, Transmit
@@ -55,14 +55,15 @@ def tune_client_socket(sock: socket.socket) -> None:
 class ClientConnection:
     """One client connection and the thread that serves it."""
 
-    def __init__(self, bankd: Bankd, sock: socket.socket, sid: int) -> None:
+    def __init__(self, bankd: Bankd, sock: socket.socket, sid: int, peer: str) -> None:
         self.bankd = bankd
         self.sock = sock
         self.sid = sid
-        self.peer = "%s:%s" % sock.getpeername()[:2]
+        self.peer = peer
         self.conn = RsproConnection(initiator=False, keepalive=None)
         self._inbox: queue.SimpleQueue[Action] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)  # a full pipe already wakes the thread
         self._open = True
         self.thread = threading.Thread(target=self._run, name=f"bankd-client({sid})", daemon=True)
 
@@ -72,7 +73,8 @@ class ClientConnection:
     def post(self, action: Action) -> None:
         """Hand an action to this connection's thread (called with the bankd lock held)."""
         self._inbox.put(action)
-        os.write(self._wake_w, b"\0")
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
 
     # --- the thread -------------------------------------------------------------------------
 
@@ -112,9 +114,10 @@ class ClientConnection:
             log.warning("client %s (%d): %s: closing", self.peer, self.sid, exc)
             self._open = False
             return
+        bankd, sid = self.bankd, self.sid
         for event in events:
             if isinstance(event, PduReceived):
-                self._execute(self.bankd.run(self.bankd.core.receive, self.sid, event.pdu.msg))
+                self._execute(bankd.run(sid, bankd.core.receive, sid, event.pdu.msg))
             else:
                 log.warning("client %s (%d): %s: closing", self.peer, self.sid, event)
                 self._open = False
@@ -131,34 +134,34 @@ class ClientConnection:
                 return actions
 
     def _execute(self, actions: list[Action]) -> None:
+        """Carry out actions in order; what an action leads to is done before the next one."""
         bankd, sid = self.bankd, self.sid
-        todo = deque(actions)
-        while todo:
-            action = todo.popleft()
+        for action in actions:
+            if not self._open and not isinstance(action, ReleaseCard):
+                continue  # the session is over: only its card release still matters
             if type(action) is Transmit:
                 data = action.tpdu.data
                 try:
                     response = self._card(action.slot).transmit(data)
                 except CardError as exc:
-                    todo.extend(bankd.card_failed(sid, exc))
+                    self._execute(bankd.card_failed(sid, exc))
                     continue
-                todo.extend(bankd.run(bankd.core.card_response, sid, action.tpdu, response))
-                self._flush()
+                self._execute(bankd.run(sid, bankd.core.card_response, sid, action.tpdu, response))
                 if bankd.tracer is not None:
                     bankd.tracer.apdu(action.slot.slot_nr, data, response)
             elif type(action) is Send:
-                if self._open:
-                    self.conn.send(action.msg)
+                self.conn.send(action.msg)
             elif isinstance(action, OpenCard | ResetCard):
-                card = None
                 try:
                     card = self._card(action.slot)
-                    atr = card.connect() if isinstance(action, OpenCard) else card.reset(action.warm)
+                    if isinstance(action, OpenCard):
+                        atr = card.connect()
+                    else:
+                        atr = card.reset(action.warm)
                 except CardError as exc:
-                    todo.extend(bankd.card_failed(sid, exc))
+                    self._execute(bankd.card_failed(sid, exc))
                     continue
-                todo.extend(bankd.run(bankd.core.card_opened, sid, atr))
-                self._flush()
+                self._execute(bankd.run(sid, bankd.core.card_opened, sid, atr))
                 if bankd.tracer is not None:
                     bankd.tracer.atr(action.slot.slot_nr, atr)
             elif isinstance(action, ReleaseCard):
@@ -166,14 +169,14 @@ class ClientConnection:
                     self._card(action.slot).disconnect()
                 except CardError as exc:
                     log.warning("%s: releasing the card failed: %s", action.slot, exc)
-                todo.extend(bankd.run(bankd.core.card_released, action.slot))
+                self._execute(bankd.run(sid, bankd.core.card_released, action.slot))
             elif isinstance(action, Close):
                 self._flush()
                 self._open = False
         self._flush()
 
-    def _card(self, slot: object) -> Card:
-        return self.bankd.card(slot)  # type: ignore[arg-type]
+    def _card(self, slot: BankSlot) -> Card:
+        return self.bankd.card(slot)
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
@@ -186,10 +189,8 @@ class ClientConnection:
 
     def _finish(self) -> None:
         self._open = False
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.sock.close()
         # Whatever was posted before the session ended must still run: a card release.
         self._execute(self.bankd.end_session(self.sid) + self._drain_inbox())

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from rspro import BankSlot
 
 from .ere import PosixRegex, RegexError
@@ -153,7 +154,9 @@ class BankdSettings(BaseSettings):
     server_port: int = Field(default=9998, ge=1, le=65535)
     bank_id: int = Field(default=1, ge=0, le=1023)
     num_slots: int = Field(default=8, ge=1, le=1023)
-    name: str = Field(default_factory=lambda: socket.gethostname()[:32] or "bankd")
+    name: str = Field(
+        default_factory=lambda: socket.gethostname()[:32] or "bankd", min_length=1, max_length=32
+    )
     bind_ip: str = "0.0.0.0"
     bind_port: int = Field(default=9999, ge=0, le=65535)
     permit_shared_pcsc: bool = False
@@ -162,7 +165,7 @@ class BankdSettings(BaseSettings):
     slots_csv: Path = DEFAULT_SLOTS_CSV
     card_driver: Literal["pcsc", "sim"] = "pcsc"
     sim_profile: list[Path] = Field(default_factory=list)
-    card_retry: float = Field(default=10.0, gt=0)
+    card_retry: float = Field(default=2.0, gt=0)
     debug: str | None = None
     log_level: int | None = None
     timestamp: bool = False
@@ -209,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--card-retry", type=float, metavar="SECONDS",
-        help="retry period for opening an absent card (10)",
+        help="retry period for opening an absent card (2)",
     )  # fmt: skip
     p.add_argument("-d", "--debug", metavar="MASK", help="log mask, e.g. DMAIN,1:DBANKDW,3")
     p.add_argument("-e", "--log-level", type=int, metavar="LEVEL", help="global log level")

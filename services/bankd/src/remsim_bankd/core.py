@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("remsim_bankd.session")
+maplog = logging.getLogger("remsim_bankd.mapping")
 
 TPDU_MIN, TPDU_MAX = 5, 260  # a T=0 command TPDU: header + up to 255 data bytes
 
@@ -157,7 +158,7 @@ class BankdCore:
         num_slots: int,
         identity: ComponentIdentity,
         *,
-        card_retry: float = 10.0,
+        card_retry: float = 2.0,
     ) -> None:
         self.identity = identity
         self.card_retry = card_retry
@@ -179,17 +180,17 @@ class BankdCore:
 
     def create_mapping(self, client: ClientSlot, bank: BankSlot) -> tuple[ResultCode, list[Action]]:
         change = self.maps.create(client, bank)
-        log.info("createMapping %s <-> %s: %s", bank, client, change.result.name)
+        maplog.info("createMapping %s <-> %s: %s", bank, client, change.result.name)
         return change.result, self._apply(change)
 
     def remove_mapping(self, client: ClientSlot, bank: BankSlot) -> tuple[ResultCode, list[Action]]:
         change = self.maps.remove(client, bank)
-        log.info("removeMapping %s <-> %s: %s", bank, client, change.result.name)
+        maplog.info("removeMapping %s <-> %s: %s", bank, client, change.result.name)
         return change.result, self._apply(change)
 
     def reset_state(self) -> tuple[ResultCode, list[Action]]:
         change = self.maps.reset()
-        log.info("resetState: %d maps removed", len(change.removed))
+        maplog.info("resetState: %d maps removed", len(change.removed))
         return change.result, self._apply(change)
 
     def _apply(self, change: MappingChange) -> list[Action]:

@@ -10,10 +10,12 @@ that only offers T=1 is used with T=1 instead of being refused.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
-from rspro import BankSlot
 from smartcard import scard
+
+from rspro import BankSlot
 
 from .card import Card, CardError, CardNotPresentError, CardUnresponsiveError
 from .ere import PosixRegex
@@ -46,6 +48,9 @@ _UNRESPONSIVE = {
 }
 
 
+_RETRY_PAUSE = 0.05
+
+
 def pcsc_error(hresult: int, what: str) -> CardError:
     """The card error for a failed PC/SC call."""
     text = f"{what}: {scard.SCardGetErrorMessage(hresult)} (0x{hresult & 0xFFFFFFFF:08X})"
@@ -73,6 +78,15 @@ class PcscCard:
         return self._atr
 
     def connect(self) -> bytes:
+        try:
+            return self._connect()
+        except CardUnresponsiveError as exc:
+            # pcscd may be powering the card up or down for another client right now
+            log.debug("%s; trying once more", exc)
+            time.sleep(_RETRY_PAUSE)
+            return self._connect()
+
+    def _connect(self) -> bytes:
         self.disconnect()
         try:
             hr, self._context = scard.SCardEstablishContext(scard.SCARD_SCOPE_SYSTEM)

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from rspro import ClientSlot
 
 from .config import DEFAULT_ATR, ClientConfig, host_name, package_version, parse_atr

@@ -31,7 +31,6 @@ from remsim_control import (
     SlotmapState,
     Store,
 )
-
 from remsim_server import lifecycle
 from remsim_server.convert import unmapped_ip
 from remsim_server.role import (

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
-from remsim_control.logs import level_from_debug_mask, setup_logging
 
+from remsim_control.logs import level_from_debug_mask, setup_logging
 from remsim_server.server import RemsimServer
 from remsim_server.settings import ServerSettings, package_version
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import rspro
 from remsim_control import BankSlot, ClientConfig, ClientSlot, ComponentIdentity
-
 from remsim_server import convert
 
 IDENTIFY_TIMEOUT = 10.0

@@ -9,11 +9,11 @@ import logging
 import socket
 from collections.abc import Iterator
 
-import rspro
 import uvicorn
+
+import rspro
 from remsim_api.app import create_app
 from remsim_control import Bus, MemoryBus, MemoryStore, Store
-
 from remsim_server.core import ControlCore
 from remsim_server.settings import ServerSettings
 
@@ -80,6 +80,7 @@ class RemsimServer:
         config = uvicorn.Config(
             create_app(self.store, self.bus),
             log_config=None,
+            server_header=False,
             log_level=self.settings.log_level.lower(),
             timeout_graceful_shutdown=2,
         )

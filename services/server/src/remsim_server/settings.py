@@ -7,6 +7,7 @@ import socket
 from importlib.metadata import PackageNotFoundError, version
 
 from pydantic import Field, field_validator
+
 from remsim_api.settings import ApiSettings
 
 

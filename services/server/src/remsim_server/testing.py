@@ -11,10 +11,9 @@ from typing import TypeVar
 
 import rspro
 from remsim_control import Bus, Store
-from rspro import ipa
-
 from remsim_server.server import RemsimServer
 from remsim_server.settings import ServerSettings
+from rspro import ipa
 
 M = TypeVar("M", bound=rspro.Message)
 

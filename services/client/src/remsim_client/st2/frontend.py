@@ -178,7 +178,10 @@ class St2Frontend(ModemFrontend):
                 flags = status.flags
                 if flags & StatusFlags.RESET_ACTIVE or not flags & StatusFlags.VCC_PRESENT:
                     # The firmware dropped the command; so must we, lest a late response
-                    # be queued and sent as the answer to the next command.
+                    # be queued and sent as the answer to the next command. (Bulk and
+                    # interrupt IN are read by two threads; this relies on the reset's
+                    # STATUS overtaking the next TPDU header, which the ATR in between,
+                    # tens of milliseconds, makes sure of.)
                     self._tpdu.abort()
                 if self.core is not None:
                     self.core.modem_status(phys_status(status))

@@ -1,0 +1,105 @@
+"""The ``remsim-bankd`` program: start-up failures, logging options, a full run as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from remsim_bankd.config import parse_args
+from remsim_bankd.main import configure_logging, main
+from remsim_bankd.testing import ScriptedServer, connect_client, create_mapping, transceive
+from rspro import BankSlot, ClientSlot, ResultCode, SetAtrReq
+
+PROFILES = Path(__file__).parents[1] / "profiles"
+C23, B0 = ClientSlot(23, 0), BankSlot(1, 0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    loggers = {n: logging.getLogger(n).level for n in ("remsim_bankd", "rspro")}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, lvl in loggers.items():
+        logging.getLogger(name).setLevel(lvl)
+
+
+def test_bad_slot_file_stops_start_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "bankd_pcsc_slots.csv"
+    csv.write_text('"1","0","Virtual PCD 00 00"\n"1","x","Virtual PCD 00 01"\n')
+    assert main(["-i", "127.0.0.1", "--slots-csv", str(csv)]) == 1
+    assert f"{csv}:2: slot number 'x' is not a number" in capsys.readouterr().err
+    csv.write_text('"1","0","Virtual PCD (00"\n')
+    assert main(["-i", "127.0.0.1", "--slots-csv", str(csv)]) == 1
+    assert f"{csv}:1: bad regular expression 'Virtual PCD (00'" in capsys.readouterr().err
+
+
+def test_missing_slot_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["-i", "127.0.0.1"]) == 1
+    assert "bankd_pcsc_slots.csv" in capsys.readouterr().err
+
+
+def test_client_port_in_use_stops_start_up(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["-i", "127.0.0.1", "-I", "127.0.0.1", "-P", str(port), "--card-driver", "sim"]
+        assert main(argv) == 1
+    assert "cannot start" in capsys.readouterr().err
+
+
+def test_debug_mask_sets_category_levels() -> None:
+    configure_logging(parse_args(["-i", "x", "-d", "DBANKDW,1:DRSPRO,7", "-T"]))
+    assert logging.getLogger("remsim_bankd.session").level == logging.DEBUG
+    assert logging.getLogger("rspro").level == logging.ERROR
+    assert logging.getLogger("remsim_bankd").level > logging.CRITICAL  # not listed: off
+    formatter = logging.getLogger().handlers[0].formatter
+    assert formatter is not None and "asctime" in str(formatter._fmt)
+
+
+def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(parse_args(["-i", "x", "--log-format", "json"]))
+    logging.getLogger("remsim_bankd").info("hello %s", "there")
+    line = capsys.readouterr().err.strip()
+    assert '"message": "hello there"' in line and '"logger": "remsim_bankd"' in line
+
+
+async def test_a_full_run_as_a_process(tmp_path: Path) -> None:
+    """``remsim-bankd --card-driver sim``: registers, serves a client, stops on SIGTERM."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with ScriptedServer() as server:
+        bankd = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "remsim_bankd.main", "-i", "127.0.0.1",
+            "-p", str(server.port), "-n", "2", "-I", "127.0.0.1", "-P", str(port),
+            "--card-driver", "sim", "--sim-profile", str(PROFILES / "card0.json"),
+            cwd=tmp_path, env=dict(os.environ),
+        )  # fmt: skip
+        try:
+            peer = await server.bankd(timeout=15)
+            assert await create_mapping(peer, C23, B0) is ResultCode.OK
+            client, msgs = await connect_client(port, C23)
+            assert isinstance(msgs[1], SetAtrReq)
+            assert await transceive(client, bytes.fromhex("a0a40000023f00"), C23, B0) == b"\x9f\x16"
+            bankd.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(bankd.wait(), 10) == 0
+            assert await client.closed_by_peer() == []
+        finally:
+            if bankd.returncode is None:
+                bankd.kill()
+                await bankd.wait()

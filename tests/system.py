@@ -1,0 +1,257 @@
+"""The whole remsim system as real processes on one host: the harness of the integration
+tests, the demo and the benchmarks.
+
+``RemsimSystem`` runs ``remsim-server`` and ``remsim-bankd`` (against a running
+``VirtualSimBank``) on chosen or free ports, talks REST to the server, and starts clients
+(``remsim-client-shell`` as a ``ShellClient`` whose stdin/stdout the caller drives).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from remsim_bankd.testbed import VirtualSimBank
+
+REST_PREFIX = "/api/backend/v1"
+BIN = Path(sys.executable).parent
+WAIT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except (OSError, ValueError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Daemon:
+    """A remsim program as a child process, its stderr (and stdout unless piped) in a log."""
+
+    def __init__(
+        self, name: str, argv: list[str], workdir: Path, *, pipe_stdio: bool = False
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = workdir / f"{name}.log"
+        self.pipe_stdio = pipe_stdio
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            return subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE if self.pipe_stdio else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if self.pipe_stdio else out,
+                stderr=out,
+                env=os.environ | {"PYTHONUNBUFFERED": "1"},
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        return self.proc.returncode
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = self._spawn()
+
+    def tail(self, size: int = 3000) -> str:
+        return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-size:]
+
+
+class ShellClient(Daemon):
+    """``remsim-client-shell``: hex APDUs on stdin, ``SET_ATR:``/``R-APDU:`` on stdout."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        super().__init__(name, argv, workdir, pipe_stdio=True)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        proc = super()._spawn()
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+        return proc
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.put(line.decode().rstrip("\n"))
+
+    def expect(self, prefix: str, timeout: float = WAIT) -> bytes:
+        """The bytes of the next stdout line starting with ``prefix`` (other lines skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"{self.name}: no {prefix!r} line\n{self.tail()}") from None
+            if line.startswith(prefix):
+                return bytes.fromhex(line[len(prefix) :])
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def transmit(self, apdu: str, timeout: float = WAIT) -> bytes:
+        self.send(apdu)
+        return self.expect("R-APDU: ", timeout)
+
+
+class RemsimSystem:
+    """remsim-server and remsim-bankd B1 serving the cards of a ``VirtualSimBank``."""
+
+    def __init__(
+        self,
+        bank: VirtualSimBank,
+        workdir: Path,
+        *,
+        rest_port: int | None = None,
+        rspro_port: int | None = None,
+        bankd_port: int | None = None,
+        bank_id: int = 1,
+    ) -> None:
+        self.bank = bank
+        self.workdir = workdir
+        self.bank_id = bank_id
+        self.rest_port = rest_port or free_port()
+        self.rspro_port = rspro_port or free_port()
+        self.bankd_port = bankd_port or free_port()
+        self.rest_url = f"http://127.0.0.1:{self.rest_port}{REST_PREFIX}"
+        self.server: Daemon | None = None
+        self.bankd: Daemon | None = None
+        self.clients: list[Daemon] = []
+
+    # --- processes ----------------------------------------------------------------------
+
+    def start_server(self) -> Daemon:
+        self.server = Daemon("server", [
+            str(BIN / "remsim-server"), "--rest-host", "127.0.0.1",
+            "--rest-port", str(self.rest_port), "--rspro-host", "127.0.0.1",
+            "--rspro-port", str(self.rspro_port), "--bankd-port", str(self.bankd_port),
+        ], self.workdir)  # fmt: skip
+        self.wait(lambda: self.rest("GET", "/banks")[0] == 200, "the server's REST API")
+        return self.server
+
+    def start_bankd(self) -> Daemon:
+        slots = self.workdir / "bankd_pcsc_slots.csv"
+        slots.write_text(
+            "".join(f'"{self.bank_id}","{i}","{r}"\n' for i, r in enumerate(self.bank.readers))
+        )
+        # The bankd finds the bank's pcscd through PCSCLITE_CSOCK_NAME, inherited.
+        self.bankd = Daemon("bankd", [
+            str(BIN / "remsim-bankd"), "-i", "127.0.0.1", "-p", str(self.rspro_port),
+            "-b", str(self.bank_id), "-n", str(len(self.bank.readers)), "-I", "127.0.0.1",
+            "-P", str(self.bankd_port), "--slots-csv", str(slots),
+        ], self.workdir)  # fmt: skip
+        self.wait_bank_connected()
+        return self.bankd
+
+    def start_shell_client(self, client_id: int, slot: int = 0) -> ShellClient:
+        client = ShellClient(f"client-C{client_id}:{slot}", [
+            str(BIN / "remsim-client-shell"), "-i", "127.0.0.1", "-p", str(self.rspro_port),
+            "-c", str(client_id), "-n", str(slot),
+        ], self.workdir)  # fmt: skip
+        self.clients.append(client)
+        return client
+
+    def start(self) -> RemsimSystem:
+        self.start_server()
+        self.start_bankd()
+        return self
+
+    def stop(self) -> None:
+        for daemon in [*self.clients, self.bankd, self.server]:
+            if daemon is not None:
+                daemon.stop()
+
+    def __enter__(self) -> RemsimSystem:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- REST -----------------------------------------------------------------------------
+
+    def rest(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            self.rest_url + path,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method=method,
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                status, data = response.status, response.read()
+        except urllib.error.HTTPError as err:
+            status, data = err.code, err.read()
+        return status, json.loads(data) if data else None
+
+    def map(self, bank_slot: int, client_id: int, client_slot: int = 0) -> dict[str, Any]:
+        status, body = self.rest("POST", "/slotmaps", {
+            "bank": {"bankId": self.bank_id, "slotNr": bank_slot},
+            "client": {"clientId": client_id, "slotNr": client_slot},
+        })  # fmt: skip
+        assert status == 201, body
+        return dict(body)
+
+    def unmap(self, bank_slot: int) -> None:
+        status, body = self.rest("DELETE", f"/slotmaps/{self.bank_id << 16 | bank_slot}")
+        assert status == 200, body
+
+    def slotmap_state(self, bank_slot: int) -> str | None:
+        status, body = self.rest("GET", f"/slotmaps/{self.bank_id << 16 | bank_slot}")
+        return str(body["state"]) if status == 200 else None
+
+    def wait_bank_connected(self) -> None:
+        self.wait(lambda: self.rest("GET", f"/banks/{self.bank_id}")[0] == 200, "the bankd")
+
+    def wait(self, condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+        try:
+            return wait_for(condition, what, timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.logs()}") from None
+
+    def logs(self) -> str:
+        daemons = [d for d in [self.server, self.bankd, *self.clients] if d is not None]
+        return "\n".join(d.tail() for d in daemons)
