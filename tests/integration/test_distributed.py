@@ -7,6 +7,8 @@ so a killed core's connections leave the registry quickly.
 """
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,3 +260,18 @@ async def test_a_brief_outage_keeps_card_sessions_and_converges(
         assert [b["bankId"] for b in (await http.get("/banks")).json()["banks"]] == [1]
     if cluster.integration_pending:
         pytest.xfail("API integration pending: " + "; ".join(cluster.integration_pending))
+
+
+def test_the_mapping_scale_benchmark_runs(tmp_path: Path) -> None:
+    """bench/mapping_scale.py end to end, small: both set-ups map every client."""
+    bench = Path(__file__).resolve().parents[2] / "bench" / "mapping_scale.py"
+    result = subprocess.run(
+        [sys.executable, str(bench), "--maps", "12", "--mode", "both"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "single host: 12 maps" in result.stdout
+    assert "2 cores + API, Redis, NATS: 12 maps" in result.stdout

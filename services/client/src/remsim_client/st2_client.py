@@ -1,0 +1,68 @@
+"""``remsim-client-st2``: a modem or phone on a SIMtrace2-family card emulator (USB) uses a
+remote card. The client core with the st2 front-end (``remsim_client.st2``)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from .client import Client
+from .config import ClientConfig
+from .errors import ConfigError
+from .options import build_parser, load_settings
+from .st2.cli import St2Options, add_st2_arguments, st2_options
+from .st2.errors import St2Error
+from .st2.frontend import St2Frontend
+
+
+async def run_st2_client(config: ClientConfig, options: St2Options, *, backend: Any = None) -> int:
+    """Run until SIGTERM/SIGINT (0) or until the USB device fails or is not found (1)."""
+    try:
+        frontend = await St2Frontend.open(
+            options.selector, backend=backend, presence_high=options.presence_high
+        )
+    except St2Error as exc:
+        print(f"remsim-client-st2: {exc}", file=sys.stderr)
+        return 1
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    usb = asyncio.create_task(frontend.run())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        async with Client(config, frontend):
+            await asyncio.wait((usb, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        stopper.cancel()
+        await frontend.aclose()
+    try:
+        await usb
+    except St2Error as exc:
+        print(f"remsim-client-st2: USB device failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser(
+        "remsim-client-st2", "remsim client for a modem on a SIMtrace2 card emulator (USB)"
+    )
+    add_st2_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args)
+        config = settings.client_config()
+        settings.setup_logging()
+    except (ConfigError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(asyncio.run(run_st2_client(config, st2_options(args))))
+
+
+if __name__ == "__main__":
+    main()
