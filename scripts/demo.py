@@ -25,7 +25,6 @@ from remsim_client.remote_card import RemoteCard  # noqa: E402
 from tests.system import RemsimSystem  # noqa: E402
 
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
-AMF = b"\x80\x00"
 
 
 def say(text: str = "") -> None:
@@ -36,13 +35,6 @@ def decode_imsi(ef: bytes) -> str:
     """EF_IMSI: a length byte, then BCD digits nibble-swapped; the first nibble is parity."""
     digits = "".join(f"{b & 0x0F:x}{b >> 4:x}" for b in ef[1 : 1 + ef[0]])
     return digits[1:].rstrip("f")
-
-
-def network_autn(m: Milenage, sqn: int) -> bytes:
-    """The AUTN a home network would send: (SQN xor AK) || AMF || MAC-A."""
-    ak = m.f2345(RAND)[3]
-    mac_a, _ = m.f1(RAND, sqn.to_bytes(6, "big"), AMF)
-    return bytes(a ^ b for a, b in zip(sqn.to_bytes(6, "big"), ak, strict=True)) + AMF + mac_a
 
 
 async def exchange(card: RemoteCard, name: str, apdu: bytes) -> bytes:
@@ -65,9 +57,7 @@ async def talk_to_the_card(port: int, profile: CardProfile) -> RemoteCard:
     aid = bytes([0x00, 0xA4, 0x04, 0x04, len(USIM_AID)]) + USIM_AID
     await exchange(card, "SELECT ADF.USIM (by AID)", aid)
     m = Milenage(profile.ki, profile.opc_value)
-    auth = (
-        bytes.fromhex("0088008122") + b"\x10" + RAND + b"\x10" + network_autn(m, profile.sqn + 32)
-    )
+    auth = bytes.fromhex("0088008122") + b"\x10" + RAND + b"\x10" + m.autn(RAND, profile.sqn + 32)
     rsp = await exchange(card, "AUTHENTICATE (3G context)", auth)
     res, ck, ik, _ = m.f2345(RAND)
     if rsp[:2] == b"\xdb\x08":

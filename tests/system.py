@@ -3,7 +3,8 @@ tests, the demo and the benchmarks.
 
 ``RemsimSystem`` runs ``remsim-server`` and ``remsim-bankd`` (against a running
 ``VirtualSimBank``) on chosen or free ports, talks REST to the server, and starts clients
-(``remsim-client-shell`` as a ``ShellClient`` whose stdin/stdout the caller drives).
+(``remsim-client-shell`` as a ``ShellClient`` whose stdin/stdout the caller drives, any
+other client program as a ``Daemon``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from remsim_bankd.testbed import VirtualSimBank
 
 REST_PREFIX = "/api/backend/v1"
 BIN = Path(sys.executable).parent
 WAIT = 20.0
+
+D = TypeVar("D", bound="Daemon")
 
 
 def free_port() -> int:
@@ -139,7 +142,8 @@ class ShellClient(Daemon):
 
 
 class RemsimSystem:
-    """remsim-server and remsim-bankd B1 serving the cards of a ``VirtualSimBank``."""
+    """remsim-server and remsim-bankd B1 serving the cards of a ``VirtualSimBank`` (the
+    first ``num_slots`` of its readers; all by default)."""
 
     def __init__(
         self,
@@ -150,10 +154,12 @@ class RemsimSystem:
         rspro_port: int | None = None,
         bankd_port: int | None = None,
         bank_id: int = 1,
+        num_slots: int | None = None,
     ) -> None:
         self.bank = bank
         self.workdir = workdir
         self.bank_id = bank_id
+        self.readers = bank.readers[:num_slots]
         self.rest_port = rest_port or free_port()
         self.rspro_port = rspro_port or free_port()
         self.bankd_port = bankd_port or free_port()
@@ -176,21 +182,33 @@ class RemsimSystem:
     def start_bankd(self) -> Daemon:
         slots = self.workdir / "bankd_pcsc_slots.csv"
         slots.write_text(
-            "".join(f'"{self.bank_id}","{i}","{r}"\n' for i, r in enumerate(self.bank.readers))
+            "".join(f'"{self.bank_id}","{i}","{r}"\n' for i, r in enumerate(self.readers))
         )
         # The bankd finds the bank's pcscd through PCSCLITE_CSOCK_NAME, inherited.
         self.bankd = Daemon("bankd", [
             str(BIN / "remsim-bankd"), "-i", "127.0.0.1", "-p", str(self.rspro_port),
-            "-b", str(self.bank_id), "-n", str(len(self.bank.readers)), "-I", "127.0.0.1",
+            "-b", str(self.bank_id), "-n", str(len(self.readers)), "-I", "127.0.0.1",
             "-P", str(self.bankd_port), "--slots-csv", str(slots),
         ], self.workdir)  # fmt: skip
         self.wait_bank_connected()
         return self.bankd
 
+    def start_client(
+        self, program: str, client_id: int, slot: int = 0, options: Sequence[str] = ()
+    ) -> Daemon:
+        """``program`` (remsim-client-vpcd, remsim-client-st2, ...) as client
+        C<client_id>:<slot> of this system's server, with the program's own ``options``."""
+        return self._start_client(Daemon, program, client_id, slot, options)
+
     def start_shell_client(self, client_id: int, slot: int = 0) -> ShellClient:
-        client = ShellClient(f"client-C{client_id}:{slot}", [
-            str(BIN / "remsim-client-shell"), "-i", "127.0.0.1", "-p", str(self.rspro_port),
-            "-c", str(client_id), "-n", str(slot),
+        return self._start_client(ShellClient, "remsim-client-shell", client_id, slot, ())
+
+    def _start_client(
+        self, kind: type[D], program: str, client_id: int, slot: int, options: Sequence[str]
+    ) -> D:
+        client = kind(f"client-C{client_id}:{slot}", [
+            str(BIN / program), "-i", "127.0.0.1", "-p", str(self.rspro_port),
+            "-c", str(client_id), "-n", str(slot), *options,
         ], self.workdir)  # fmt: skip
         self.clients.append(client)
         return client
@@ -206,7 +224,11 @@ class RemsimSystem:
                 daemon.stop()
 
     def __enter__(self) -> RemsimSystem:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # whatever did start
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -254,4 +276,5 @@ class RemsimSystem:
 
     def logs(self) -> str:
         daemons = [d for d in [self.server, self.bankd, *self.clients] if d is not None]
-        return "\n".join(d.tail() for d in daemons)
+        by_log = {d.log: d for d in daemons}  # a client started again writes the same log
+        return "\n".join(d.tail() for d in by_log.values())

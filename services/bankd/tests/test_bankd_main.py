@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from remsim_bankd.config import parse_args
@@ -78,17 +79,23 @@ def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert '"message": "hello there"' in line and '"logger": "remsim_bankd"' in line
 
 
-async def test_a_full_run_as_a_process(tmp_path: Path) -> None:
-    """``remsim-bankd --card-driver sim``: registers, serves a client, stops on SIGTERM."""
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+async def test_a_full_run_as_a_process(tmp_path: Path) -> None:
+    """``remsim-bankd --card-driver sim``: registers, serves a client and its metrics, stops
+    on SIGTERM."""
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "REMSIM_BANKD_METRICS_PORT": str(metrics_port)}
     async with ScriptedServer() as server:
         bankd = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "remsim_bankd.main", "-i", "127.0.0.1",
             "-p", str(server.port), "-n", "2", "-I", "127.0.0.1", "-P", str(port),
             "--card-driver", "sim", "--sim-profile", str(PROFILES / "card0.json"),
-            cwd=tmp_path, env=dict(os.environ),
+            "--metrics-host", "127.0.0.1", cwd=tmp_path, env=env,
         )  # fmt: skip
         try:
             peer = await server.bankd(timeout=15)
@@ -96,6 +103,10 @@ async def test_a_full_run_as_a_process(tmp_path: Path) -> None:
             client, msgs = await connect_client(port, C23)
             assert isinstance(msgs[1], SetAtrReq)
             assert await transceive(client, bytes.fromhex("a0a40000023f00"), C23, B0) == b"\x9f\x16"
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}") as http:
+                assert (await http.get("/readyz")).status_code == 200
+                metrics = (await http.get("/metrics")).text
+            assert 'remsim_tpdus_relayed_total{direction="modem_to_card"} 1.0' in metrics
             bankd.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(bankd.wait(), 10) == 0
             assert await client.closed_by_peer() == []

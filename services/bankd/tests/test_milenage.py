@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from remsim_bankd.sim.milenage import Milenage, c2, c3, opc_from_op
 
 # K, RAND, SQN, AMF, OP, OPc, f1, f1*, f2 (RES), f5 (AK), f3 (CK), f4 (IK), f5* (AK*)
@@ -84,3 +85,16 @@ def test_rejects_wrong_sizes() -> None:
         m.f2345(bytes(8))
     with pytest.raises(ValueError, match="SQN"):
         m.f1(bytes(16), bytes(5), bytes(2))
+
+
+@pytest.mark.parametrize("number", sorted(TEST_SETS))
+def test_the_network_side_builds_autn_and_reads_auts(number: int) -> None:
+    k, rand, sqn, amf, _, opc, f1, f1_star, _, ak, _, _, ak_star = map(
+        bytes.fromhex, TEST_SETS[number]
+    )
+    m = Milenage(k, opc)
+    sqn_value = int.from_bytes(sqn, "big")
+    autn = m.autn(rand, sqn_value, amf)
+    assert autn == bytes(a ^ b for a, b in zip(sqn, ak, strict=True)) + amf + f1
+    auts = bytes(a ^ b for a, b in zip(sqn, ak_star, strict=True)) + f1_star
+    assert m.sqn_ms(rand, auts) == sqn_value

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from remsim_bankd.sim import CardProfile, Milenage, SimCard, c2, c3
 from remsim_bankd.sim.fs import USIM_AID
 from remsim_bankd.sim.simcard import SQN_WINDOW
@@ -376,13 +377,6 @@ def test_change_disable_enable_pin1(sim: SimCard) -> None:
 # --- authentication -------------------------------------------------------------------------------
 
 
-def network_autn(m: Milenage, rand: bytes, sqn: int, amf: bytes = b"\x80\x00") -> bytes:
-    """AUTN as the HLR/HSS computes it: (SQN xor AK) || AMF || MAC-A."""
-    ak = m.f2345(rand)[3]
-    mac_a, _ = m.f1(rand, sqn.to_bytes(6, "big"), amf)
-    return bytes(a ^ b for a, b in zip(sqn.to_bytes(6, "big"), ak, strict=True)) + amf + mac_a
-
-
 def authenticate(card: SimCard, rand: bytes, autn: bytes) -> tuple[str, bytes]:
     sw = tx(card, b"\x00\x88\x00\x81\x22\x10" + rand + b"\x10" + autn)
     if sw[:2] != "61":
@@ -395,7 +389,7 @@ def authenticate(card: SimCard, rand: bytes, autn: bytes) -> tuple[str, bytes]:
 def test_authenticate_3g_returns_res_ck_ik_kc(open_sim: SimCard) -> None:
     m = Milenage(KI, OPC)
     res, ck, ik, _ = m.f2345(RAND)
-    sw, data = authenticate(open_sim, RAND, network_autn(m, RAND, 32))
+    sw, data = authenticate(open_sim, RAND, m.autn(RAND, 32))
     assert sw == "6135"
     assert data == (b"\xdb\x08" + res + b"\x10" + ck + b"\x10" + ik + b"\x08" + c3(ck, ik))
     assert res.hex() == "a54211d5e3ba50bf"  # TS 35.208 test set 1
@@ -404,7 +398,7 @@ def test_authenticate_3g_returns_res_ck_ik_kc(open_sim: SimCard) -> None:
 
 def test_authenticate_3g_sync_failure_returns_auts(open_sim: SimCard) -> None:
     m = Milenage(KI, OPC)
-    autn = network_autn(m, RAND, 32)
+    autn = m.autn(RAND, 32)
     authenticate(open_sim, RAND, autn)
     sw, data = authenticate(open_sim, RAND, autn)  # replayed SQN
     assert sw == "6110"
@@ -415,22 +409,22 @@ def test_authenticate_3g_sync_failure_returns_auts(open_sim: SimCard) -> None:
     assert auts[6:] == m.f1(RAND, sqn_ms, b"\x00\x00")[1]  # MAC-S over SQN_MS, AMF 0000
     open_sim.reset()  # SQN_MS survives a power cycle
     assert authenticate(open_sim, RAND, autn)[0] == "6110"
-    assert authenticate(open_sim, RAND, network_autn(m, RAND, 64))[0] == "6135"
+    assert authenticate(open_sim, RAND, m.autn(RAND, 64))[0] == "6135"
 
 
 def test_authenticate_3g_sqn_window(open_sim: SimCard) -> None:
     m = Milenage(KI, OPC)
-    assert authenticate(open_sim, RAND, network_autn(m, RAND, SQN_WINDOW + 1))[0] == "6110"
-    assert authenticate(open_sim, RAND, network_autn(m, RAND, SQN_WINDOW))[0] == "6135"
-    assert authenticate(open_sim, RAND, network_autn(m, RAND, SQN_WINDOW))[0] == "6110"
+    assert authenticate(open_sim, RAND, m.autn(RAND, SQN_WINDOW + 1))[0] == "6110"
+    assert authenticate(open_sim, RAND, m.autn(RAND, SQN_WINDOW))[0] == "6135"
+    assert authenticate(open_sim, RAND, m.autn(RAND, SQN_WINDOW))[0] == "6110"
 
 
 def test_authenticate_3g_with_a_wrong_mac(open_sim: SimCard) -> None:
-    autn = bytearray(network_autn(Milenage(KI, OPC), RAND, 32))
+    autn = bytearray(Milenage(KI, OPC).autn(RAND, 32))
     autn[-1] ^= 1
     assert authenticate(open_sim, RAND, bytes(autn)) == ("9862", b"")
     other_key = Milenage(bytes(16), OPC)
-    assert authenticate(open_sim, RAND, network_autn(other_key, RAND, 32))[0] == "9862"
+    assert authenticate(open_sim, RAND, other_key.autn(RAND, 32))[0] == "9862"
     assert open_sim.sqn == 0
 
 
@@ -447,7 +441,7 @@ def test_run_gsm_algorithm(open_sim: SimCard) -> None:
 
 
 def test_authentication_needs_pin1_and_well_formed_data(sim: SimCard) -> None:
-    autn = network_autn(Milenage(KI, OPC), RAND, 32)
+    autn = Milenage(KI, OPC).autn(RAND, 32)
     assert tx(sim, b"\xa0\x88\x00\x00\x10" + RAND) == "9804"
     assert authenticate(sim, RAND, autn) == ("6982", b"")
     verify_pin1(sim)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+
 from remsim_bankd.card import Card, CardError, CardNotPresentError
 from remsim_bankd.sim import (
     RECORDED_ATR,

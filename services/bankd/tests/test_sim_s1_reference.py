@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from remsim_bankd.sim import SimCard, load_profile
 
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"

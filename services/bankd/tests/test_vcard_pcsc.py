@@ -6,55 +6,24 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
+
 from remsim_bankd.sim import CardProfile, Milenage
 from remsim_bankd.sim.fs import USIM_AID
-from remsim_bankd.testbed import VirtualSimBank
+from remsim_bankd.testbed import ReaderConnection, VirtualSimBank
 
 pytestmark = pytest.mark.pcsc
 
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
 
 
-class Connection:
-    """A pyscard T=0 connection that answers with bytes (data + SW)."""
-
-    def __init__(self, reader_name: str) -> None:
-        from smartcard.CardConnection import CardConnection
-        from smartcard.System import readers
-
-        reader = next(r for r in readers() if str(r) == reader_name)
-        self.conn = reader.createConnection()
-        self.conn.connect(CardConnection.T0_protocol)
-        self.protocol = self.conn.getProtocol()
-        self.atr = bytes(self.conn.getATR())
-
-    def tx(self, apdu: bytes | str) -> bytes:
-        if isinstance(apdu, str):
-            apdu = bytes.fromhex(apdu)
-        data, sw1, sw2 = self.conn.transmit(list(apdu))
-        return bytes([*data, sw1, sw2])
-
-    def close(self) -> None:
-        try:
-            self.conn.disconnect()
-        finally:
-            self.conn.release()
-
-
 @pytest.fixture
-def card0(virtual_sim_bank: VirtualSimBank) -> Iterator[Connection]:
-    conn = Connection(virtual_sim_bank.readers[0])
+def card0(virtual_sim_bank: VirtualSimBank) -> Iterator[ReaderConnection]:
+    conn = ReaderConnection(virtual_sim_bank.readers[0])
     yield conn
     conn.close()
 
 
-def network_autn(m: Milenage, sqn: int, amf: bytes = b"\x80\x00") -> bytes:
-    ak = m.f2345(RAND)[3]
-    mac_a, _ = m.f1(RAND, sqn.to_bytes(6, "big"), amf)
-    return bytes(a ^ b for a, b in zip(sqn.to_bytes(6, "big"), ak, strict=True)) + amf + mac_a
-
-
-def authenticate(conn: Connection, autn: bytes) -> bytes:
+def authenticate(conn: ReaderConnection, autn: bytes) -> bytes:
     sw = conn.tx(b"\x00\x88\x00\x81\x22\x10" + RAND + b"\x10" + autn)
     assert sw[0] == 0x61
     rsp = conn.tx(bytes([0x00, 0xC0, 0x00, 0x00, sw[1]]))
@@ -72,7 +41,7 @@ def test_bank_has_two_readers_with_cards(virtual_sim_bank: VirtualSimBank) -> No
 
 
 def test_t0_atr_select_read_imsi_and_authenticate(
-    card0: Connection, card_profiles: list[CardProfile]
+    card0: ReaderConnection, card_profiles: list[CardProfile]
 ) -> None:
     from smartcard.CardConnection import CardConnection
 
@@ -89,11 +58,10 @@ def test_t0_atr_select_read_imsi_and_authenticate(
 
     m = Milenage(profile.ki, profile.opc_value)
     res, ck, ik, _ = m.f2345(RAND)
-    data = authenticate(card0, network_autn(m, 1 << 20))
+    data = authenticate(card0, m.autn(RAND, 1 << 20))
     if data[0] == 0xDC:
         # An earlier test in this session moved the card's SQN on: resynchronise from AUTS.
-        sqn_ms = bytes(a ^ b for a, b in zip(data[2:8], m.f5star(RAND), strict=True))
-        data = authenticate(card0, network_autn(m, int.from_bytes(sqn_ms, "big") + 32))
+        data = authenticate(card0, m.autn(RAND, m.sqn_ms(RAND, data[2:16]) + 32))
     assert data[:2] == b"\xdb\x08"
     assert data[2:10] == res
     assert data[10:27] == b"\x10" + ck
@@ -101,7 +69,7 @@ def test_t0_atr_select_read_imsi_and_authenticate(
 
 
 def test_card1_iccid_as_recorded(virtual_sim_bank: VirtualSimBank) -> None:
-    conn = Connection(virtual_sim_bank.readers[1])
+    conn = ReaderConnection(virtual_sim_bank.readers[1])
     try:
         assert conn.tx("a0a40000022fe2") == b"\x9f\x0f"
         assert conn.tx("a0b000000a").hex() == "989420000000000000019000"
@@ -112,7 +80,7 @@ def test_card1_iccid_as_recorded(virtual_sim_bank: VirtualSimBank) -> None:
 def test_card_removal_and_return(virtual_sim_bank: VirtualSimBank) -> None:
     from smartcard.Exceptions import CardConnectionException
 
-    conn = Connection(virtual_sim_bank.readers[0])
+    conn = ReaderConnection(virtual_sim_bank.readers[0])
     try:
         assert conn.tx("a0a40000023f00") == b"\x9f\x16"
         virtual_sim_bank.stop_card(0)  # waits until pcscd reports the reader empty
@@ -125,7 +93,7 @@ def test_card_removal_and_return(virtual_sim_bank: VirtualSimBank) -> None:
             conn.close()  # fails: the card it was connected to is gone
         virtual_sim_bank.start_card(0)
     assert virtual_sim_bank.card_present(0)
-    again = Connection(virtual_sim_bank.readers[0])
+    again = ReaderConnection(virtual_sim_bank.readers[0])
     try:
         assert again.atr == bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
         assert again.tx("a0a40000023f00") == b"\x9f\x16"
@@ -137,7 +105,7 @@ def test_pcscd_restart(virtual_sim_bank: VirtualSimBank) -> None:
     old = virtual_sim_bank.pcscd
     virtual_sim_bank.restart_pcscd()  # the cards reconnect by themselves
     assert virtual_sim_bank.pcscd is not old
-    conn = Connection(virtual_sim_bank.readers[1])
+    conn = ReaderConnection(virtual_sim_bank.readers[1])
     try:
         assert conn.tx("a0a40000022fe2") == b"\x9f\x0f"
     finally:

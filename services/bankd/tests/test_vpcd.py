@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from remsim_bankd.sim import SimCardDriver, load_profile
 from remsim_bankd.vpcd import (
     GET_ATR,

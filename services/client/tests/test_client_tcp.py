@@ -1,7 +1,7 @@
 """The client over real TCP on 127.0.0.1, against scripted server and bankd peers.
 
-The peers are built on rspro's framer and codec and record every frame exactly as it
-arrived, so the bytes can be compared with the recordings of the original
+The peers (``remsim_client.testing``) record every frame exactly as it arrived, so the
+bytes can be compared with the recordings of the original
 (reference/upstream-1.0.0/README.md): identity "vm", swVersion "1.0.0", client C23:0.
 Covers the shell as a real process (stdin/stdout, event script), the ``Client`` core with
 a recording front-end, and ``RemoteCard``.
@@ -10,10 +10,8 @@ a recording front-end, and ``RemoteCard``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,6 @@ from remsim_client import (
     BlockingRemoteCard,
     CardTimeoutError,
     Client,
-    ClientConfig,
     InvalidApduError,
     LinkLostError,
     MainState,
@@ -31,38 +28,32 @@ from remsim_client import (
     RemoteCard,
 )
 from remsim_client.frontend import POWER_OFF
+from remsim_client.testing import (
+    B1_0,
+    BANKD_IDENTITY,
+    C23,
+    TIMEOUT,
+    PeerConnection,
+    ScriptedPeer,
+    client_config,
+    config_bank,
+    eventually,
+)
 from rspro import (
     BankSlot,
-    ClientSlot,
     ClientSlotStatusInd,
-    ComponentIdentity,
-    ComponentType,
-    ConfigClientBankReq,
     ConfigClientBankRes,
-    ConnectClientReq,
-    ConnectClientRes,
-    IpaFramer,
-    IpPort,
-    Message,
     ResultCode,
-    RsproPdu,
     SetAtrReq,
     SetAtrRes,
     SlotPhysStatus,
     TpduCardToModem,
     TpduModemToCard,
-    decode,
-    encode,
     ipa,
-    rspro_frame,
 )
 from rspro.link import LinkState
 
-C23 = ClientSlot(23, 0)
-B1_0 = BankSlot(1, 0)
 CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
-SERVER_ID = ComponentIdentity(ComponentType.REMSIM_SERVER, "fixme-name", "remsim-server", "1.0.0")
-BANKD_ID = ComponentIdentity(ComponentType.REMSIM_BANKD, "fixme-name", "remsim-bankd", "1.0.0")
 
 # Frames of the original, from reference/upstream-1.0.0/README.md and messages.jsonl.
 REF_CONNECT_CLIENT_REQ = bytes.fromhex(
@@ -79,133 +70,6 @@ REF_CLIENT_SLOT_STATUS_IND_RESET = bytes.fromhex(
     "002bee073028800102810100a220ae1e30060201170201003006020101020100300c8001ff8101008201008301ff"
 )
 SELECT_MF = bytes.fromhex("a0a40000023f00")
-TIMEOUT = 5.0
-
-
-# --- scripted peers ------------------------------------------------------------------------
-
-
-class PeerConn:
-    """One accepted connection: answers PINGs, queues decoded PDUs, records raw frames."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.frames: list[bytes] = []
-        self.split_frames = 0  # reads that ended inside a frame: a frame written in pieces
-        self.pings = 0
-        self._framer = IpaFramer()
-        self._pdus: asyncio.Queue[tuple[Message, bytes]] = asyncio.Queue()
-        self.closed = asyncio.Event()
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            while chunk := await self.reader.read(65536):
-                for frame in self._framer.feed(chunk):
-                    raw = frame.to_bytes()
-                    self.frames.append(raw)
-                    if frame.proto == ipa.IPA_PROTO_CCM and frame.payload[0] == ipa.CcmType.PING:
-                        self.pings += 1
-                        self.writer.write(ipa.PONG)
-                    elif frame.proto == ipa.IPA_PROTO_OSMO:
-                        self._pdus.put_nowait((decode(frame.payload[1:]).msg, raw))
-                if self._framer.buffered:
-                    self.split_frames += 1
-        except ConnectionError:
-            pass
-        finally:
-            self.closed.set()
-
-    async def recv(self) -> tuple[Message, bytes]:
-        return await asyncio.wait_for(self._pdus.get(), TIMEOUT)
-
-    async def expect(self, kind: type[Message]) -> tuple[Message, bytes]:
-        msg, raw = await self.recv()
-        assert isinstance(msg, kind), msg
-        return msg, raw
-
-    def send(self, msg: Message) -> None:
-        self.writer.write(rspro_frame(encode(RsproPdu(msg))))
-
-    async def wait_closed(self) -> None:
-        await asyncio.wait_for(self.closed.wait(), TIMEOUT)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class Peer:
-    """A scripted server or bankd listening on 127.0.0.1."""
-
-    def __init__(self, identity: ComponentIdentity) -> None:
-        self.identity = identity
-        self.port = 0
-        self.conns: list[PeerConn] = []
-        self._accepted: asyncio.Queue[PeerConn] = asyncio.Queue()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> Peer:
-        self._server = await asyncio.start_server(self._on_conn, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = PeerConn(reader, writer)
-        self.conns.append(conn)
-        self._accepted.put_nowait(conn)
-
-    async def accept(self) -> PeerConn:
-        return await asyncio.wait_for(self._accepted.get(), TIMEOUT)
-
-    async def accept_client(self, result: ResultCode = ResultCode.OK) -> tuple[PeerConn, bytes]:
-        """Accept a client and answer its ConnectClientReq; returns the request's raw frame."""
-        conn = await self.accept()
-        _, raw = await conn.expect(ConnectClientReq)
-        conn.send(ConnectClientRes(self.identity, result))
-        return conn, raw
-
-    def no_new_connection(self) -> bool:
-        return self._accepted.empty()
-
-    async def stop(self) -> None:
-        for conn in self.conns:
-            conn.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[Peer]:
-    peer = await Peer(SERVER_ID).start()
-    yield peer
-    await peer.stop()
-
-
-@pytest.fixture
-async def bankd() -> AsyncIterator[Peer]:
-    peer = await Peer(BANKD_ID).start()
-    yield peer
-    await peer.stop()
-
-
-@pytest.fixture
-async def bankd2() -> AsyncIterator[Peer]:
-    peer = await Peer(BANKD_ID).start()
-    yield peer
-    await peer.stop()
-
-
-def config_bank(peer: Peer | None, bank: BankSlot = B1_0) -> ConfigClientBankReq:
-    if peer is None:
-        return ConfigClientBankReq(bank, IpPort(ipaddress.IPv4Address(0), 0))
-    return ConfigClientBankReq(bank, IpPort(ipaddress.IPv4Address("127.0.0.1"), peer.port))
-
-
-async def eventually(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while not predicate():
-            await asyncio.sleep(0.002)
 
 
 # --- the Client core with a recording front-end ------------------------------------------
@@ -237,20 +101,9 @@ class Recorder(ModemFrontend):
         self.calls.append(("modem_reset", None))
 
 
-def client_config(server: Peer, **kwargs: object) -> ClientConfig:
-    return ClientConfig(
-        server_host="127.0.0.1",
-        server_port=server.port,
-        client_slot=C23,
-        name="vm",
-        sw_version="1.0.0",
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
 async def operational(
-    client: Client, fe: Recorder, server: Peer, bankd: Peer
-) -> tuple[PeerConn, PeerConn]:
+    client: Client, fe: Recorder, server: ScriptedPeer, bankd: ScriptedPeer
+) -> tuple[PeerConnection, PeerConnection]:
     """Drive a started client to OPERATIONAL with the card's ATR presented."""
     srv, _ = await server.accept_client()
     await eventually(lambda: client.state is MainState.UNCONFIGURED)
@@ -265,7 +118,7 @@ async def operational(
 
 class TestClientWire:
     async def test_connect_client_req_bytes_equal_the_original(
-        self, server: Peer, bankd: Peer
+        self, server: ScriptedPeer, bankd: ScriptedPeer
     ) -> None:
         fe = Recorder()
         async with Client(client_config(server), fe) as client:
@@ -281,7 +134,7 @@ class TestClientWire:
             assert raw == REF_CONNECT_CLIENT_REQ  # the same request towards the bankd
             assert srv.split_frames == 0 and bk.split_frames == 0
 
-    async def test_the_card_session(self, server: Peer, bankd: Peer) -> None:
+    async def test_the_card_session(self, server: ScriptedPeer, bankd: ScriptedPeer) -> None:
         fe = Recorder()
         async with Client(client_config(server), fe) as client:
             _, bk = await operational(client, fe, server, bankd)
@@ -304,7 +157,9 @@ class TestClientWire:
             assert raw == REF_CLIENT_SLOT_STATUS_IND_RESET
             assert bk.split_frames == 0
 
-    async def test_port_0_disconnects_from_the_bankd(self, server: Peer, bankd: Peer) -> None:
+    async def test_port_0_disconnects_from_the_bankd(
+        self, server: ScriptedPeer, bankd: ScriptedPeer
+    ) -> None:
         fe = Recorder()
         async with Client(client_config(server), fe) as client:
             srv, bk = await operational(client, fe, server, bankd)
@@ -320,7 +175,7 @@ class TestClientWire:
             ]
 
     async def test_an_unchanged_configuration_keeps_the_session(
-        self, server: Peer, bankd: Peer
+        self, server: ScriptedPeer, bankd: ScriptedPeer
     ) -> None:
         fe = Recorder()
         async with Client(client_config(server), fe) as client:
@@ -334,7 +189,7 @@ class TestClientWire:
             assert len(fe.calls) == calls and client.state is MainState.OPERATIONAL
 
     async def test_switching_to_another_bankd(
-        self, server: Peer, bankd: Peer, bankd2: Peer
+        self, server: ScriptedPeer, bankd: ScriptedPeer, bankd2: ScriptedPeer
     ) -> None:
         fe = Recorder()
         async with Client(client_config(server), fe) as client:
@@ -358,7 +213,7 @@ class TestClientWire:
             assert isinstance(msg, TpduModemToCard) and msg.to_bank_slot == BankSlot(2, 0)
 
     async def test_bankd_loss_reconnects_and_server_loss_keeps_the_card(
-        self, server: Peer, bankd: Peer
+        self, server: ScriptedPeer, bankd: ScriptedPeer
     ) -> None:
         fe = Recorder()
         async with Client(client_config(server), fe) as client:
@@ -375,7 +230,9 @@ class TestClientWire:
             await bankd.accept_client()
             await eventually(lambda: client.state is MainState.OPERATIONAL)
 
-    async def test_a_bankd_without_slotmap_is_retried(self, server: Peer, bankd: Peer) -> None:
+    async def test_a_bankd_without_slotmap_is_retried(
+        self, server: ScriptedPeer, bankd: ScriptedPeer
+    ) -> None:
         fe = Recorder()
         async with Client(client_config(server), fe) as client:
             srv, _ = await server.accept_client()
@@ -386,8 +243,8 @@ class TestClientWire:
             await bankd.accept_client()  # ...and retries at once (back-off table: 0, 0, 0, 1 s)
             await eventually(lambda: client.state is MainState.OPERATIONAL)
 
-    async def test_a_server_of_the_wrong_type_is_not_retried(self, server: Peer) -> None:
-        server.identity = BANKD_ID
+    async def test_a_server_of_the_wrong_type_is_not_retried(self, server: ScriptedPeer) -> None:
+        server.identity = BANKD_IDENTITY
         async with Client(client_config(server), Recorder()) as client:
             conn, _ = await server.accept_client()
             await conn.wait_closed()
@@ -439,7 +296,9 @@ async def start_shell(*args: str, env: dict[str, str] | None = None) -> ShellPro
 
 
 class TestShell:
-    async def test_shell_session(self, server: Peer, bankd: Peer, tmp_path: Path) -> None:
+    async def test_shell_session(
+        self, server: ScriptedPeer, bankd: ScriptedPeer, tmp_path: Path
+    ) -> None:
         runs = tmp_path / "runs"
         runs.mkdir()
         script = tmp_path / "event-script"
@@ -537,7 +396,7 @@ class TestShell:
             "0",
         )
 
-    async def test_sigterm_ends_the_shell_cleanly(self, server: Peer) -> None:
+    async def test_sigterm_ends_the_shell_cleanly(self, server: ScriptedPeer) -> None:
         shell = await start_shell("-i", "127.0.0.1", "-p", str(server.port))
         srv, _ = await server.accept_client()
         shell.proc.terminate()
@@ -549,8 +408,8 @@ class TestShell:
 
 
 async def serve_card(
-    server: Peer, bankd: Peer, responses: dict[bytes, bytes] | None = None
-) -> tuple[PeerConn, PeerConn, asyncio.Task[None]]:
+    server: ScriptedPeer, bankd: ScriptedPeer, responses: dict[bytes, bytes] | None = None
+) -> tuple[PeerConnection, PeerConnection, asyncio.Task[None]]:
     """Server maps C23:0 to B1:0 on ``bankd``; the bankd answers APDUs from ``responses``.
 
     Without ``responses`` the card never answers and the test reads the bankd's PDUs itself.
@@ -569,7 +428,7 @@ async def serve_card(
     return srv, bk, asyncio.create_task(card())
 
 
-def remote_card(server: Peer | None, **kwargs: object) -> RemoteCard:
+def remote_card(server: ScriptedPeer | None, **kwargs: object) -> RemoteCard:
     return RemoteCard(
         "127.0.0.1",
         23,
@@ -590,7 +449,7 @@ class TestRemoteCard:
         bytes.fromhex("0070000000"): bytes.fromhex("9000"),
     }
 
-    async def test_transmit(self, server: Peer, bankd: Peer) -> None:
+    async def test_transmit(self, server: ScriptedPeer, bankd: ScriptedPeer) -> None:
         card = remote_card(server)
         opened = asyncio.create_task(card.open())
         *_, task = await serve_card(server, bankd, self.RESPONSES)
@@ -602,7 +461,7 @@ class TestRemoteCard:
             assert await card.transmit(bytes.fromhex("00700000")) == bytes.fromhex("9000")
             task.cancel()
 
-    async def test_automatic_get_response(self, server: Peer, bankd: Peer) -> None:
+    async def test_automatic_get_response(self, server: ScriptedPeer, bankd: ScriptedPeer) -> None:
         card = remote_card(server, auto_get_response=True)
         opened = asyncio.create_task(card.open())
         *_, task = await serve_card(server, bankd, self.RESPONSES)
@@ -615,7 +474,7 @@ class TestRemoteCard:
             task.cancel()
             await card.close()
 
-    async def test_no_card_mapped(self, server: Peer) -> None:
+    async def test_no_card_mapped(self, server: ScriptedPeer) -> None:
         card = remote_card(server, timeout=0.3)
         opened = asyncio.create_task(card.open())
         await server.accept_client()  # the server knows no slotmap for C23:0
@@ -628,7 +487,9 @@ class TestRemoteCard:
                 pass
         assert exc.value.link == "server"
 
-    async def test_bankd_lost_during_an_exchange(self, server: Peer, bankd: Peer) -> None:
+    async def test_bankd_lost_during_an_exchange(
+        self, server: ScriptedPeer, bankd: ScriptedPeer
+    ) -> None:
         card = remote_card(server)
         opened = asyncio.create_task(card.open())
         srv, bk, task = await serve_card(server, bankd, responses=None)  # the card never answers
@@ -650,7 +511,9 @@ class TestRemoteCard:
             task.cancel()
             await card.close()
 
-    async def test_card_timeout_and_bad_apdus(self, server: Peer, bankd: Peer) -> None:
+    async def test_card_timeout_and_bad_apdus(
+        self, server: ScriptedPeer, bankd: ScriptedPeer
+    ) -> None:
         card = remote_card(server, apdu_timeout=0.1)
         opened = asyncio.create_task(card.open())
         _, bk, task = await serve_card(server, bankd, responses=None)
@@ -676,7 +539,7 @@ class TestRemoteCard:
             task.cancel()
             await card.close()
 
-    async def test_reset_is_a_power_cycle(self, server: Peer, bankd: Peer) -> None:
+    async def test_reset_is_a_power_cycle(self, server: ScriptedPeer, bankd: ScriptedPeer) -> None:
         card = remote_card(server)
         opened = asyncio.create_task(card.open())
         _, bk, _ = await serve_card(server, bankd)
@@ -693,7 +556,7 @@ class TestRemoteCard:
         finally:
             await card.close()
 
-    async def test_blocking_remote_card(self, server: Peer, bankd: Peer) -> None:
+    async def test_blocking_remote_card(self, server: ScriptedPeer, bankd: ScriptedPeer) -> None:
         def use_card() -> tuple[bytes, bytes]:
             with BlockingRemoteCard("127.0.0.1", 23, 0, port=server.port) as card:
                 return card.atr, card.transmit(SELECT_MF)

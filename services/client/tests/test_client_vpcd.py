@@ -9,52 +9,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import signal
 import socket
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from remsim_bankd.vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET
 from remsim_client import Client, ClientConfig, MainState
+from remsim_client.testing import (
+    B1_0,
+    TIMEOUT,
+    PeerConnection,
+    ScriptedPeer,
+    client_config,
+    config_bank,
+    eventually,
+)
 from remsim_client.vpcd_client import VpcdFrontend, main
 from rspro import (
-    BankSlot,
     ClientSlot,
     ClientSlotStatusInd,
-    ComponentIdentity,
-    ComponentType,
-    ConfigClientBankReq,
     ConfigClientBankRes,
     ConnectClientReq,
-    ConnectClientRes,
-    IpaFramer,
-    IpPort,
-    Message,
-    ResultCode,
-    RsproPdu,
     SetAtrReq,
     SetAtrRes,
     TpduCardToModem,
     TpduModemToCard,
     decode,
-    encode,
-    ipa,
-    rspro_frame,
 )
 
 C24 = ClientSlot(24, 0)
-B1_0 = BankSlot(1, 0)
 CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 SELECT_MF = bytes.fromhex("a0a40000023f00")
-SERVER_ID = ComponentIdentity(ComponentType.REMSIM_SERVER, "fixme-name", "remsim-server", "1.0.0")
-BANKD_ID = ComponentIdentity(ComponentType.REMSIM_BANKD, "fixme-name", "remsim-bankd", "1.0.0")
-TIMEOUT = 5.0
 
 # The original ifdhandler client's frames (s9_ifdhandler_client, seq 17, 21, 22, 23, 25).
 S9_CONNECT_CLIENT_REQ = bytes.fromhex(
@@ -72,88 +63,6 @@ S9_TPDU_SELECT_MF = bytes.fromhex(
     "0034ee073031800102810100a229ac2730060201180201003006020101020100300c0101000101000101"
     "000101000407a0a40000023f00"
 )
-
-
-# --- scripted RSPRO peers --------------------------------------------------------------------
-
-
-class RsproConn:
-    """One accepted RSPRO connection: answers PINGs, queues PDUs with their raw frames."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.closed = asyncio.Event()
-        self._framer = IpaFramer()
-        self._pdus: asyncio.Queue[tuple[Message, bytes]] = asyncio.Queue()
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            while chunk := await self.reader.read(65536):
-                for frame in self._framer.feed(chunk):
-                    if frame.proto == ipa.IPA_PROTO_CCM and frame.payload[0] == ipa.CcmType.PING:
-                        self.writer.write(ipa.PONG)
-                    elif frame.proto == ipa.IPA_PROTO_OSMO:
-                        self._pdus.put_nowait((decode(frame.payload[1:]).msg, frame.to_bytes()))
-        except ConnectionError:
-            pass
-        finally:
-            self.closed.set()
-
-    async def expect(self, kind: type[Message]) -> tuple[Message, bytes]:
-        msg, raw = await asyncio.wait_for(self._pdus.get(), TIMEOUT)
-        assert isinstance(msg, kind), msg
-        return msg, raw
-
-    def nothing_received(self) -> bool:
-        return self._pdus.empty()
-
-    def send(self, msg: Message) -> None:
-        self.writer.write(rspro_frame(encode(RsproPdu(msg))))
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class RsproPeer:
-    """A scripted remsim-server or bankd on 127.0.0.1."""
-
-    def __init__(self, identity: ComponentIdentity) -> None:
-        self.identity = identity
-        self.port = 0
-        self.conns: list[RsproConn] = []
-        self._accepted: asyncio.Queue[RsproConn] = asyncio.Queue()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> RsproPeer:
-        self._server = await asyncio.start_server(self._on_conn, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = RsproConn(reader, writer)
-        self.conns.append(conn)
-        self._accepted.put_nowait(conn)
-
-    async def accept_client(self) -> tuple[RsproConn, bytes]:
-        """Accept a client, answer its ConnectClientReq ok; returns the request's frame."""
-        conn = await asyncio.wait_for(self._accepted.get(), TIMEOUT)
-        _, raw = await conn.expect(ConnectClientReq)
-        conn.send(ConnectClientRes(self.identity, ResultCode.OK))
-        return conn, raw
-
-    async def stop(self) -> None:
-        for conn in self.conns:
-            conn.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-
-def config_bank(peer: RsproPeer | None) -> ConfigClientBankReq:
-    if peer is None:
-        return ConfigClientBankReq(B1_0, IpPort(ipaddress.IPv4Address(0), 0))
-    return ConfigClientBankReq(B1_0, IpPort(ipaddress.IPv4Address("127.0.0.1"), peer.port))
 
 
 # --- scripted vpcd ---------------------------------------------------------------------------
@@ -231,41 +140,20 @@ class FakeVpcd:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[RsproPeer]:
-    peer = await RsproPeer(SERVER_ID).start()
-    yield peer
-    await peer.stop()
-
-
-@pytest.fixture
-async def bankd() -> AsyncIterator[RsproPeer]:
-    peer = await RsproPeer(BANKD_ID).start()
-    yield peer
-    await peer.stop()
-
-
-@pytest.fixture
 async def vpcd() -> AsyncIterator[FakeVpcd]:
     fake = await FakeVpcd().start()
     yield fake
     await fake.stop()
 
 
-def ifdhandler_config(server: RsproPeer) -> ClientConfig:
+def ifdhandler_config(server: ScriptedPeer) -> ClientConfig:
     """Client C24:0 with the identity the original ifdhandler sent (for byte comparisons)."""
-    return ClientConfig(
-        server_host="127.0.0.1",
-        server_port=server.port,
-        client_slot=C24,
-        name="fixme-name",
-        software="remsim_ifdhandler",
-        sw_version="1.0.0",
-    )
+    return client_config(server, C24, name="fixme-name", software="remsim_ifdhandler")
 
 
 @contextlib.asynccontextmanager
 async def vpcd_client(
-    server: RsproPeer, vpcd: FakeVpcd, **kwargs: object
+    server: ScriptedPeer, vpcd: FakeVpcd, **kwargs: object
 ) -> AsyncIterator[tuple[Client, VpcdFrontend]]:
     kwargs.setdefault("reconnect_interval", 0.05)
     fe = VpcdFrontend("127.0.0.1", vpcd.port, **kwargs)  # type: ignore[arg-type]
@@ -276,15 +164,9 @@ async def vpcd_client(
             await fe.aclose()
 
 
-async def eventually(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while not predicate():
-            await asyncio.sleep(0.002)
-
-
 async def map_card(
-    client: Client, server: RsproPeer, bankd: RsproPeer
-) -> tuple[RsproConn, RsproConn]:
+    client: Client, server: ScriptedPeer, bankd: ScriptedPeer
+) -> tuple[PeerConnection, PeerConnection]:
     """Slotmap B1:0 <-> C24:0: the client connects to the bankd, which sends the ATR."""
     srv, raw = await server.accept_client()
     assert raw == S9_CONNECT_CLIENT_REQ
@@ -299,7 +181,7 @@ async def map_card(
     return srv, bk
 
 
-async def answer(bk: RsproConn, rapdu: bytes) -> bytes:
+async def answer(bk: PeerConnection, rapdu: bytes) -> bytes:
     """The bankd's side of one APDU: returns the TPDU's raw frame, sends ``rapdu``."""
     _, raw = await bk.expect(TpduModemToCard)
     bk.send(TpduCardToModem(B1_0, C24, rapdu))
@@ -311,7 +193,7 @@ async def answer(bk: RsproConn, rapdu: bytes) -> bytes:
 
 class TestCardSession:
     async def test_pcscd_session_as_the_original_ifdhandler(
-        self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         async with vpcd_client(server, vpcd) as (client, _):
             _, bk = await map_card(client, server, bankd)
@@ -342,13 +224,13 @@ class TestCardSession:
             # A 4-byte case-1 APDU gets P3=00; unknown control messages are ignored.
             await card.control(0x07)
             exchange = asyncio.create_task(card.exchange(bytes.fromhex("00b00000")))
-            msg, _ = await bk.expect(TpduModemToCard)
-            assert isinstance(msg, TpduModemToCard) and msg.data == bytes.fromhex("00b0000000")
+            tpdu, _ = await bk.expect(TpduModemToCard)
+            assert isinstance(tpdu, TpduModemToCard) and tpdu.data == bytes.fromhex("00b0000000")
             bk.send(TpduCardToModem(B1_0, C24, b"\x69\x86"))
             assert await exchange == b"\x69\x86"
 
     async def test_no_card_in_the_reader_until_the_bankd_sent_the_atr(
-        self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         async with vpcd_client(server, vpcd) as (client, fe):
             srv, _ = await server.accept_client()
@@ -369,7 +251,7 @@ class TestCardSession:
             assert not fe.connected
 
     async def test_a_new_atr_reinserts_the_card(
-        self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         async with vpcd_client(server, vpcd) as (client, _):
             _, bk = await map_card(client, server, bankd)
@@ -381,7 +263,7 @@ class TestCardSession:
             assert await card.exchange(bytes([GET_ATR])) == new_atr
 
     async def test_with_atr_ignore_rspro_the_configured_atr_is_shown(
-        self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         atr = bytes.fromhex("3b0201")
         fe = VpcdFrontend("127.0.0.1", vpcd.port, atr_ignore_rspro=True)
@@ -402,7 +284,7 @@ class TestCardSession:
             await card.wait_removed()
 
     async def test_idle_power_cycles_kept_local(
-        self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         async with vpcd_client(server, vpcd, ignore_idle_power_cycles=True) as (client, _):
             _, bk = await map_card(client, server, bankd)
@@ -421,7 +303,7 @@ class TestCardSession:
 
 class TestFailures:
     async def test_apdu_timeout_answers_6f00_and_drops_the_late_answer(
-        self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         async with vpcd_client(server, vpcd, apdu_timeout=0.2) as (client, fe):
             _, bk = await map_card(client, server, bankd)
@@ -438,7 +320,7 @@ class TestFailures:
             assert fe.card.timeouts == 1
 
     async def test_bankd_lost_during_an_apdu_removes_the_card(
-        self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         async with vpcd_client(server, vpcd) as (client, _):
             _, bk = await map_card(client, server, bankd)
@@ -456,7 +338,9 @@ class TestFailures:
             await answer(bk, b"\x9f\x16")
             assert await exchange == b"\x9f\x16"
 
-    async def test_vpcd_restart(self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd) -> None:
+    async def test_vpcd_restart(
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
+    ) -> None:
         async with vpcd_client(server, vpcd) as (client, fe):
             await map_card(client, server, bankd)
             await vpcd.accept()
@@ -471,7 +355,7 @@ class TestFailures:
                 await again.stop()
 
     async def test_apdus_are_fast_against_a_nagling_vpcd(
-        self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         """TCP_NODELAY + TCP_QUICKACK: no ~40 ms delayed-ACK stall per message."""
         async with vpcd_client(server, vpcd) as (client, _):
@@ -525,7 +409,7 @@ class TestExecutable:
         assert exit_.value.code == 2
 
     async def test_a_session_and_sigterm(
-        self, server: RsproPeer, bankd: RsproPeer, vpcd: FakeVpcd
+        self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         proc = await run_cli(
             "-i", "127.0.0.1", "-p", str(server.port), "-c", "24", "-n", "0",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from remsim_bankd.vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, frame
@@ -44,7 +46,7 @@ def in_reader(**kwargs: object) -> VpcdCard:
     return card
 
 
-def statuses(actions: list[object]) -> list[SlotPhysStatus]:
+def statuses(actions: Sequence[object]) -> list[SlotPhysStatus]:
     return [a.status for a in actions if isinstance(a, ReportStatus)]
 
 

@@ -6,47 +6,36 @@ simtrace2-cardem.md §9 (client C23:0, bank slot B1:5)."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
-from remsim_client import Client, ClientConfig, MainState
+from remsim_client import Client, MainState
 from remsim_client.st2.frontend import St2Frontend
 from remsim_client.st2.protocol import CardInsert, ModemReset, ResetAction, SetAtr, SimSelect
 from remsim_client.st2.simulator import SimulatedBackend, SimulatedDevice
+from remsim_client.testing import (
+    C23,
+    TIMEOUT,
+    PeerConnection,
+    ScriptedPeer,
+    client_config,
+    config_bank,
+    eventually,
+)
 from rspro import (
     BankSlot,
-    ClientSlot,
     ClientSlotStatusInd,
-    ComponentIdentity,
-    ComponentType,
-    ConfigClientBankReq,
     ConfigClientBankRes,
-    ConnectClientReq,
-    ConnectClientRes,
-    IpaFramer,
-    IpPort,
-    Message,
-    ResultCode,
-    RsproPdu,
     SetAtrReq,
     SetAtrRes,
     TpduCardToModem,
     TpduModemToCard,
-    decode,
-    encode,
-    ipa,
-    rspro_frame,
 )
 
 T = TypeVar("T")
-C23 = ClientSlot(23, 0)
 B1_5 = BankSlot(1, 5)
 CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
-TIMEOUT = 5.0
 
 # client.md §7 and simtrace2-cardem.md §9.4, with the IPA header.
 REF_TPDU_SELECT_MF = bytes.fromhex(
@@ -67,80 +56,6 @@ echo "$1 $REMSIM_USB_PATH $REMSIM_USB_INTERFACE" > "%s/$$-$1"
 """
 
 
-class Conn:
-    """One accepted RSPRO connection: answers PINGs, queues PDUs with their raw frames."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self._framer = IpaFramer()
-        self._pdus: asyncio.Queue[tuple[Message, bytes]] = asyncio.Queue()
-        self._task = asyncio.create_task(self._read(reader))
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        while chunk := await reader.read(65536):
-            for frame in self._framer.feed(chunk):
-                if frame.proto == ipa.IPA_PROTO_CCM and frame.payload[0] == ipa.CcmType.PING:
-                    self.writer.write(ipa.PONG)
-                elif frame.proto == ipa.IPA_PROTO_OSMO:
-                    self._pdus.put_nowait((decode(frame.payload[1:]).msg, frame.to_bytes()))
-
-    async def expect(self, kind: type[Message], skip: tuple[type[Message], ...] = ()) -> bytes:
-        """The raw frame of the next ``kind`` PDU, passing over PDUs of the ``skip`` kinds."""
-        while True:
-            msg, raw = await asyncio.wait_for(self._pdus.get(), TIMEOUT)
-            if isinstance(msg, kind):
-                return raw
-            assert isinstance(msg, skip), msg
-
-    def send(self, msg: Message) -> None:
-        self.writer.write(rspro_frame(encode(RsproPdu(msg))))
-
-    def close(self) -> None:
-        self.writer.close()
-        self._task.cancel()
-
-
-class Peer:
-    """A scripted server or bankd on 127.0.0.1 that accepts every ConnectClientReq."""
-
-    def __init__(self, component: ComponentType, software: str) -> None:
-        self.identity = ComponentIdentity(component, "test", software, "1.0.0")
-        self.port = 0
-        self.conns: list[Conn] = []
-        self._accepted: asyncio.Queue[Conn] = asyncio.Queue()
-
-    async def start(self) -> Peer:
-        self._server = await asyncio.start_server(self._on_conn, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Conn(reader, writer)
-        self.conns.append(conn)
-        self._accepted.put_nowait(conn)
-
-    async def accept(self) -> Conn:
-        conn = await asyncio.wait_for(self._accepted.get(), TIMEOUT)
-        await conn.expect(ConnectClientReq)
-        conn.send(ConnectClientRes(self.identity, ResultCode.OK))
-        return conn
-
-    async def stop(self) -> None:
-        for conn in self.conns:
-            conn.close()
-        self._server.close()
-        await self._server.wait_closed()
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[tuple[Peer, Peer]]:
-    server = await Peer(ComponentType.REMSIM_SERVER, "remsim-server").start()
-    bankd = await Peer(ComponentType.REMSIM_BANKD, "remsim-bankd").start()
-    yield server, bankd
-    await server.stop()
-    await bankd.stop()
-
-
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
@@ -150,17 +65,11 @@ def modem_starts(fn: Callable[..., T], *args: Any) -> asyncio.Task[T]:
     return asyncio.create_task(in_thread(fn, *args))
 
 
-async def eventually(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while not predicate():
-            await asyncio.sleep(0.002)
-
-
-async def running_after_reset(bk: Conn) -> None:
+async def running_after_reset(bk: PeerConnection) -> None:
     """Pass the ClientSlotStatusInds of a modem reset, up to RST released."""
     was_reset = False
     while True:
-        raw = await bk.expect(ClientSlotStatusInd)
+        _, raw = await bk.expect(ClientSlotStatusInd)
         if was_reset and raw == REF_STATUS_RUNNING:
             return
         was_reset = was_reset or raw[-9:-6] == bytes.fromhex("8001ff")  # resetActive TRUE
@@ -172,8 +81,9 @@ def operational_entry(atr: bytes) -> list[object]:
     return [SimSelect(True), SetAtr(b"\x3b\x00"), CardInsert(True), reset, SetAtr(atr)]
 
 
-async def test_st2_client_session(peers: tuple[Peer, Peer], tmp_path: Path) -> None:
-    server, bankd = peers
+async def test_st2_client_session(
+    server: ScriptedPeer, bankd: ScriptedPeer, tmp_path: Path
+) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
     script = tmp_path / "event-script"
@@ -182,25 +92,17 @@ async def test_st2_client_session(peers: tuple[Peer, Peer], tmp_path: Path) -> N
     sim = SimulatedDevice("SIMtrace 2", bus=2, address=5, ports=(1, 1))
     slot, modem = sim.slots[0], sim.modem()
     frontend = await St2Frontend.open(backend=SimulatedBackend([sim]), irq_poll_ms=20)
-    config = ClientConfig(
-        server_host="127.0.0.1",
-        server_port=server.port,
-        client_slot=C23,
-        event_script=str(script),
-        name="vm",
-        sw_version="1.0.0",
-    )
+    config = client_config(server, event_script=str(script))
     run = asyncio.create_task(frontend.run())
     try:
         async with Client(config, frontend) as client:
-            srv = await server.accept()
+            srv, _ = await server.accept_client()
             await eventually(lambda: client.state is MainState.UNCONFIGURED)
-            bankd_addr = IpPort(ipaddress.IPv4Address("127.0.0.1"), bankd.port)
-            srv.send(ConfigClientBankReq(B1_5, bankd_addr))
+            srv.send(config_bank(bankd, B1_5))
             await srv.expect(ConfigClientBankRes)
 
             # bankd connected: the firmware is switched over and gets the card's ATR
-            bk = await bankd.accept()
+            bk, _ = await bankd.accept_client()
             bk.send(SetAtrReq(C23, CARD_ATR))
             await bk.expect(SetAtrRes, skip=(ClientSlotStatusInd,))
             await frontend.drain()
@@ -210,11 +112,13 @@ async def test_st2_client_session(peers: tuple[Peer, Peer], tmp_path: Path) -> N
 
             # TPDUs: the bankd sees the whole command, the modem the card's answer
             transact = modem_starts(modem.transact, bytes.fromhex("a0a40000023f00"))
-            assert await bk.expect(TpduModemToCard) == REF_TPDU_SELECT_MF
+            _, raw = await bk.expect(TpduModemToCard)
+            assert raw == REF_TPDU_SELECT_MF
             bk.send(TpduCardToModem(B1_5, C23, bytes.fromhex("9f17")))
             assert await transact == bytes.fromhex("9f17")
             transact = modem_starts(modem.transact, bytes.fromhex("a0b0000004"))
-            assert await bk.expect(TpduModemToCard) == REF_TPDU_READ_BINARY
+            _, raw = await bk.expect(TpduModemToCard)
+            assert raw == REF_TPDU_READ_BINARY
             bk.send(TpduCardToModem(B1_5, C23, bytes.fromhex("01020304 9000")))
             assert await transact == bytes.fromhex("01020304 9000")
             assert modem.last_wire == bytes.fromhex("b0 01 02 03 04 90 00")
@@ -222,7 +126,7 @@ async def test_st2_client_session(peers: tuple[Peer, Peer], tmp_path: Path) -> N
             # bankd lost: card removed, local SIM, modem reset; the client reconnects
             entries = len(slot.host_messages)
             bk.close()
-            bk = await bankd.accept()
+            bk, _ = await bankd.accept_client()
             bk.send(SetAtrReq(C23, CARD_ATR))
             await bk.expect(SetAtrRes, skip=(ClientSlotStatusInd,))
             await frontend.drain()
@@ -235,7 +139,8 @@ async def test_st2_client_session(peers: tuple[Peer, Peer], tmp_path: Path) -> N
             assert await in_thread(modem.cold_reset) == CARD_ATR
             await running_after_reset(bk)  # a real ATR lasts longer than this takes
             transact = modem_starts(modem.transact, bytes.fromhex("a0a40000023f00"))
-            assert await bk.expect(TpduModemToCard) == REF_TPDU_SELECT_MF
+            _, raw = await bk.expect(TpduModemToCard)
+            assert raw == REF_TPDU_SELECT_MF
             bk.send(TpduCardToModem(B1_5, C23, bytes.fromhex("9f17")))
             assert await transact == bytes.fromhex("9f17")
             assert client.state is MainState.OPERATIONAL

@@ -1,11 +1,12 @@
 """remsim_control: the control plane shared by the REST API and the server core.
 
 Models (slots, identities, slotmaps, registry records), the ``Store`` and ``Bus``
-interfaces, and their in-memory implementations.
+interfaces and their in-memory implementations; Redis and NATS ones in ``redis_store`` and
+``nats_bus``, chosen by ``backends.open_backends``; metrics and health in ``metrics``.
 """
 
 from remsim_control.bus import Bus, Event, ResetEvent, SlotmapEvent, decode_event, encode_event
-from remsim_control.errors import ControlError, IdentityInUse, SlotInUse
+from remsim_control.errors import BackendUnavailable, ControlError, IdentityInUse, SlotInUse
 from remsim_control.memory_bus import MemoryBus
 from remsim_control.memory_store import MemoryStore
 from remsim_control.models import (
@@ -26,6 +27,7 @@ from remsim_control.store import Store
 
 __all__ = [
     "SLOT_MAX",
+    "BackendUnavailable",
     "BankRecord",
     "BankSlot",
     "BankdAddress",

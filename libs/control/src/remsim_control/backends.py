@@ -25,15 +25,20 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from remsim_control.bus import Bus, ResetEvent
-from remsim_control.errors import ControlError
+from remsim_control.errors import BackendUnavailable
 from remsim_control.store import Store
+
+__all__ = [
+    "BackendSettings",
+    "BackendUnavailable",
+    "backends_ready",
+    "new_core_id",
+    "open_backends",
+    "require_ready",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class BackendUnavailable(ControlError):
-    """Redis or NATS cannot be reached now (the API answers 503; callers retry later)."""
 
 
 class BackendSettings(Protocol):

@@ -12,6 +12,10 @@ class ControlError(Exception):
     """Base of every error raised by remsim_control."""
 
 
+class BackendUnavailable(ControlError):
+    """Redis or NATS cannot be reached now (the API answers 503; callers retry later)."""
+
+
 class SlotInUse(ControlError):
     """A visible slotmap already uses the bank slot or the client slot."""
 

@@ -11,7 +11,9 @@ Delivery is at most once, as the ``Bus`` contract says; what is lost while NATS 
 made up for by a ``ResetEvent`` that every open subscription receives after the connection
 is re-established (receivers re-read the whole store, so nothing is missed). ``publish``
 raises ``BackendUnavailable`` while NATS is unreachable rather than buffering: a caller
-learns at once that the other cores will not hear it now.
+learns at once that the other cores will not hear it now. A bus that refused a publication
+announces a ``ResetEvent`` to everyone once it is connected again, so that a change written
+to the store meanwhile reaches the cores even if only this process had lost NATS.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
-from remsim_control.backends import BackendUnavailable
 from remsim_control.bus import Event, ResetEvent, decode_event, encode_event
+from remsim_control.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ class NatsBus:
         self.core_id = core_id
         self._queues: set[asyncio.Queue[Event | None]] = set()
         self._closed = False
+        self._refused = False
+        """A publication was refused since the connection was lost."""
 
     @classmethod
     async def connect(
@@ -63,7 +67,7 @@ class NatsBus:
 
         async def reconnected() -> None:
             if bus is not None:
-                bus._on_reconnected()
+                await bus._on_reconnected()
 
         async def disconnected() -> None:
             log.warning("NATS connection lost; reconnecting")
@@ -130,10 +134,12 @@ class NatsBus:
 
     async def _send(self, subject: str, event: Event) -> None:
         if not self._nc.is_connected:
+            self._refused = True
             raise BackendUnavailable("NATS unreachable (reconnecting)")
         try:
             await self._nc.publish(subject, encode_event(event))
         except NatsError as exc:
+            self._refused = True
             raise BackendUnavailable(f"NATS publish failed: {exc!r}") from exc
 
     @contextlib.asynccontextmanager
@@ -173,10 +179,17 @@ class NatsBus:
         while (event := await queue.get()) is not None:
             yield event
 
-    def _on_reconnected(self) -> None:
+    async def _on_reconnected(self) -> None:
         log.info("NATS connection re-established; subscribers re-read the store")
         for queue in self._queues:
             queue.put_nowait(ResetEvent())
+        if self._refused:
+            try:
+                await self._nc.publish(self.events_subject, encode_event(ResetEvent()))
+            except NatsError as exc:
+                log.warning("could not announce a reset after reconnecting: %s", exc)
+            else:
+                self._refused = False
 
     async def close(self) -> None:
         self._closed = True

@@ -40,8 +40,7 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from remsim_control.backends import BackendUnavailable
-from remsim_control.errors import IdentityInUse, SlotInUse
+from remsim_control.errors import BackendUnavailable, IdentityInUse, SlotInUse
 from remsim_control.models import (
     BankRecord,
     BankSlot,

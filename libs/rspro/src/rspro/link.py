@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .aio import RsproStream, open_connection
 from .connection import DEFAULT_KEEPALIVE, Keepalive
-from .errors import ConnectionClosedError, KeepaliveTimeoutError
+from .errors import ConnectionClosedError, KeepaliveTimeoutError, RsproError
 from .messages import ComponentType, ConnectBankRes, ConnectClientRes, Message, ResultCode, RsproPdu
 
 log = logging.getLogger("rspro.link")
@@ -181,6 +181,8 @@ class RsproLink:
         self._stream: RsproStream | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.last_error: RsproError | None = None
+        """Why the last connection ended (a ``KeepaliveTimeoutError``, …), for logs and metrics."""
 
     @property
     def state(self) -> LinkState:
@@ -276,6 +278,7 @@ class RsproLink:
             except Exception:
                 log.exception("%s link: handling %s failed", self.name, type(pdu.msg).__name__)
         if self._stream is stream:
+            self.last_error = stream.error
             if isinstance(stream.error, KeepaliveTimeoutError):
                 log.warning("%s link to %s:%s: keepalive timeout", self.name, self.host, self.port)
             else:

@@ -2,7 +2,12 @@
 
 The API only writes intent to the store and announces it on the bus; the core holding the
 bankd's and the client's control connections carries it out. Responses are therefore sent
-before any RSPRO message follows from them, as with the original.
+before any RSPRO message follows from them, as with the original. While the store or the
+bus does not answer, changes are refused with 503 (nothing is written), since no core would
+hear of them.
+
+Next to the API, outside its OpenAPI document: ``/healthz``, ``/readyz`` and ``/metrics``
+(see ``remsim_control.metrics``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from remsim_api import problems
@@ -28,7 +33,18 @@ from remsim_api.schemas import (
     SlotmapList,
     SlotmapOut,
 )
-from remsim_control import SLOT_MAX, Bus, ResetEvent, SlotInUse, SlotmapEvent, Store
+from remsim_control import (
+    SLOT_MAX,
+    BackendUnavailable,
+    Bus,
+    Event,
+    ResetEvent,
+    SlotInUse,
+    SlotmapEvent,
+    Store,
+)
+from remsim_control.backends import backends_ready, require_ready
+from remsim_control.metrics import METRICS, health_response
 
 log = logging.getLogger("remsim.api")
 
@@ -63,6 +79,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "No such resource.",
         409: "A slotmap already uses the bank slot or the client slot.",
         415: "The body is not declared as JSON.",
+        503: "The shared store or bus (Redis, NATS) does not answer now; nothing was changed.",
     }
     return {status: {"model": Problem, "description": described[status]} for status in statuses}
 
@@ -73,6 +90,20 @@ def _require_json(request: Request) -> None:
         media_type.startswith("application/") and media_type.endswith("+json")
     ):
         raise ApiError(415, "the body must be sent as Content-Type: application/json")
+
+
+async def _require_backends(store: StoreDep, bus: BusDep) -> None:
+    """Refuse a change while the cores could not hear of it."""
+    await require_ready(store, bus)
+
+
+async def _announce(bus: Bus, event: Event) -> None:
+    """Tell the cores; the change is in the store already, so if the bus went down since
+    ``_require_backends``, it is carried out after the bus's reset once NATS is back."""
+    try:
+        await bus.publish(event)
+    except BackendUnavailable as exc:
+        log.warning("%s not announced (%s); the cores re-read the store later", event, exc)
 
 
 # --- banks and clients ---------------------------------------------------------------------
@@ -127,7 +158,7 @@ async def list_slotmaps(store: StoreDep) -> SlotmapList:
     "/slotmaps",
     status_code=201,
     response_model_exclude_none=True,
-    dependencies=[Depends(_require_json)],
+    dependencies=[Depends(_require_json), Depends(_require_backends)],
     responses={
         201: {
             "description": "Created; the map is pushed to its bankd once that is connected.",
@@ -135,7 +166,7 @@ async def list_slotmaps(store: StoreDep) -> SlotmapList:
                 "Location": {"description": "The new slotmap", "schema": {"type": "string"}}
             },
         },
-        **_problems(400, 409, 415),
+        **_problems(400, 409, 415, 503),
     },
     summary="Create a slotmap",
 )
@@ -148,7 +179,7 @@ async def create_slotmap(
         existing = SlotmapOut.of(exc.existing).model_dump(exclude_none=True)
         raise ApiError(409, str(exc), slotmap=existing) from exc
     log.info("%s added", slotmap)
-    await bus.publish(SlotmapEvent.of(slotmap))
+    await _announce(bus, SlotmapEvent.of(slotmap))
     response.headers["Location"] = f"{PREFIX}/slotmaps/{slotmap.id}"
     return SlotmapOut.of(slotmap)
 
@@ -169,9 +200,10 @@ async def get_slotmap(slotmap_id: SlotmapId, store: StoreDep) -> SlotmapOut:
 @router.delete(
     "/slotmaps/{slotmap_id}",
     response_class=Response,
+    dependencies=[Depends(_require_backends)],
     responses={
         200: {"description": "Deleted (the bankd and client are told afterwards)."},
-        **_problems(400, 404),
+        **_problems(400, 404, 503),
     },
     summary="Delete a slotmap",
 )
@@ -180,21 +212,22 @@ async def delete_slotmap(slotmap_id: SlotmapId, store: StoreDep, bus: BusDep) ->
     if slotmap is None:
         raise ApiError(404, f"no slotmap with id {slotmap_id}")
     log.info("%s deleted (was %s)", slotmap, slotmap.state)
-    await bus.publish(SlotmapEvent.of(slotmap))
+    await _announce(bus, SlotmapEvent.of(slotmap))
     return Response(status_code=200)
 
 
 @router.post(
     "/global-reset",
     response_class=Response,
-    responses={200: {"description": "Every slotmap is being deleted."}},
+    dependencies=[Depends(_require_backends)],
+    responses={200: {"description": "Every slotmap is being deleted."}, **_problems(503)},
     summary="Delete all slotmaps",
 )
 async def global_reset(store: StoreDep, bus: BusDep) -> Response:
     for slotmap in await store.list_slotmaps(visible_only=True):
         if await store.request_removal(slotmap.id) is not None:
             log.info("%s deleted by global reset", slotmap)
-    await bus.publish(ResetEvent())
+    await _announce(bus, ResetEvent())
     return Response(status_code=200)
 
 
@@ -206,6 +239,28 @@ async def global_reset(store: StoreDep, bus: BusDep) -> Response:
 )
 async def restart_counter() -> Response:
     return Response(status_code=200)
+
+
+# --- health and metrics ---------------------------------------------------------------------
+
+
+def health_routes(store: Store, bus: Bus) -> list[Route]:
+    """``/healthz`` (the process runs), ``/readyz`` (the store and the bus answer) and
+    ``/metrics`` (Prometheus), for probes and scrapers rather than API clients."""
+
+    async def ready() -> dict[str, bool]:
+        return await backends_ready(store, bus)
+
+    async def count_slotmaps() -> None:
+        METRICS.count_slotmaps(slotmap.state for slotmap in await store.list_slotmaps())
+
+    async def endpoint(request: Request) -> Response:
+        answer = await health_response(request.url.path, ready, before_scrape=count_slotmaps)
+        assert answer is not None, request.url.path
+        status, body, content_type = answer
+        return Response(body, status_code=status, media_type=content_type)
+
+    return [Route(path, endpoint, methods=["GET"]) for path in ("/healthz", "/readyz", "/metrics")]
 
 
 # --- the app -------------------------------------------------------------------------------
@@ -245,15 +300,17 @@ def create_app(store: Store, bus: Bus) -> FastAPI:
     )
     app.state.store = store
     app.state.bus = bus
+    health = health_routes(store, bus)
     problems.install(
         app,
         [
             (route.path_regex, route.methods or set())
-            for route in router.routes
-            if isinstance(route, APIRoute)
+            for route in [*router.routes, *health]
+            if isinstance(route, Route)
         ],
     )
     app.include_router(router)
+    app.router.routes.extend(health)  # plain routes: not in the OpenAPI document
     app.add_middleware(NormalizePath)
 
     def openapi() -> dict[str, Any]:

@@ -5,6 +5,9 @@ timers; each client connection has a thread (``clients.ClientConnection``) for i
 and card calls. Every input reaches ``BankdCore`` under one lock (calls are short: card calls
 and socket I/O happen outside it) and every resulting action goes to the thread of the
 session it names: run right away by the caller when that is its own session, else posted.
+
+With ``BankdConfig.metrics`` set, an HTTP responder serves ``/healthz``, ``/readyz`` (ready
+while the control link to the server is connected) and ``/metrics`` (Prometheus).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from remsim_control.metrics import METRICS, HealthServer
 from rspro import (
     BankSlot,
     ComponentIdentity,
@@ -60,6 +64,7 @@ class BankdConfig:
     gsmtap_port: int = GSMTAP_PORT
     gsmtap_slot: int = -1
     server_keepalive: Keepalive = field(default_factory=Keepalive)
+    metrics: tuple[str, int] | None = None  # /healthz, /readyz, /metrics on (host, port)
 
 
 class Bankd:
@@ -75,6 +80,7 @@ class Bankd:
         self.connections: dict[int, ClientConnection] = {}
         self.control: ControlLink | None = None
         self.tracer: GsmtapTracer | None = None
+        self.health: HealthServer | None = None
         self._cards: dict[BankSlot, Card] = {}
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,8 +92,15 @@ class Bankd:
         assert self._listener is not None
         return int(self._listener.getsockname()[1])
 
+    @property
+    def metrics_port(self) -> int:
+        """The TCP port of /healthz, /readyz and /metrics."""
+        assert self.health is not None
+        return self.health.port
+
     async def start(self) -> None:
-        """Listen for clients (OSError if the port is taken), then register at the server."""
+        """Listen for clients and for health checks (OSError if a port is taken), then
+        register at the server."""
         self._loop = loop = asyncio.get_running_loop()
         cfg = self.config
         if cfg.gsmtap_host is not None:
@@ -98,6 +111,16 @@ class Bankd:
         self._listener.setblocking(False)
         loop.add_reader(self._listener.fileno(), self._accept)
         log.info("listening for clients on %s:%d", host or "*", self.port)
+        if cfg.metrics is not None:
+            METRICS.set_build_info(cfg.identity.software, cfg.identity.sw_version)
+            self.health = HealthServer(self.readiness, before_scrape=self._count_connections)
+            try:
+                await self.health.start(*cfg.metrics)
+            except OSError:
+                self.health = None
+                await self.aclose()
+                raise
+            log.info("health and metrics on %s:%d", cfg.metrics[0] or "*", self.metrics_port)
         if cfg.server is not None:
             self.control = ControlLink(
                 self.handle_control,
@@ -110,6 +133,8 @@ class Bankd:
 
     async def aclose(self) -> None:
         """Stop: drop the server link and every client, power down and release all cards."""
+        if self.health is not None:
+            await self.health.close()
         if self.control is not None:
             await self.control.aclose()
         if self._listener is not None and self._loop is not None:
@@ -135,6 +160,23 @@ class Bankd:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    # --- health and metrics -----------------------------------------------------------------
+
+    async def readiness(self) -> dict[str, bool]:
+        """``/readyz``: ready while registered at the server (no check without a server)."""
+        return {} if self.control is None else {"server": self.control.connected}
+
+    async def _count_connections(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        if self.control is not None:
+            counts["server", self.control.state.value] = 1
+        with self.lock:
+            states = [s.state for s in self.core.sessions.values()]
+        for state in states:
+            key = ("client", state.value)
+            counts[key] = counts.get(key, 0) + 1
+        METRICS.set_connections(counts)
 
     # --- the core, under the lock -----------------------------------------------------------
 

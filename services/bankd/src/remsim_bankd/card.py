@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from .errors import BankdError
+
 __all__ = ["Card", "CardError", "CardNotPresentError", "CardUnresponsiveError"]
 
 
-class CardError(Exception):
+class CardError(BankdError):
     """Base of all card driver errors: the card cannot be used (right now)."""
 
 

@@ -170,6 +170,8 @@ class BankdSettings(BaseSettings):
     log_level: int | None = None
     timestamp: bool = False
     log_format: Literal["human", "json"] = "human"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="accepted for compatibility (logs are never coloured)",
     )  # fmt: skip
     p.add_argument("--log-format", choices=("human", "json"), help="log line format (human)")
+    p.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve /healthz, /readyz and Prometheus /metrics over HTTP on PORT (off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-host", metavar="IP", help="listen address for --metrics-port (0.0.0.0)"
+    )
     return p
 
 

@@ -5,6 +5,9 @@ version) sends ``connectBankReq`` on every (re)connect; each request from the se
 (``createMappingReq``, ``removeMappingReq``, ``resetStateReq``) is answered with what the
 handler returns. Replies carry the request's operation tag (upstream's requests carry 0,
 so the bytes are the original's).
+
+Link events are counted in ``remsim_reconnects_total{link="server"}`` (connected again
+after having been connected) and ``remsim_keepalive_timeouts_total{link="server"}``.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from remsim_control.metrics import METRICS
 from rspro import (
     ComponentIdentity,
     ComponentType,
     ConnectBankReq,
     Keepalive,
+    KeepaliveTimeoutError,
     Message,
     RsproPdu,
 )
@@ -44,11 +49,16 @@ class ControlLink:
         self.bank_id = bank_id
         self.num_slots = num_slots
         self._handle = handle
+        self._was_connected = False
+        self._reconnects = METRICS.reconnects.labels("server")
+        self._keepalive_timeouts = METRICS.keepalive_timeouts.labels("server")
         self.link = RsproLink(
             name="server",
             connect_req=lambda: ConnectBankReq(identity, bank_id, num_slots),
             peer_type=ComponentType.REMSIM_SERVER,
             on_pdu=self._on_pdu,
+            on_connected=self._on_connected,
+            on_lost=self._on_lost,
             keepalive=keepalive,
         )
 
@@ -66,6 +76,15 @@ class ControlLink:
 
     async def aclose(self) -> None:
         await self.link.aclose()
+
+    def _on_connected(self) -> None:
+        if self._was_connected:
+            self._reconnects.inc()
+        self._was_connected = True
+
+    def _on_lost(self) -> None:
+        if isinstance(self.link.last_error, KeepaliveTimeoutError):
+            self._keepalive_timeouts.inc()
 
     def _on_pdu(self, pdu: RsproPdu) -> None:
         reply = self._handle(pdu.msg)

@@ -1,4 +1,5 @@
-"""The exception hierarchy of the bankd (card drivers have their own, see ``card``)."""
+"""The exception hierarchy of the bankd: every error it raises derives from ``BankdError``
+(card driver errors from ``card.CardError``, the test bed's from ``testbed.TestbedError``)."""
 
 
 class BankdError(Exception):

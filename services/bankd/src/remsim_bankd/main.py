@@ -88,6 +88,7 @@ def card_source(settings: BankdSettings) -> CardSource:
 
 
 def config_from(settings: BankdSettings, sw_version: str | None = None) -> BankdConfig:
+    port = settings.metrics_port
     return BankdConfig(
         identity=bankd_identity(settings.name, sw_version or package_version()),
         bank_id=settings.bank_id,
@@ -97,6 +98,7 @@ def config_from(settings: BankdSettings, sw_version: str | None = None) -> Bankd
         card_retry=settings.card_retry,
         gsmtap_host=settings.gsmtap_ip,
         gsmtap_slot=settings.gsmtap_slot,
+        metrics=None if port is None else (settings.metrics_host, port),
     )
 
 
@@ -133,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         asyncio.run(run(config, cards))
-    except OSError as exc:  # the client port cannot be bound, GSMTAP host unknown, ...
+    except OSError as exc:  # a port cannot be bound, GSMTAP host unknown, ...
         log.error("cannot start: %s", exc)
         return 1
     return 0

@@ -22,12 +22,18 @@ pcscd 1.9.9 always serves its clients at /run/pcscd/pcscd.comm. Two modes:
 * shared (`isolated=False`): pcscd uses the standard /run/pcscd/pcscd.comm. If a pcscd is
   already running there, `start()` fails with `TestbedError` (it never stops a pcscd it did
   not start).
+
+pcscd and the cards die with the process that started them, also when it is killed: they
+are forked by one long-lived thread (see `_Spawner`), so a bank may be started and its cards
+restarted from any thread.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -37,9 +43,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 
+from .errors import BankdError
 from .sim.profile import CardProfile
 
 __all__ = [
@@ -47,6 +55,7 @@ __all__ = [
     "SYSTEM_SOCKET",
     "VPCD_DRIVER",
     "VPCD_SLOTS",
+    "ReaderConnection",
     "TestbedError",
     "VirtualSimBank",
     "can_isolate",
@@ -61,7 +70,7 @@ PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 VPCD_SLOTS = 2  # vpcd's compile-time VPCDSLOTS: cards per bank
 
 
-class TestbedError(RuntimeError):
+class TestbedError(BankdError, RuntimeError):
     """The virtual SIM bank could not be started or did not reach the expected state."""
 
     __test__ = False  # not a pytest test class despite the name
@@ -143,10 +152,66 @@ def _socket_alive(path: str) -> bool:
         return True
 
 
-def _die_with_parent() -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
     # Runs in the child between fork and exec: SIGTERM it when the test process dies, so a
     # crashed test run leaves no pcscd holding the vpcd ports.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl: nobody would signal us
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _popen(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as logfile:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+        )
+
+
+_SpawnJob = tuple[list[str], Path, Future[subprocess.Popen[bytes]]]
+
+
+class _Spawner:
+    """Forks every child of the test bed from one thread that lives as long as the process.
+
+    PR_SET_PDEATHSIG signals a child when the *thread* that forked it ends, not the process:
+    a card started from a short-lived worker thread would die with that thread. Forked from
+    this thread, the children die exactly when the process does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[_SpawnJob] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def popen(self, cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` (stdout and stderr appended to ``log``) and return its process."""
+        job: Future[subprocess.Popen[bytes]] = Future()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # first use, or forked
+                self._thread = threading.Thread(
+                    target=self._run, name="testbed-spawner", daemon=True
+                )
+                self._thread.start()
+            self._jobs.put((cmd, log, job))
+        return job.result()
+
+    def _run(self) -> None:
+        while True:
+            cmd, log, job = self._jobs.get()
+            try:
+                job.set_result(_popen(cmd, log))
+            except BaseException as exc:
+                job.set_exception(exc)
+
+
+_spawner = _Spawner()
 
 
 class VirtualSimBank:
@@ -192,7 +257,6 @@ class VirtualSimBank:
         self.vcards: list[subprocess.Popen[bytes] | None] = [None] * len(self.profiles)
         self._profile_files: list[Path] = []
         self._set_env = False
-        self._pdeathsig = False
 
     @staticmethod
     def reader_name(index: int) -> str:
@@ -313,15 +377,7 @@ class VirtualSimBank:
             cmd += ["sh", "-c", script, rundir, pcscd, str(confdir)]
         else:
             cmd = [pcscd, "-f", "-c", str(confdir)]
-        self._pdeathsig = threading.current_thread() is threading.main_thread()
-        with open(self.workdir / "pcscd.log", "ab") as logfile:
-            self.pcscd = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if self._pdeathsig else None,
-            )
+        self.pcscd = _spawner.popen(cmd, self.workdir / "pcscd.log")
         deadline = time.monotonic() + self.ready_timeout
         while not _socket_alive(self.socket_path):
             if self.pcscd.poll() is not None:
@@ -345,7 +401,9 @@ class VirtualSimBank:
     # --- cards --------------------------------------------------------------------------------
 
     def start_card(self, index: int, wait: bool = True) -> None:
-        """Start card `index`'s remsim-vcard (insert the card); wait until pcscd sees it."""
+        """Start card `index`'s remsim-vcard (insert the card); wait until pcscd sees it.
+
+        Any thread may call this: the card lives on after the calling thread ends."""
         assert self.workdir is not None, "bank not started"
         if self.vcards[index] is not None:
             return
@@ -364,14 +422,7 @@ class VirtualSimBank:
             "--log-level",
             self.vcard_log_level,
         ]
-        with open(self.workdir / f"vcard{index}.log", "ab") as logfile:
-            self.vcards[index] = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if self._pdeathsig else None,
-            )
+        self.vcards[index] = _spawner.popen(cmd, self.workdir / f"vcard{index}.log")
         if wait:
             self.wait_card(index, present=True)
 
@@ -483,3 +534,35 @@ def _reader_states() -> dict[str, int] | None:
         return {name: state for name, state, _atr in states}
     finally:
         scard.SCardReleaseContext(ctx)
+
+
+class ReaderConnection:
+    """A PC/SC application's view of one reader (pyscard, T=0): C-APDU in, data + SW out."""
+
+    def __init__(self, reader_name: str) -> None:
+        from smartcard.CardConnection import CardConnection
+        from smartcard.System import readers
+
+        reader = next(r for r in readers() if str(r) == reader_name)
+        self.conn = reader.createConnection()
+        self.conn.connect(CardConnection.T0_protocol)
+        self.protocol = self.conn.getProtocol()
+        self.atr = bytes(self.conn.getATR())
+
+    def tx(self, apdu: bytes | str) -> bytes:
+        if isinstance(apdu, str):
+            apdu = bytes.fromhex(apdu)
+        data, sw1, sw2 = self.conn.transmit(list(apdu))
+        return bytes([*data, sw1, sw2])
+
+    def cold_reset(self) -> None:
+        """SCardReconnect(SCARD_UNPOWER_CARD): vpcd sees POWER OFF, POWER ON."""
+        from smartcard.scard import SCARD_UNPOWER_CARD
+
+        self.conn.reconnect(disposition=SCARD_UNPOWER_CARD)
+
+    def close(self) -> None:
+        try:
+            self.conn.disconnect()
+        finally:
+            self.conn.release()

@@ -73,6 +73,19 @@ class Milenage:
         """Return AK* = f5*, the anonymity key for re-synchronisation (AUTS)."""
         return self._out(self._temp(rand), _R5, _C5)[:6]
 
+    def autn(self, rand: bytes, sqn: int, amf: bytes = b"\x80\x00") -> bytes:
+        """The network side: AUTN = (SQN xor AK) || AMF || MAC-A, as the HLR/HSS sends it."""
+        sqn_bytes = sqn.to_bytes(6, "big")
+        ak = self.f2345(rand)[3]
+        mac_a, _ = self.f1(rand, sqn_bytes, amf)
+        return bytes(a ^ b for a, b in zip(sqn_bytes, ak, strict=True)) + amf + mac_a
+
+    def sqn_ms(self, rand: bytes, auts: bytes) -> int:
+        """The network side of a synchronisation failure: the card's SQN from its AUTS."""
+        _check(auts, 14, "AUTS")
+        ak_star = self.f5star(rand)
+        return int.from_bytes(bytes(a ^ b for a, b in zip(auts[:6], ak_star, strict=True)), "big")
+
 
 def c2(res: bytes) -> bytes:
     """SRES from RES: xor of the four 32-bit words of RES zero-padded to 128 bits."""
