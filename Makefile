@@ -15,7 +15,8 @@ demo: bootstrap
 
 ## make test: install what is needed, then run the whole suite
 test: bootstrap
-	$(UV_RUN) pytest $(PYTEST_ARGS)
+	@$(UV_RUN) pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 lint: bootstrap
 	$(UV_RUN) ruff check .

@@ -1,3 +1,39 @@
-"""Root conftest: shared fixtures live in tests/fixtures/ as pytest plugins."""
+"""Root conftest: shared fixtures live in tests/fixtures/ as pytest plugins.
+
+Under CI (``CI`` set), a test skipped because something the suite REQUIRES is missing (the
+reference recordings, pcscd + vpcd, nats-server, redis-server, the workspace's tools) fails
+instead: a green CI must mean those tests ran. Skips for optional tools (editcap, IPv6
+loopback) stay skips.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
 
 pytest_plugins = ["tests.fixtures.pcsc", "tests.fixtures.servers", "tests.fixtures.procs"]
+
+REQUIRED = (
+    "no reference recordings",
+    "reference recordings not available",
+    "virtual SIM bank unavailable",
+    "a second pcscd needs isolation",
+    "nats-server is not installed",
+    "redis-server is not installed",
+    "rspro console script not installed",
+    "no Compose v2 binary",
+    "kubernetes-validate is not installed",
+    "pcscd",
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if any(required in reason for required in REQUIRED):
+            report.outcome = "failed"
+            report.longrepr = f"required for CI but skipped: {reason}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 import tempfile
@@ -44,10 +45,39 @@ async def exchange(card: RemoteCard, name: str, apdu: bytes) -> bytes:
     return rsp
 
 
+def decode_iccid(ef: bytes) -> str:
+    return "".join(f"{b & 0x0F:x}{b >> 4:x}" for b in ef).rstrip("f")
+
+
+async def read_iccid(card: RemoteCard) -> str:
+    await card.transmit(bytes.fromhex("a0a40000023f00"))
+    await card.transmit(bytes.fromhex("a0a40000022fe2"))
+    return decode_iccid((await card.transmit(bytes.fromhex("a0b000000a")))[:-2])
+
+
+async def watch(card: RemoteCard) -> None:
+    """Tell what client C23:0 sees while the operator maps and unmaps (the 'try next')."""
+    seen = (card.ready, card.atr)
+    while True:
+        await asyncio.sleep(0.2)
+        if (card.ready, card.atr) == seen:
+            continue
+        seen = (card.ready, card.atr)
+        if not card.ready:
+            say("  client C23:0: the card is gone (slotmap removed, or bankd unreachable)")
+            continue
+        say(f"  client C23:0: a card is mapped, ATR {card.atr.hex(' ')}")
+        try:
+            say(f"    ICCID {await read_iccid(card)}")
+        except Exception as exc:  # the card may go again at any moment
+            say(f"    (reading the ICCID failed: {exc})")
+
+
 async def talk_to_the_card(port: int, profile: CardProfile) -> RemoteCard:
-    card = RemoteCard(server="127.0.0.1", port=port, client_id=23, slot=0, auto_get_response=True)
+    card = RemoteCard(
+        server="127.0.0.1", port=port, client_id=23, slot=0, timeout=20, auto_get_response=True
+    )
     await card.open()
-    await card.wait_ready(timeout=20)
     say(f"  client C23:0 got the card's ATR {card.atr.hex(' ')}")
     await exchange(card, "SELECT MF (GSM)", bytes.fromhex("a0a40000023f00"))
     await exchange(card, "SELECT DF_GSM", bytes.fromhex("a0a40000027f20"))
@@ -72,6 +102,12 @@ async def talk_to_the_card(port: int, profile: CardProfile) -> RemoteCard:
 async def run(args: argparse.Namespace) -> None:
     profiles = default_profiles()
     workdir = Path(tempfile.mkdtemp(prefix="remsim-demo-"))
+    # the in-process client's log goes with the others' (server.log, bankd.log, ...)
+    logging.basicConfig(
+        filename=workdir / "client-C23:0.log",
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     say("remsim demo: the whole system on this host\n")
     with VirtualSimBank(profiles=profiles) as bank:
         names = ", ".join(f"{r} ({p.stem})" for r, p in zip(bank.readers, profiles, strict=True))
@@ -107,7 +143,9 @@ Ctrl-C stops everything.""")
                     loop = asyncio.get_running_loop()
                     for sig in (signal.SIGINT, signal.SIGTERM):
                         loop.add_signal_handler(sig, stop.set)
+                    watcher = asyncio.create_task(watch(card))
                     await stop.wait()
+                    watcher.cancel()
             finally:
                 await card.close()
         finally:

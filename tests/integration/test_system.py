@@ -62,6 +62,9 @@ def test_map_apdus_remap_unmap(system: RemsimSystem, card_profiles: list[CardPro
     client.send(SELECT_MF)  # unmapped: dropped locally, no answer
     with pytest.raises(TimeoutError):
         client.expect("R-APDU: ", timeout=1.0)
+    # ... by a client that is alive and still registered, just without a card
+    assert client.running
+    assert [c["peer"] for c in system.rest("GET", "/clients")[1]["clients"]] == ["C23:0"]
 
 
 def test_server_restart_keeps_the_card_session(
@@ -81,7 +84,10 @@ def test_server_restart_keeps_the_card_session(
     )
     system.map(bank_slot=0, client_id=23)  # the new server starts with no maps
     system.wait(lambda: system.slotmap_state(0) == "ACTIVE", "B1:0 ACTIVE again")
+    # the same bankd and bank slot as before: the client keeps its card session (no new ATR)
     assert read_iccid(client) == card_profiles[0].ef_iccid
+    with pytest.raises(TimeoutError):
+        client.expect("SET_ATR: ", timeout=1.0)
 
 
 def test_bankd_restart_reconnects_the_client(

@@ -238,9 +238,10 @@ async def test_nats_down_refuses_publishing_then_resets_subscribers(
                     await asyncio.sleep(0.02)
             assert not await bus.ping()
             with pytest.raises(BackendUnavailable):
-                await bus.publish(ResetEvent())
+                await bus.publish(SlotmapEvent(serial=2, bank=B1_0, client=C23_0))
             own_nats_server.start()
-            assert await _next(events) == ResetEvent()
+            assert await _next(events) == ResetEvent()  # to this process's subscribers
+            assert await _next(events) == ResetEvent()  # to everyone: a publication was lost
             event = SlotmapEvent(serial=3, bank=B1_0, client=C23_0)
             await bus.publish(event)
             assert await _next(events) == event

@@ -37,6 +37,7 @@ from rspro import (
     SlotPhysStatus,
     TpduCardToModem,
     TpduModemToCard,
+    decode,
     encode,
     rspro_frame,
 )
@@ -104,6 +105,30 @@ def test_create_mapping_checks_in_order() -> None:
     assert (change.result, change.removed, change.added) == (ResultCode.OK, [], (B0, C23))
     identical = t.create(C23, B0)
     assert (identical.result, identical.removed, identical.added) == (ResultCode.OK, [], None)
+
+
+def test_negative_or_out_of_range_ids_are_refused() -> None:
+    """The decoder takes ``02 01 FF`` as -1; upstream's uint16 makes it 65535 ≥ num_slots."""
+    t = MappingTable(bank_id=1, num_slots=2)
+    for bank in (BankSlot(1, -1), BankSlot(1, -65536)):
+        assert t.create(C23, bank).result is ResultCode.ILLEGAL_SLOT_ID
+        assert t.remove(C23, bank).result is ResultCode.ILLEGAL_SLOT_ID
+    assert t.create(C23, BankSlot(-1, 0)).result is ResultCode.ILLEGAL_BANK_ID
+    for client in (ClientSlot(-1, 0), ClientSlot(23, -1), ClientSlot(1024, 0), ClientSlot(0, 1024)):
+        assert t.create(client, B0).result is ResultCode.ILLEGAL_CLIENT_ID
+        assert t.remove(client, B0).result is ResultCode.ILLEGAL_CLIENT_ID
+    assert len(t) == 0
+    assert t.create(ClientSlot(1023, 1023), B1).result is ResultCode.OK
+
+
+def test_a_negative_slot_from_the_wire_is_refused(core: BankdCore) -> None:
+    """createMappingReq C23:0 -> B1:-1 exactly as it arrives (SlotNumber ``02 01 FF``)."""
+    raw = bytes.fromhex("301a800102810100a212a410300602011702010030060201010201ff")
+    req = decode(raw).msg
+    assert isinstance(req, CreateMappingReq) and req.bank == BankSlot(1, -1)
+    result, actions = core.create_mapping(req.client, req.bank)
+    assert frame(CreateMappingRes(result)) == REF["createMappingRes illegalSlotId"]
+    assert actions == [] and len(core.maps) == 0
 
 
 def test_create_mapping_replaces_conflicting_maps() -> None:
@@ -294,14 +319,40 @@ def test_client_disconnect_releases_the_card(core: BankdCore) -> None:
     assert core.maps.bank_of(C23) == B0  # the map stays
 
 
-def test_a_bank_slot_serves_one_connection_at_a_time(core: BankdCore) -> None:
+def test_a_new_connection_for_the_client_slot_replaces_the_old_one(core: BankdCore) -> None:
+    """The client's host died without a FIN and the client is back: it must not wait for
+    TCP to give up on the old connection (bankd.md: a bank slot serves one connection)."""
     sid = mapped_session(core)
     sid2, actions = connect(core)  # a second connection claiming C23:0
-    assert [m.result for m in sent(actions)] == [ResultCode.CARD_NOT_PRESENT]  # type: ignore[attr-defined]
-    assert core.sessions[sid2].state is SessionState.CONN_CLIENT_WAIT_MAP
-    # when the first one goes and its card is released, the second one gets the card
-    assert core.session_closed(sid) == [ReleaseCard(sid, B0)]
+    why = f"replaced by a new connection for C23:0 (session {sid2})"
+    (ind,) = sent(actions)
+    assert isinstance(ind, ErrorInd) and ind.error_string == why
+    assert actions == [Send(sid, ind), ReleaseCard(sid, B0), Close(sid, why)]
+    assert core.sessions[sid].state is SessionState.CLOSED
+    assert core.sessions[sid2].state is SessionState.CONN_CLIENT_MAPPED
+    # the new one gets the card once the old one has released it
+    assert core.session_closed(sid) == []
     assert core.card_released(B0) == [OpenCard(sid2, B0)]
+    msgs = sent(core.card_opened(sid2, ATR))
+    assert msgs == [ConnectClientRes(core.identity, ResultCode.OK), SetAtrReq(C23, ATR)]
+
+
+def test_a_waiting_connection_is_replaced_too(core: BankdCore) -> None:
+    sid, _ = connect(core)  # no map yet: waits
+    sid2, actions = connect(core)
+    why = f"replaced by a new connection for C23:0 (session {sid2})"
+    assert actions[1:] == [
+        Close(sid, why),
+        Send(sid2, ConnectClientRes(core.identity, ResultCode.CARD_NOT_PRESENT)),
+    ]
+    assert sid not in {s.sid for s in core.sessions.values() if s.state is not SessionState.CLOSED}
+    assert core.create_mapping(C23, B0)[1] == [OpenCard(sid2, B0)]
+
+
+def test_other_client_slots_are_not_affected(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    _, actions = connect(core, C24)
+    assert all(a.sid != sid for a in actions)
 
 
 @pytest.mark.parametrize(
@@ -341,6 +392,16 @@ def test_connect_client_req_without_slot_is_illegal(core: BankdCore) -> None:
     actions = core.receive(sid, ConnectClientReq(CLIENT))
     assert sent(actions) == [ConnectClientRes(core.identity, ResultCode.ILLEGAL_CLIENT_ID)]
     assert actions[-1] == Close(sid, "connectClientReq without slot")
+
+
+@pytest.mark.parametrize("slot", [ClientSlot(-1, 0), ClientSlot(23, -1), ClientSlot(1024, 0)])
+def test_connect_client_req_for_a_client_slot_out_of_range_is_illegal(
+    core: BankdCore, slot: ClientSlot
+) -> None:
+    sid = core.session_opened()
+    actions = core.receive(sid, ConnectClientReq(CLIENT, slot))
+    assert sent(actions) == [ConnectClientRes(core.identity, ResultCode.ILLEGAL_CLIENT_ID)]
+    assert actions[-1] == Close(sid, f"connectClientReq for {slot} (ids are 0..1023)")
 
 
 # --- reset (bankd.md §8) ----------------------------------------------------------------------

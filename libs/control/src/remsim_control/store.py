@@ -84,7 +84,9 @@ class Store(Protocol):
 
     async def unregister_bank(self, record: BankRecord) -> bool:
         """Remove the bank's entry if it is exactly ``record`` (so a late unregister of an
-        old connection never removes a newer one). True if removed."""
+        old connection never removes a newer one). True if removed. A store that cannot be
+        reached raises ``BackendUnavailable`` and carries the unregistration out by itself
+        once it can (the connection is gone for good)."""
         ...
 
     async def get_bank(self, bank_id: int) -> BankRecord | None: ...

@@ -181,6 +181,7 @@ class RsproLink:
         self._stream: RsproStream | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._failed_connects = 0
         self.last_error: RsproError | None = None
         """Why the last connection ended (a ``KeepaliveTimeoutError``, …), for logs and metrics."""
 
@@ -263,7 +264,12 @@ class RsproLink:
                 self.host, self.port, keepalive=self._keepalive, ssl=self._ssl, drop_invalid=True
             )
         except (OSError, TimeoutError) as exc:
-            log.debug("%s link: connect to %s:%s failed: %s", self.name, self.host, self.port, exc)
+            # The first failure and then about one a minute are worth an operator's eye.
+            level = logging.WARNING if self._failed_connects % 6 == 0 else logging.DEBUG
+            self._failed_connects += 1
+            log.log(
+                level, "%s link: connect to %s:%s failed: %s", self.name, self.host, self.port, exc
+            )
             if self._task is me:
                 self._run(self._fsm.tcp_down(self._loop.time()))
             return
@@ -271,6 +277,7 @@ class RsproLink:
             stream.close()
             return
         self._stream = stream
+        self._failed_connects = 0
         self._run(self._fsm.tcp_up(self._loop.time()))
         async for pdu in stream:
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -58,30 +59,41 @@ def package_version() -> str:
         return "0"
 
 
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(settings: ApiSettings) -> int:
+    """Serve until SIGINT or SIGTERM (0); 1 if the port or the backends are unavailable."""
+    try:
+        sock = bind(settings.rest_host, settings.rest_port)
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     try:
         store, bus = await open_backends(settings)
     except (BackendUnavailable, ValueError) as exc:
         log.error("cannot start: %s", exc)
+        sock.close()
         return 1
     log.info("state in %s, events on %s", type(store).__name__, type(bus).__name__)
     METRICS.set_build_info("remsim-api", package_version())
     config = uvicorn.Config(
         create_app(store, bus),
-        host=settings.rest_host,
-        port=settings.rest_port,
         log_config=None,
         server_header=False,
         log_level=settings.log_level.lower(),
     )
-    server = uvicorn.Server(config)
     try:
-        await server.serve()
+        await uvicorn.Server(config).serve(sockets=[sock])
     finally:
+        sock.close()
         await bus.close()
         await store.close()
-    # uvicorn returns without raising when it cannot bind the port
-    return 0 if server.started else 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,8 +8,9 @@ to the next session only once the previous one reported it released (``card_rele
 
 A client session follows the original worker's states (bankd.md §5), with its gaps
 closed: an ATR is sent whenever the card becomes usable (also after a late map or a reset),
-card trouble is reported (result codes, ErrorInd) before the connection closes, and a bank
-slot is used by one session at a time.
+card trouble is reported (result codes, ErrorInd) before the connection closes, a bank
+slot is used by one session at a time, and a new connection for a client slot replaces the
+one it already has (that client's host died without closing it).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from rspro import (
 )
 
 from .card import CardError, CardNotPresentError, CardUnresponsiveError
-from .mapping import MappingChange, MappingTable
+from .mapping import ID_MAX, MappingChange, MappingTable, valid_client_slot
 
 __all__ = [
     "Action",
@@ -256,23 +257,47 @@ class BankdCore:
         return actions
 
     def _connect_client(self, s: Session, msg: ConnectClientReq, actions: list[Action]) -> None:
-        if s.state is not SessionState.CONN_WAIT_ID or msg.client_slot is None:
-            why = "second connectClientReq" if s.client_slot else "connectClientReq without slot"
-            res = ConnectClientRes(self.identity, ResultCode.ILLEGAL_CLIENT_ID)
-            actions.append(Send(s.sid, res))
-            self._close(s, why, actions)
+        client = msg.client_slot
+        if s.state is not SessionState.CONN_WAIT_ID:
+            self._refuse(s, "second connectClientReq", actions)
             return
-        s.client_slot = msg.client_slot
+        if client is None:
+            self._refuse(s, "connectClientReq without slot", actions)
+            return
+        if not valid_client_slot(client):
+            self._refuse(s, f"connectClientReq for {client} (ids are 0..{ID_MAX})", actions)
+            return
+        s.client_slot = client
         s.state = SessionState.CONN_CLIENT_WAIT_MAP
         log.info("%s client %s/%s %s connected", s, msg.identity.name, msg.identity.software,
                  msg.identity.sw_version)  # fmt: skip
-        bank = self.maps.bank_of(msg.client_slot)
+        self._preempt(s, actions)
+        bank = self.maps.bank_of(client)
         if bank is None or bank in self._holders:
             why = "no map" if bank is None else f"{bank} is in use by another connection"
             log.info("%s %s: waiting", s, why)
             self._answer(s, ResultCode.CARD_NOT_PRESENT, actions)
             return
         self._hold(s, bank, actions)
+
+    def _preempt(self, s: Session, actions: list[Action]) -> None:
+        """Drop older sessions of ``s``'s client slot: a client host that died without a FIN
+        would otherwise keep its bank slot until TCP gives up, and the client that comes
+        back is that same client."""
+        for old in list(self.sessions.values()):
+            if (
+                old is not s
+                and old.client_slot == s.client_slot
+                and old.state is not SessionState.CLOSED
+            ):
+                why = f"replaced by a new connection for {s.client_slot} (session {s.sid})"
+                log.warning("%s %s: did its host die without closing it?", old, why)
+                actions.append(Send(old.sid, self._error_ind(old, ErrorSeverity.MAJOR, why)))
+                self._close(old, why, actions)
+
+    def _refuse(self, s: Session, why: str, actions: list[Action]) -> None:
+        actions.append(Send(s.sid, ConnectClientRes(self.identity, ResultCode.ILLEGAL_CLIENT_ID)))
+        self._close(s, why, actions)
 
     def _hold(self, s: Session, bank: BankSlot, actions: list[Action]) -> None:
         s.bank_slot = bank

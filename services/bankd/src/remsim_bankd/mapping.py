@@ -3,6 +3,10 @@
 The server pushes maps with ``createMappingReq`` / ``removeMappingReq`` / ``resetStateReq``;
 the checks and result codes are the original's (bankd.md §4). Both a bank slot and a
 client slot appear at most once in the table.
+
+The decoder takes any INTEGER, but ids are 0..1023 (rspro-wire.md): a negative bank slot
+number (upstream's uint16 makes it 65535) is refused with ``illegalSlotId`` like any other
+slot number beyond the bank, a client slot id outside 0..1023 with ``illegalClientId``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,13 @@ from dataclasses import dataclass, field
 
 from rspro import BankSlot, ClientSlot, ResultCode
 
-__all__ = ["MappingChange", "MappingTable"]
+__all__ = ["ID_MAX", "MappingChange", "MappingTable", "valid_client_slot"]
+
+ID_MAX = 1023  # BankId, ClientId, SlotNumber: INTEGER (0..1023)
+
+
+def valid_client_slot(client: ClientSlot) -> bool:
+    return 0 <= client.client_id <= ID_MAX and 0 <= client.slot_nr <= ID_MAX
 
 
 @dataclass(slots=True)
@@ -42,11 +52,13 @@ class MappingTable:
     def bank_of(self, client: ClientSlot) -> BankSlot | None:
         return self._by_client.get(client)
 
-    def _check_bank_slot(self, bank: BankSlot) -> ResultCode | None:
+    def _check(self, client: ClientSlot, bank: BankSlot) -> ResultCode | None:
         if bank.bank_id != self.bank_id:
             return ResultCode.ILLEGAL_BANK_ID
-        if bank.slot_nr >= self.num_slots:
+        if not 0 <= bank.slot_nr < self.num_slots:
             return ResultCode.ILLEGAL_SLOT_ID
+        if not valid_client_slot(client):
+            return ResultCode.ILLEGAL_CLIENT_ID
         return None
 
     def _drop(self, bank: BankSlot, change: MappingChange) -> None:
@@ -56,7 +68,7 @@ class MappingTable:
 
     def create(self, client: ClientSlot, bank: BankSlot) -> MappingChange:
         """Map client ↔ bank; a conflicting map of either slot is replaced."""
-        error = self._check_bank_slot(bank)
+        error = self._check(client, bank)
         if error is not None:
             return MappingChange(error)
         if self._by_bank.get(bank) == client:
@@ -71,7 +83,7 @@ class MappingTable:
         return change
 
     def remove(self, client: ClientSlot, bank: BankSlot) -> MappingChange:
-        error = self._check_bank_slot(bank)
+        error = self._check(client, bank)
         if error is not None:
             return MappingChange(error)
         if self._by_bank.get(bank) != client:

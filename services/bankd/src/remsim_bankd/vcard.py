@@ -16,7 +16,9 @@ from types import FrameType
 
 from .sim.driver import SimCardDriver
 from .sim.profile import load_profile
-from .vpcd import VPCD_PORT, CardAsVirtualCard, VpcdCardRunner
+from vpcd import VPCD_PORT, VpcdCardRunner
+
+from .vpcd import CardAsVirtualCard
 
 __all__ = ["main"]
 

@@ -6,19 +6,29 @@ store" kicks from the bus are handled one at a time, so the requests sent to a b
 the order of the store and the responses can be matched to them by order. State lives in
 the ``Store``; every change is announced on the ``Bus``, and the core holding the affected
 bankd or client acts on it (which is this core, in the single-host server).
+
+While the store does not answer (Redis down), a connection's current step is retried every
+``retry_interval`` seconds: the connection stays, and what the peer sent meanwhile waits in
+its inbox. A peer that is not registered yet is closed instead (it connects again later).
+Events are hints: one the bus cannot deliver now is made up for by the reset that follows
+the bus's recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import rspro
 from remsim_control import (
+    BackendUnavailable,
     BankdAddress,
     BankRecord,
     Bus,
@@ -31,6 +41,7 @@ from remsim_control import (
     SlotmapState,
     Store,
 )
+from remsim_control.metrics import METRICS
 from remsim_server import lifecycle
 from remsim_server.convert import unmapped_ip
 from remsim_server.role import (
@@ -53,8 +64,12 @@ log = logging.getLogger("remsim.server")
 NEW, UNACK, ACTIVE = SlotmapState.NEW, SlotmapState.UNACKNOWLEDGED, SlotmapState.ACTIVE
 DELETE_REQ, DELETING = SlotmapState.DELETE_REQ, SlotmapState.DELETING
 
+RETRY_INTERVAL = 1.0
+"""Seconds between two attempts while the store does not answer."""
+
 _KICK = object()
 _CLOSED = object()
+T = TypeVar("T")
 
 
 class ControlCore:
@@ -70,6 +85,7 @@ class ControlCore:
         keepalive: rspro.Keepalive | None = None,
         identify_timeout: float = IDENTIFY_TIMEOUT,
         reject_delay: float = REJECT_DELAY,
+        retry_interval: float = RETRY_INTERVAL,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -83,10 +99,13 @@ class ControlCore:
         self.keepalive = keepalive or rspro.Keepalive()
         self.identify_timeout = identify_timeout
         self.reject_delay = reject_delay
+        self.retry_interval = retry_interval
         self.stopping = False
         self._banks: dict[int, _Peer] = {}
         self._clients: dict[ClientSlot, _Peer] = {}
         self._peers: set[_Peer] = set()
+        self._connections: Counter[tuple[str, str]] = Counter()
+        self._bus_down = False
         self._server: asyncio.Server | None = None
         self._dispatcher: asyncio.Task[None] | None = None
 
@@ -144,9 +163,32 @@ class ControlCore:
             await peer.run()
         finally:
             self._peers.discard(peer)
+            self.track(peer, None)
+
+    def track(self, peer: _Peer, label: tuple[str, str] | None) -> None:
+        """Count ``peer`` under ``label`` (role, state) in ``remsim_connections`` from now
+        on; ``None``: it is gone."""
+        if label == peer.label:
+            return
+        if peer.label is not None:
+            self._connections[peer.label] -= 1
+        if label is not None:
+            self._connections[label] += 1
+        peer.label = label
+        METRICS.set_connections(+self._connections)
 
     async def publish(self, slotmap: Slotmap) -> None:
-        await self.bus.publish(SlotmapEvent.of(slotmap))
+        try:
+            await self.bus.publish(SlotmapEvent.of(slotmap))
+        except BackendUnavailable as exc:
+            # Every core re-reads the store when the bus is back (it hands out a reset).
+            if not self._bus_down:
+                log.warning("events cannot be sent now (%s); the cores catch up later", exc)
+            self._bus_down = True
+        else:
+            if self._bus_down:
+                log.info("events are sent again")
+            self._bus_down = False
 
     async def bankd_address(self, bank_id: int, remote_host: str) -> BankdAddress:
         """The address clients are given for bank ``bank_id``: the configured one, else the
@@ -182,7 +224,23 @@ class _Peer:
         self.kicked = False
         self.bank: BankRecord | None = None
         self.client: ClientRecord | None = None
+        self.restored = False
+        """The bank's maps were reset for this connection (done once: see _bank_hello)."""
+        self.label: tuple[str, str] | None = None
         self.task = asyncio.current_task()
+        core.track(self, self.role_and_state())
+
+    def role_and_state(self) -> tuple[str, str]:
+        """The ``remsim_connections`` labels of this connection now."""
+        hello = self.conn.hello
+        role = (
+            "bankd"
+            if isinstance(hello, BankHello)
+            else "client"
+            if isinstance(hello, ClientHello)
+            else "unidentified"
+        )
+        return role, self.conn.role.value
 
     def kick(self) -> None:
         """Re-read the store and act on it (soon, from the peer's own task)."""
@@ -199,10 +257,16 @@ class _Peer:
         reader = asyncio.create_task(self._read())
         try:
             await self._serve()
+        except BackendUnavailable as exc:  # while the core stops: it no longer retries
+            log.info("%s from %s: stopped while the store is away: %s", self.peer, self.remote, exc)
         finally:
             reader.cancel()
             self.stream.close()
             await self._cleanup()
+
+    @property
+    def peer(self) -> str:
+        return self.conn.peer
 
     async def _read(self) -> None:
         try:
@@ -220,38 +284,65 @@ class _Peer:
             except TimeoutError:
                 close = self.conn.handle_timeout(self.loop.time())
                 if close is not None:
-                    log.info("%s from %s: closing: %s", self.conn.peer, self.remote, close.reason)
+                    log.info("%s from %s: closing: %s", self.peer, self.remote, close.reason)
                     return
                 continue
             if item is _CLOSED:
                 error = self.stream.error
-                log.info("%s from %s: connection ended: %s", self.conn.peer, self.remote, error)
+                log.info("%s from %s: connection ended: %s", self.peer, self.remote, error)
+                role, _ = self.role_and_state()
+                if isinstance(error, rspro.KeepaliveTimeoutError) and role != "unidentified":
+                    METRICS.keepalive_timeouts.labels(role).inc()
                 return
             if item is _KICK:
                 self.kicked = False
-                await self.sync()
+                await self.persist(self.sync)
             elif isinstance(item, rspro.RsproPdu):
-                log.debug("%s: Rx %s", self.conn.peer, item.msg)
-                if not await self.handle(self.conn.receive(item)):
+                log.debug("%s: Rx %s", self.peer, item.msg)
+                event = self.conn.receive(item)
+                if not await self.persist(functools.partial(self.handle, event)):
                     return
+            self.core.track(self, self.role_and_state())
+
+    async def persist(self, step: Callable[[], Awaitable[T]]) -> T:
+        """``step()``, again and again while the store does not answer (each step can be
+        repeated: it re-reads the store and changes it by compare-and-set)."""
+        failed_at: float | None = None
+        while True:
+            try:
+                result = await step()
+            except BackendUnavailable as exc:
+                if self.core.stopping:
+                    raise
+                if failed_at is None:
+                    failed_at = self.loop.time()
+                    log.warning(
+                        "%s from %s: waiting for the store: %s", self.peer, self.remote, exc
+                    )
+                await asyncio.sleep(self.core.retry_interval)
+                continue
+            if failed_at is not None:
+                waited = self.loop.time() - failed_at
+                log.info("%s: the store answers again (after %.1f s)", self.peer, waited)
+            return result
 
     async def handle(self, event: Event) -> bool:
         """Act on what the connection reported; False: close the connection."""
         if isinstance(event, BankHello):
-            await self._bank_hello(event)
-        elif isinstance(event, ClientHello):
-            await self._client_hello(event)
-        elif isinstance(event, MappingCreated):
+            return await self._bank_hello(event)
+        if isinstance(event, ClientHello):
+            return await self._client_hello(event)
+        if isinstance(event, MappingCreated):
             await self._mapping_created(event)
         elif isinstance(event, MappingRemoved):
             await self._mapping_removed(event)
         elif isinstance(event, ConfigAcknowledged):
             await self._config_acknowledged(event)
         elif isinstance(event, Close):
-            log.warning("%s from %s: closing: %s", self.conn.peer, self.remote, event.reason)
+            log.warning("%s from %s: closing: %s", self.peer, self.remote, event.reason)
             return False
         elif isinstance(event, Ignored):
-            log.warning("%s from %s: ignored: %s", self.conn.peer, self.remote, event.reason)
+            log.warning("%s from %s: ignored: %s", self.peer, self.remote, event.reason)
         return True
 
     async def sync(self) -> None:
@@ -262,50 +353,63 @@ class _Peer:
 
     # --- bankd --------------------------------------------------------------------------
 
-    async def _bank_hello(self, hello: BankHello) -> None:
-        bankd = await self.core.bankd_address(hello.bank_id, self.stream.peername[0])
-        record = BankRecord(
-            bank_id=hello.bank_id,
-            number_of_slots=hello.number_of_slots,
-            identity=hello.identity,
-            bankd=bankd,
-            remote=self.remote,
-            core_id=self.core.core_id,
-        )
-        try:
-            await self.store.register_bank(record)
-        except IdentityInUse as exc:
-            self._refuse(exc)
-            return
-        self.bank = record
-        self.core._banks[record.bank_id] = self
-        self.send(self.conn.accept())
-        log.info(
-            "B%d connected from %s (%d slots, %s %s); clients are given %s",
-            hello.bank_id,
-            self.remote,
-            hello.number_of_slots,
-            hello.identity.software,
-            hello.identity.name,
-            bankd,
-        )
-        if ipaddress.ip_address(bankd.host).is_loopback:
-            log.info("B%d: clients on other hosts cannot reach %s", hello.bank_id, bankd)
-        for slotmap in await self.store.list_slotmaps(bank_id=hello.bank_id):
-            state = lifecycle.on_bank_connect(slotmap)
-            if state is not None:
-                await self._update(slotmap, state)
+    async def _bank_hello(self, hello: BankHello) -> bool:
+        # Repeated after a store failure: each part is done once per connection.
+        if self.bank is None:
+            bankd = await self.core.bankd_address(hello.bank_id, self.stream.peername[0])
+            record = BankRecord(
+                bank_id=hello.bank_id,
+                number_of_slots=hello.number_of_slots,
+                identity=hello.identity,
+                bankd=bankd,
+                remote=self.remote,
+                core_id=self.core.core_id,
+            )
+            try:
+                await self.store.register_bank(record)
+            except IdentityInUse as exc:
+                self._refuse(exc)
+                return True
+            except BackendUnavailable as exc:
+                return await self._not_registered(exc, lambda: self.store.unregister_bank(record))
+            self.bank = record
+            self.core._banks[record.bank_id] = self
+            self.send(self.conn.accept())
+            log.info(
+                "B%d connected from %s (%d slots, %s %s); clients are given %s",
+                hello.bank_id,
+                self.remote,
+                hello.number_of_slots,
+                hello.identity.software,
+                hello.identity.name,
+                bankd,
+            )
+            if ipaddress.ip_address(bankd.host).is_loopback:
+                log.info("B%d: clients on other hosts cannot reach %s", hello.bank_id, bankd)
+        if not self.restored:
+            for slotmap in await self.store.list_slotmaps(bank_id=hello.bank_id):
+                state = lifecycle.on_bank_connect(slotmap)
+                if state is not None:
+                    await self._update(slotmap, state)
+            self.restored = True
         await self._sync_bank(hello.bank_id)
+        return True
 
     async def _sync_bank(self, bank_id: int) -> None:
         """Send the bankd what the store says it must do, in the store's order."""
         for slotmap in await self.store.list_slotmaps(bank_id=bank_id):
-            if lifecycle.needs_create(slotmap) and await self._update(slotmap, UNACK):
-                request: rspro.Message = self.conn.create_mapping(
-                    slotmap.serial, slotmap.bank, slotmap.client
-                )
-            elif lifecycle.needs_remove(slotmap) and await self._update(slotmap, DELETING):
-                request = self.conn.remove_mapping(slotmap.serial, slotmap.bank, slotmap.client)
+            serial, bank, client = slotmap.serial, slotmap.bank, slotmap.client
+            # A map in UNACKNOWLEDGED or DELETING without a request outstanding here was
+            # moved there by this connection, and then the store failed before the request
+            # went out: send it now.
+            if (lifecycle.needs_create(slotmap) and await self._update(slotmap, UNACK)) or (
+                slotmap.state is UNACK and not self.conn.awaiting_create(serial)
+            ):
+                request: rspro.Message = self.conn.create_mapping(serial, bank, client)
+            elif (lifecycle.needs_remove(slotmap) and await self._update(slotmap, DELETING)) or (
+                slotmap.state is DELETING and not self.conn.awaiting_remove(serial)
+            ):
+                request = self.conn.remove_mapping(serial, bank, client)
             else:
                 continue
             self.send(request)
@@ -350,30 +454,35 @@ class _Peer:
 
     # --- client -------------------------------------------------------------------------
 
-    async def _client_hello(self, hello: ClientHello) -> None:
-        record = ClientRecord(
-            client=hello.client,
-            identity=hello.identity,
-            remote=self.remote,
-            core_id=self.core.core_id,
-        )
-        try:
-            await self.store.register_client(record)
-        except IdentityInUse as exc:
-            self._refuse(exc)
-            return
-        self.client = record
-        self.core._clients[record.client] = self
-        self.send(self.conn.accept())
-        log.info(
-            "%s connected from %s (%s %s)",
-            hello.client,
-            self.remote,
-            hello.identity.software,
-            hello.identity.name,
-        )
+    async def _client_hello(self, hello: ClientHello) -> bool:
+        # Repeated after a store failure: registered once per connection.
+        if self.client is None:
+            record = ClientRecord(
+                client=hello.client,
+                identity=hello.identity,
+                remote=self.remote,
+                core_id=self.core.core_id,
+            )
+            try:
+                await self.store.register_client(record)
+            except IdentityInUse as exc:
+                self._refuse(exc)
+                return True
+            except BackendUnavailable as exc:
+                return await self._not_registered(exc, lambda: self.store.unregister_client(record))
+            self.client = record
+            self.core._clients[record.client] = self
+            self.send(self.conn.accept())
+            log.info(
+                "%s connected from %s (%s %s)",
+                hello.client,
+                self.remote,
+                hello.identity.software,
+                hello.identity.name,
+            )
         self.conn.sent = await self.store.get_client_config(hello.client)
         await self._sync_client(hello.client)
+        return True
 
     async def _sync_client(self, client: ClientSlot) -> None:
         maps = await self.store.list_slotmaps(client=client)
@@ -394,10 +503,21 @@ class _Peer:
 
     # --- both ---------------------------------------------------------------------------
 
+    async def _not_registered(
+        self, exc: BackendUnavailable, unregister: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """The store failed to register the peer: close (the peer connects again later)."""
+        log.warning("%s from %s: closing, cannot register: %s", self.peer, self.remote, exc)
+        # Redis may have carried out the registration before failing to answer; the store
+        # retries a failed unregistration by itself once Redis is back.
+        with contextlib.suppress(BackendUnavailable):
+            await unregister()
+        return False
+
     def _refuse(self, exc: IdentityInUse) -> None:
         log.warning(
             "%s from %s refused (identityInUse): %s is connected from %s (core %s)",
-            self.conn.peer,
+            self.peer,
             self.remote,
             exc.existing.peer,
             exc.existing.remote,
@@ -411,14 +531,21 @@ class _Peer:
                 await self._bank_gone(self.bank)
             if self.client is not None:
                 await self._client_gone(self.client)
+        except BackendUnavailable as exc:  # the core stops: its lease ends the records
+            log.warning("%s: left in the store: %s", self.peer, exc)
         except Exception:
-            log.exception("%s: cleaning up after the connection failed", self.conn.peer)
+            log.exception("%s: cleaning up after the connection failed", self.peer)
 
     async def _bank_gone(self, record: BankRecord) -> None:
         self.core._banks.pop(record.bank_id, None)
         # The maps first, while this connection still owns the bank: a new connection of
         # the bank (on any core) can only register after that.
-        for slotmap in await self.store.list_slotmaps(bank_id=record.bank_id):
+        await self.persist(functools.partial(self._release_maps, record.bank_id))
+        await self._unregister(functools.partial(self.store.unregister_bank, record))
+        log.info("B%d from %s disconnected", record.bank_id, record.remote)
+
+    async def _release_maps(self, bank_id: int) -> None:
+        for slotmap in await self.store.list_slotmaps(bank_id=bank_id):
             state = lifecycle.on_bank_loss(slotmap)
             if state is None:
                 if removed := await self.store.remove_slotmap(slotmap.serial, {slotmap.state}):
@@ -426,17 +553,23 @@ class _Peer:
                     await self.core.publish(removed)
             elif state is not slotmap.state:
                 await self._update(slotmap, state)
-        await self.store.unregister_bank(record)
-        log.info("B%d from %s disconnected", record.bank_id, record.remote)
 
     async def _client_gone(self, record: ClientRecord) -> None:
         self.core._clients.pop(record.client, None)
-        await self.store.unregister_client(record)
         if not self.core.stopping:
             # The client ended the connection: it may have restarted and forgotten its
-            # configuration, so it is sent again when the client comes back.
-            await self.store.set_client_config(record.client, None)
+            # configuration, so it is sent again when the client comes back (forgotten
+            # before unregistering, so that its next connection reads it so).
+            await self.persist(functools.partial(self.store.set_client_config, record.client, None))
+        await self._unregister(functools.partial(self.store.unregister_client, record))
         log.info("%s from %s disconnected", record.client, record.remote)
+
+    async def _unregister(self, unregister: Callable[[], Awaitable[bool]]) -> None:
+        try:
+            await unregister()
+        except BackendUnavailable as exc:
+            # Not retried here: the store keeps it and carries it out once Redis answers.
+            log.warning("%s: unregistration deferred: %s", self.peer, exc)
 
 
 async def _resolve(host: str) -> str:

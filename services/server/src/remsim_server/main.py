@@ -1,7 +1,9 @@
 """``remsim-server``: the control server with its REST API, in one process.
 
 Flags as the original's where it has them (``-h``, ``-V``, ``-d MASK``, ``-L``); every
-option can also be set as a ``REMSIM_*`` environment variable (see docs/server.md).
+option can also be set as a ``REMSIM_*`` environment variable (see docs/server.md). Without
+``--redis-url``/``--nats-url`` everything is in memory; with them this process is one of
+several cores sharing Redis and NATS (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from remsim_api.main import add_backend_options
+from remsim_control import BackendUnavailable
+from remsim_control.backends import open_backends
 from remsim_control.logs import level_from_debug_mask, setup_logging
+from remsim_control.metrics import METRICS
 from remsim_server.server import RemsimServer
 from remsim_server.settings import ServerSettings, package_version
 
@@ -55,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="address given to clients for this bank, instead of the address its control "
         "connection comes from (NAT, multi-homed hosts); repeatable",
     )
+    add_backend_options(parser)
+    parser.add_argument("--core-id", help="this core's name in the registry (host-pid-random)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (INFO)")
     parser.add_argument("--log-format", choices=["text", "json"], help="log format (text)")
     parser.add_argument(
@@ -81,7 +89,27 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerSettings:
 
 
 async def run(settings: ServerSettings) -> int:
-    server = RemsimServer(settings)
+    """Serve until SIGINT or SIGTERM (0); 1 if a port or the backends are unavailable."""
+    try:
+        store, bus = await open_backends(settings, core_id=settings.core_id)
+    except (BackendUnavailable, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    log.info(
+        "core %s: state in %s, events on %s",
+        settings.core_id,
+        type(store).__name__,
+        type(bus).__name__,
+    )
+    METRICS.set_build_info("remsim-server", package_version())
+    try:
+        return await _serve(RemsimServer(settings, store, bus))
+    finally:
+        await store.close()  # a shared store: releases this core's lease
+        await bus.close()
+
+
+async def _serve(server: RemsimServer) -> int:
     try:
         await server.start()
     except OSError as exc:

@@ -129,6 +129,14 @@ class ServerConnection:
         """Requests sent and not answered yet."""
         return len(self._creates) + len(self._removes) + len(self._configs)
 
+    def awaiting_create(self, serial: int) -> bool:
+        """A createMappingReq for slotmap ``serial`` is sent and not answered yet."""
+        return serial in self._creates
+
+    def awaiting_remove(self, serial: int) -> bool:
+        """A removeMappingReq for slotmap ``serial`` is sent and not answered yet."""
+        return serial in self._removes
+
     # --- input ----------------------------------------------------------------------------
 
     def receive(self, pdu: rspro.RsproPdu) -> Event:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from importlib.metadata import PackageNotFoundError, version
 
 from pydantic import Field, field_validator
 
 from remsim_api.settings import ApiSettings
+from remsim_control.backends import new_core_id
 
 
 def package_version() -> str:
@@ -38,6 +38,8 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
 
 
 class ServerSettings(ApiSettings):
+    """The API's settings (REST, logs, shared store and bus) and the core's."""
+
     rspro_host: str = Field(default="0.0.0.0", description="RSPRO control bind address")
     rspro_port: int = Field(default=9998, ge=0, le=65535, description="RSPRO control port")
     identity_name: str = Field(
@@ -56,8 +58,9 @@ class ServerSettings(ApiSettings):
     keepalive_interval: float = Field(default=30.0, gt=0)
     keepalive_timeout: float = Field(default=10.0, gt=0)
     core_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
-        description="this core's name in the registry (distributed mode)",
+        default_factory=new_core_id,
+        min_length=1,
+        description="this core's name in the registry and on NATS; unique per process start",
     )
 
     @field_validator("bankd_addresses")

@@ -44,11 +44,11 @@ class SimCardDriver:
         return self.sim.process(apdu)
 
     def reset(self, warm: bool = False) -> bytes:
-        # A software card has no electrical difference between warm and cold reset.
+        # Warm or cold, the card state is cleared alike; only a cold reset may change the ATR.
         self._require_present()
         if not self._powered:
             raise CardError("card not connected")
-        return self.sim.reset()
+        return self.sim.reset(warm)
 
     def disconnect(self) -> None:
         self._powered = False

@@ -71,6 +71,9 @@ class CardProfile(BaseModel):
 
     name: str = ""
     atr: Hex = RECORDED_ATR
+    # For tests of ATR changes: successive cold resets (power-ups) answer atr, atr_cycle[0],
+    # atr_cycle[1], ..., then atr again. Warm resets keep the current ATR.
+    atr_cycle: tuple[Hex, ...] = ()
     iccid: str = _digits(18, 20)
     imsi: str = _digits(6, 15)
     ki: Hex
@@ -104,8 +107,9 @@ class CardProfile(BaseModel):
         for key in (self.opc, self.op):
             if key is not None and len(key) != 16:
                 raise ValueError("opc/op must be 16 bytes")
-        if not 2 <= len(self.atr) <= 33:
-            raise ValueError("atr must be 2..33 bytes")
+        for atr in (self.atr, *self.atr_cycle):
+            if not 2 <= len(atr) <= 33:
+                raise ValueError("an ATR has 2..33 bytes")
         if self.adm1 is not None:
             _pin_bytes(self.adm1)
         return self

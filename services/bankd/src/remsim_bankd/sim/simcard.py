@@ -8,6 +8,7 @@ card used for the upstream recordings did.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ class SimCard:
     ) -> None:
         self.profile = profile
         self.atr = profile.atr
+        self._atrs = itertools.cycle((profile.atr, *profile.atr_cycle))
         self.mf, self.adf = build_filesystem(profile)
         self.milenage = Milenage(profile.ki, profile.opc_value)
         self.sqn = profile.sqn
@@ -166,19 +168,25 @@ class SimCard:
             0x00: {**common, 0x84: h._get_challenge},
             0x80: {0xF2: h._status},
         }
-        self.reset()
+        self._clear()
 
     # --- power / dispatch ------------------------------------------------------------------
 
-    def reset(self) -> bytes:
-        """Power cycle: back to the MF, security state cleared. Returns the ATR."""
+    def reset(self, warm: bool = False) -> bytes:
+        """Reset: back to the MF, security state cleared. Returns the ATR; a cold reset
+        (power-up) takes the next one of the profile's ``atr``, ``*atr_cycle``."""
+        if not warm:
+            self.atr = next(self._atrs)
+        self._clear()
+        return self.atr
+
+    def _clear(self) -> None:
         self.df: DF = self.mf
         self.ef: EF | None = None
         self._record = 0
         self._pending = b""
         for p in (self.pin1, self.pin2, self.adm1):
             p.verified = False
-        return self.atr
 
     def process(self, apdu: bytes) -> bytes:
         """Execute one command TPDU (CLA INS P1 P2 [P3 [data]]); return data + SW1 SW2."""
