@@ -46,7 +46,6 @@ class Cluster:
     bankd_port: int
     http: httpx.AsyncClient
     peers: list[SimBankd | SimClient] = field(default_factory=list)
-    integration_pending: list[str] = field(default_factory=list)
 
     def addresses(self, *cores: int) -> list[tuple[str, int]]:
         """The RSPRO addresses of these cores (by index), as a peer's server list."""
@@ -82,17 +81,16 @@ class Cluster:
             for m in response.json()["slotmaps"]
         }
 
-    def expect_unavailable(self, response: httpx.Response) -> None:
-        """503 with an RFC 9457 problem body; noted (the test xfails at its end) while the
-        API does not answer so."""
-        if response.status_code == 503:
-            assert response.headers["content-type"].startswith("application/problem+json")
-            assert response.json()["status"] == 503
-        else:
-            self.integration_pending.append(
-                f"{response.request.method} {response.request.url.path} answered "
-                f"{response.status_code}, not 503 + problem body"
-            )
+    async def readiness(self, process: RemsimProcess) -> tuple[int, dict[str, bool]]:
+        response = await self.http.get(f"http://127.0.0.1:{process.rest_port}/readyz")
+        return response.status_code, response.json()
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    """503 with an RFC 9457 problem body."""
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["status"] == 503
 
 
 async def eventually(
@@ -223,28 +221,28 @@ async def test_a_brief_outage_keeps_card_sessions_and_converges(
     await eventually(lambda: client.has_atr.is_set(), what="ATR")
 
     service = cluster.nats if backend == "nats" else cluster.redis
+    down = {"nats": {"store": True, "bus": False}, "redis": {"store": False, "bus": True}}
     service.stop()
     try:
         await asyncio.sleep(0.5)
         # The card path does not touch NATS or Redis.
         for _ in range(5):
             assert await client.transmit(b"\x00\xc0\x00\x00\x10") == b"\x90\x00"
-        cluster.expect_unavailable(await cluster.map(B1_1, C24_0))
+        assert_unavailable(await cluster.map(B1_1, C24_0))
         if backend == "redis":
-            cluster.expect_unavailable(await cluster.http.get("/slotmaps"))
-        ready = await cluster.http.get(f"http://127.0.0.1:{cluster.api.rest_port}/readyz")
-        if ready.status_code != 503:
-            cluster.integration_pending.append(f"/readyz answered {ready.status_code}")
+            assert_unavailable(await cluster.http.get("/slotmaps"))
+        for process in (cluster.api, *cluster.cores):
+            assert await cluster.readiness(process) == (503, down[backend])
         await asyncio.sleep(2 * LEASE_TTL)  # leases lapse meanwhile (Redis) or not (NATS)
     finally:
         await asyncio.to_thread(service.start)
 
-    # Converge: the refused map is made now (or, if the API wrote it anyway, completed).
+    # Nothing was written while it was down; once it is back, the map is made.
     async def map_b1_1() -> bool:
-        maps = await cluster.slotmaps()
-        if (1, 1) not in maps:
-            status = (await cluster.map(B1_1, C24_0)).status_code
-            return status == 201
+        if await cluster.readiness(cluster.api) != (200, {"store": True, "bus": True}):
+            return False
+        assert (1, 1) not in await cluster.slotmaps()
+        assert (await cluster.map(B1_1, C24_0)).status_code == 201
         return True
 
     await eventually(map_b1_1, what="the second map accepted")
@@ -258,8 +256,6 @@ async def test_a_brief_outage_keeps_card_sessions_and_converges(
     assert await client.transmit(b"\x00\xc0\x00\x00\x10") == b"\x90\x00"
     async with httpx.AsyncClient(base_url=cluster.cores[0].rest_url, timeout=5) as http:
         assert [b["bankId"] for b in (await http.get("/banks")).json()["banks"]] == [1]
-    if cluster.integration_pending:
-        pytest.xfail("API integration pending: " + "; ".join(cluster.integration_pending))
 
 
 def test_the_mapping_scale_benchmark_runs(tmp_path: Path) -> None:

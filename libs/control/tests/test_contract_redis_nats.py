@@ -249,6 +249,69 @@ async def test_nats_down_refuses_publishing_then_resets_subscribers(
         await bus.close()
 
 
+class Partition:
+    """A TCP relay to a server that the test can cut (connections closed, new ones refused)
+    and mend: one process losing NATS while the others keep it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def mend(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_a_publication_refused_in_a_partition_is_made_up_for_by_a_reset(
+    nats_server: ServiceFixture, unique_prefix: str
+) -> None:
+    partition = Partition(nats_server.host, nats_server.port)
+    await partition.mend()
+    api = await NatsBus.connect(
+        f"nats://127.0.0.1:{partition.port}", prefix=unique_prefix, reconnect_wait=0.1
+    )
+    core = await NatsBus.connect(nats_server.url, prefix=unique_prefix, core_id="core-a")
+    try:
+        async with core.subscribe() as events:
+            await partition.cut()
+            async with asyncio.timeout(5):
+                while api.connected:
+                    await asyncio.sleep(0.02)
+            with pytest.raises(BackendUnavailable):
+                await api.publish(SlotmapEvent(serial=1, bank=B1_0, client=C23_0))
+            await partition.mend()
+            # The core never lost NATS: this reset is the API's, once it is back.
+            assert await _next(events) == ResetEvent()
+    finally:
+        await api.close()
+        await core.close()
+
+
 async def test_changes_are_refused_while_a_backend_is_down(
     own_nats_server: ServiceFixture, redis_server: ServiceFixture, unique_prefix: str
 ) -> None:

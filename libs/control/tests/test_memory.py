@@ -3,6 +3,7 @@
 from collections.abc import AsyncIterator
 
 import pytest
+
 from remsim_control import Bus, MemoryBus, MemoryStore, Store
 from remsim_control.contract import BusContract, StoreContract
 

@@ -2,6 +2,7 @@
 
 import pydantic
 import pytest
+
 from remsim_control import (
     BankdAddress,
     BankSlot,

@@ -392,6 +392,66 @@ async def test_successful_answers_match_the_recordings_of_the_original(
     assert replayed >= 15
 
 
+async def test_a_change_the_bus_could_not_announce_is_still_made(
+    api: httpx.AsyncClient, store: MemoryStore, bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS went away between the readiness check and the announcement: the map is in the
+    store, and the cores re-read the store once the bus is back."""
+
+    async def down(event: Event) -> None:
+        raise BackendUnavailable("NATS unreachable (reconnecting)")
+
+    monkeypatch.setattr(bus, "publish", down)
+    assert (await api.post("/slotmaps", json=body(1, 0, 23, 0))).status_code == 201
+    assert len(await store.list_slotmaps()) == 1
+
+
+# --- health and metrics ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def root(api: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=api._transport, base_url="http://remsim") as client:
+        yield client
+
+
+async def test_liveness_and_readiness_are_answered(root: httpx.AsyncClient) -> None:
+    live = await root.get("/healthz")
+    assert (live.status_code, live.text) == (200, "ok\n")
+    ready = await root.get("/readyz")
+    assert (ready.status_code, ready.json()) == (200, {"store": True, "bus": True})
+    assert (await root.head("/readyz")).status_code == 200
+    refused = await root.post("/healthz")
+    assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
+
+
+async def test_metrics_count_the_slotmaps_by_state(
+    api: httpx.AsyncClient, root: httpx.AsyncClient, store: MemoryStore
+) -> None:
+    await api.post("/slotmaps", json=body(1, 0, 23, 0))
+    await api.post("/slotmaps", json=body(1, 1, 24, 0))
+    [first, _] = await store.list_slotmaps()
+    await store.update_slotmap(first.serial, {SlotmapState.NEW}, SlotmapState.ACTIVE)
+    response = await root.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    lines = response.text.splitlines()
+    for line in [
+        'remsim_slotmaps{state="NEW"} 1.0',
+        'remsim_slotmaps{state="ACTIVE"} 1.0',
+        'remsim_slotmaps{state="DELETING"} 0.0',
+        "# TYPE remsim_tpdu_roundtrip_seconds histogram",
+    ]:
+        assert line in lines
+
+
+async def test_the_health_endpoints_are_not_part_of_the_api_document(
+    root: httpx.AsyncClient,
+) -> None:
+    paths = (await root.get("/openapi.json")).json()["paths"]
+    assert all(path.startswith("/api/backend/v1/") for path in paths)
+
+
 async def test_unavailable_shared_state_is_503(
     api: httpx.AsyncClient, store: MemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

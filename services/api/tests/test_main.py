@@ -1,4 +1,8 @@
-"""remsim-api's options."""
+"""remsim-api's options and exit status."""
+
+import asyncio
+import socket
+import sys
 
 import pytest
 
@@ -19,3 +23,42 @@ def test_the_rest_port_defaults_to_9997_and_follows_env_and_flags(
         "json",
     )
     assert parse_args(["--rest-port", "8000"]).rest_port == 8000
+
+
+def test_the_shared_store_and_bus_come_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REMSIM_REDIS_URL", "REMSIM_NATS_URL", "REMSIM_LEASE_TTL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = parse_args([])
+    assert (settings.redis_url, settings.nats_url, settings.lease_ttl) == (None, None, 15.0)
+    monkeypatch.setenv("REMSIM_REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("REMSIM_LEASE_TTL", "5")
+    settings = parse_args(["--nats-url", "nats://nats:4222"])
+    assert (settings.redis_url, settings.nats_url, settings.lease_ttl) == (
+        "redis://redis:6379/0",
+        "nats://nats:4222",
+        5.0,
+    )
+
+
+async def run_api(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from remsim_api.main import main; main()",
+        *args,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
+async def test_nats_without_redis_or_a_busy_port_exit_1() -> None:
+    status, stderr = await run_api("--rest-port", "0", "--nats-url", "nats://127.0.0.1:4222")
+    assert status == 1 and "cannot start" in stderr and "REMSIM_REDIS_URL" in stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        status, stderr = await run_api("--rest-host", "127.0.0.1", "--rest-port", port)
+    assert status == 1 and "cannot start" in stderr

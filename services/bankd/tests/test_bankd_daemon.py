@@ -58,7 +58,9 @@ from rspro import (
 
 PROFILES = Path(__file__).parents[1] / "profiles"
 DATA = Path(__file__).parent / "data"
-ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
+ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")  # card0, the recorded card
+CARD1_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000101a4")
+RESET_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000201a7")  # after a cold reset
 C23, C24 = ClientSlot(23, 0), ClientSlot(24, 0)
 B0, B1 = BankSlot(1, 0), BankSlot(1, 1)
 SERVER, CLIENT = testing.SERVER_IDENTITY, testing.CLIENT_IDENTITY
@@ -95,8 +97,10 @@ async def transceive(
     return await testing.transceive(client, data, slot, bank)
 
 
-def sim(name: str) -> SimCardDriver:
-    return SimCardDriver(load_profile(PROFILES / f"{name}.json"))
+def sim(name: str, *atr_cycle: bytes) -> SimCardDriver:
+    """A shipped card; with ``atr_cycle``, one whose cold resets answer ATR, *atr_cycle in turn."""
+    profile = load_profile(PROFILES / f"{name}.json")
+    return SimCardDriver(profile.model_copy(update={"atr_cycle": atr_cycle}))
 
 
 class GatedCard:
@@ -235,7 +239,7 @@ async def test_replay_of_the_recorded_session(server: ScriptedServer) -> None:
     """
     frames = json.loads((DATA / "s1_client_bankd.json").read_text())["frames"]
     twins = {"client C23:0": sim("card0"), "client C24:0": sim("card1")}
-    differing_cards = 0
+    differing_cards = differing_atrs = 0
     async with running_bankd(server, {B0: sim("card0"), B1: sim("card1")}) as bankd:
         peer = await server.bankd()
         assert await create_mapping(peer, C23, B0) is ResultCode.OK
@@ -265,9 +269,14 @@ async def test_replay_of_the_recorded_session(server: ScriptedServer) -> None:
                     raw = frame(
                         TpduCardToModem(recorded.from_bank_slot, recorded.to_client_slot, answer)
                     )
+                elif isinstance(recorded, SetAtrReq) and recorded.atr != twins[who].atr:
+                    differing_atrs += 1
+                    raw = frame(SetAtrReq(recorded.slot, twins[who].atr))
                 assert got.hex() == raw.hex(), f["seq"]
     # only the software SIM's DF details (SELECT MF/DF GSM) and UPDATE BINARY support differ
     assert differing_cards == 3
+    # and card1's ATR: the recorded cards had the same one, ours differ (card0 is the recorded)
+    assert differing_atrs == 1
 
 
 async def test_unmapped_client_waits_and_gets_the_atr_when_mapped(server: ScriptedServer) -> None:
@@ -281,16 +290,17 @@ async def test_unmapped_client_waits_and_gets_the_atr_when_mapped(server: Script
 
 
 async def test_reset_gives_the_new_atr(server: ScriptedServer) -> None:
-    card = sim("card0")
+    card = sim("card0", RESET_ATR)  # its ATR changes on every cold reset
     async with running_bankd(server, {B0: card}) as bankd:
         peer = await server.bankd()
         await create_mapping(peer, C23, B0)
-        client, _ = await connect_client(bankd.port)
+        client, msgs = await connect_client(bankd.port)
+        assert msgs[1] == SetAtrReq(C23, ATR)
         assert await transceive(client, bytes.fromhex("a0a40000027f20")) == bytes.fromhex("9f16")
         reset = SlotPhysStatus(True, vcc_present=False, clk_active=False, card_present=True)
-        for _ in range(2):  # every RESET of the shell client resets the card
+        for new_atr in (RESET_ATR, ATR):  # every RESET of the shell client resets the card
             client.send(ClientSlotStatusInd(C23, B0, reset))
-            assert await client.recv() == SetAtrReq(C23, ATR)
+            assert await client.recv() == SetAtrReq(C23, new_atr)
             # the reset card is back at the MF: SELECT EF_ICCID (only under the MF) works
             assert await transceive(client, bytes.fromhex("a0a40000022fe2")) == bytes.fromhex(
                 "9f0f"
@@ -376,7 +386,8 @@ async def test_remap_to_the_other_card(server: ScriptedServer) -> None:
         assert res.hex() == "989420000000000000009000"
         assert await create_mapping(peer, C23, B1) is ResultCode.OK  # the server moves C23:0
         assert await client.closed_by_peer() == []
-        client, _ = await connect_client(bankd.port)
+        client, msgs = await connect_client(bankd.port)
+        assert msgs[1] == SetAtrReq(C23, CARD1_ATR)
         for apdu in read_iccid:
             res = await transceive(client, apdu, bank=B1)
         assert res.hex() == "989420000000000000019000"
@@ -445,6 +456,28 @@ async def test_a_client_vanishing_mid_response_harms_nobody(server: ScriptedServ
         client0, msgs = await connect_client(bankd.port, C23)  # the slot is free again
         assert msgs[1] == SetAtrReq(C23, ATR)
         assert await transceive(client0, SELECT_MF) == bytes.fromhex("9f16")
+
+
+async def test_a_client_back_after_its_host_died_gets_its_card_at_once(
+    server: ScriptedServer,
+) -> None:
+    """The client host died without a FIN (no RST either): the old connection looks alive
+    until TCP gives up. The same client slot connecting again takes over the bank slot."""
+    card = sim("card0", RESET_ATR)
+    async with running_bankd(server, {B0: card}) as bankd:
+        peer = await server.bankd()
+        await create_mapping(peer, C23, B0)
+        dead, msgs = await connect_client(bankd.port)  # never closed by this test
+        assert msgs[1] == SetAtrReq(C23, ATR)
+        assert await transceive(dead, bytes.fromhex("a0a40000027f20")) == bytes.fromhex("9f16")
+        client, msgs = await connect_client(bankd.port)
+        # the card was released and opened again for the new connection: a fresh power-up
+        assert msgs == [ConnectClientRes(bankd.config.identity, ResultCode.OK),
+                        SetAtrReq(C23, RESET_ATR)]  # fmt: skip
+        assert await transceive(client, bytes.fromhex("a0a40000022fe2")) == bytes.fromhex("9f0f")
+        (ind,) = await dead.closed_by_peer()  # what the old one gets, should anyone read it
+        assert isinstance(ind, ErrorInd) and (ind.bank_slot, ind.client_slot) == (B0, C23)
+        assert ind.error_string == "replaced by a new connection for C23:0 (session 2)"
 
 
 async def test_protocol_errors_close_only_that_client(server: ScriptedServer) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,25 @@ def test_client_port_in_use_stops_start_up(capsys: pytest.CaptureFixture[str]) -
         argv = ["-i", "127.0.0.1", "-I", "127.0.0.1", "-P", str(port), "--card-driver", "sim"]
         assert main(argv) == 1
     assert "cannot start" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("program", "status"),
+    [(["remsim_bankd.main", "-i", "127.0.0.1", "--card-driver", "sim", "--sim-profile"], 1),
+     (["remsim_bankd.vcard", "--profile"], 2)],
+)  # fmt: skip
+def test_a_broken_yaml_profile_is_one_log_line_not_a_traceback(
+    tmp_path: Path, program: list[str], status: int
+) -> None:
+    profile = tmp_path / "card0.yaml"
+    profile.write_text("iccid: '89490200000000000000'\nimsi: [262\n")
+    run = subprocess.run(
+        [sys.executable, "-m", *program, str(profile)], capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == status
+    (line,) = run.stderr.splitlines()
+    expected = "bad YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'"
+    assert line.endswith(f"cannot load profile {profile}: {expected}")
 
 
 def test_debug_mask_sets_category_levels() -> None:

@@ -12,8 +12,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from smartcard import scard
 from remsim_bankd.bankd import Bankd, BankdConfig, bankd_identity
 from remsim_bankd.config import parse_slots_csv
 from remsim_bankd.pcsc_card import PcscCards
-from remsim_bankd.sim import Milenage
+from remsim_bankd.sim import CardProfile, Milenage
 from remsim_bankd.testbed import VirtualSimBank
 from remsim_bankd.testing import (
     RawPeer,
@@ -45,7 +45,9 @@ from rspro import (
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.timeout(60)]
 
-ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
+ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")  # card0, the recorded card
+CARD1_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000101a4")
+RESET_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000201a7")
 C23 = ClientSlot(23, 0)
 B0, B1 = BankSlot(1, 0), BankSlot(1, 1)
 SLOTS_CSV = '"1","0","Virtual PCD 00 00"\n"1","1","Virtual PCD 00 01"\n'
@@ -119,17 +121,43 @@ async def test_select_read_imsi_and_authenticate(
         assert await apdu("00c0000035") == expected.hex() + "9000"
 
 
+@contextmanager
+def card_in_reader_0(bank: VirtualSimBank, profile: CardProfile) -> Iterator[None]:
+    """Another card in "Virtual PCD 00 00" for a while; card0 goes back in afterwards."""
+    bank.stop_card(0)
+    try:
+        bank.start_card(0, profile=profile)
+        yield
+    finally:
+        # not from a helper thread: the card process would die with that thread
+        bank.stop_card(0)
+        bank.start_card(0)
+
+
 async def test_reset_sends_the_new_atr(
-    virtual_sim_bank: VirtualSimBank, server: ScriptedServer
+    virtual_sim_bank: VirtualSimBank, server: ScriptedServer, card_profiles: list[CardProfile]
 ) -> None:
-    async with bankd_on(server) as bankd:
-        _, client = await session(bankd, server)
-        assert await transceive(client, h("a0a40000027f20"), C23, B0) == h("9f16")
-        reset = SlotPhysStatus(True, vcc_present=False, clk_active=False, card_present=True)
-        client.send(ClientSlotStatusInd(C23, B0, reset))
-        assert await client.recv() == SetAtrReq(C23, ATR)
-        # after the power cycle the card is back at the MF: EF_ICCID is found from there
-        assert await transceive(client, h("a0a40000022fe2"), C23, B0) == h("9f0f")
+    # card0 whose ATR changes on every cold reset (power-up): ATR, RESET_ATR, ATR, ...
+    changing = card_profiles[0].model_copy(update={"atr_cycle": (RESET_ATR,)})
+    with card_in_reader_0(virtual_sim_bank, changing):
+        async with bankd_on(server) as bankd:
+            peer = await server.bankd()
+            assert await create_mapping(peer, C23, B0) is ResultCode.OK
+            client, msgs = await connect_client(bankd.port, C23)
+            assert msgs[0] == ConnectClientRes(bankd.config.identity, ResultCode.OK)
+            assert isinstance(msgs[1], SetAtrReq)
+            # pcscd powers the card up and down on its own, so either ATR may come first
+            atrs = [msgs[1].atr]
+            assert await transceive(client, h("a0a40000027f20"), C23, B0) == h("9f16")
+            reset = SlotPhysStatus(True, vcc_present=False, clk_active=False, card_present=True)
+            for _ in range(2):
+                client.send(ClientSlotStatusInd(C23, B0, reset))
+                msg = await client.recv()
+                assert isinstance(msg, SetAtrReq) and msg.slot == C23
+                atrs.append(msg.atr)
+            assert atrs in ([ATR, RESET_ATR, ATR], [RESET_ATR, ATR, RESET_ATR])
+            # after the power cycle the card is back at the MF: EF_ICCID is found from there
+            assert await transceive(client, h("a0a40000022fe2"), C23, B0) == h("9f0f")
 
 
 async def test_card_removed_mid_session_and_back(
@@ -163,7 +191,7 @@ async def test_remap_to_the_other_card(
         assert await create_mapping(peer, C23, B1) is ResultCode.OK
         assert await client.closed_by_peer() == []
         client, msgs = await connect_client(bankd.port, C23)
-        assert msgs[1] == SetAtrReq(C23, ATR)
+        assert msgs[1] == SetAtrReq(C23, CARD1_ATR)  # the other card: its ATR
         for apdu in read_iccid:
             iccid = await transceive(client, apdu, C23, B1)
         assert iccid == h("98942000000000000001 9000")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -222,6 +224,27 @@ class TestBankdLink:
         fsm = unconfigured()
         assert fsm.bankd_lost() == []
         assert fsm.state is MainState.UNCONFIGURED
+
+    @pytest.mark.parametrize(("ip", "port"), [("0.0.0.0", 0), ("10.0.0.2", 9999)])
+    def test_the_loss_of_the_link_we_dropped_is_no_error(
+        self, ip: str, port: int, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        fsm = operational()
+        fsm.server_message(config_bank(ip, port))  # port 0 on every unmap, or another bankd
+        with caplog.at_level(logging.DEBUG, logger="DMAIN"):
+            assert fsm.bankd_lost() == []
+            assert fsm.bankd_lost() == []  # a second one is unexpected
+        assert [r.levelno for r in caplog.records] == [logging.DEBUG, logging.ERROR]
+
+    def test_stop_in_operational_removes_the_card(self) -> None:
+        fsm = operational()
+        assert fsm.stop() == LEAVE_OPERATIONAL
+        assert fsm.state is MainState.INIT
+
+    @pytest.mark.parametrize("make", [unconfigured, wait_bankd])
+    def test_stop_without_a_card_does_nothing(self, make: Callable[[], ClientFsm]) -> None:
+        fsm = make()
+        assert fsm.stop() == []
 
     def test_set_atr_req_goes_to_the_modem_and_is_answered(self) -> None:
         fsm = operational()

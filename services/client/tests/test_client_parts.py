@@ -92,6 +92,31 @@ class TestOptions:
         assert exc.value.code == 2
         assert "ATR malformed" in capsys.readouterr().err
 
+    @pytest.mark.parametrize(
+        "argv", [["-c", "5000"], ["-n", "1024"], ["--client-id=-2"], ["-n", "x"], ["-c", "0x17"]]
+    )
+    def test_client_id_and_slot_out_of_0_1023_exit_with_status_2(
+        self, argv: list[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert "--client-" in capsys.readouterr().err
+
+    def test_edges_of_the_range(self) -> None:
+        cfg = self.settings("-c", "1023", "-n", "0").client_config()
+        assert cfg.client_slot == ClientSlot(1023, 0)
+
+    @pytest.mark.parametrize("value", ["1024", "-2"])
+    def test_client_id_out_of_range_in_the_environment_exits_with_status_2(
+        self, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("REMSIM_CLIENT_CLIENT_ID", value)
+        with pytest.raises(SystemExit) as exc:
+            main([])
+        assert exc.value.code == 2
+        assert "REMSIM_CLIENT_CLIENT_ID" in capsys.readouterr().err
+
     def test_unknown_options_are_rejected(self) -> None:
         with pytest.raises(SystemExit) as exc:
             main(["--no-such-option"])

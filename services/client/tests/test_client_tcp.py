@@ -347,6 +347,11 @@ class TestShell:
                 shell.proc.kill()
                 await shell.proc.wait()
 
+        # A clean stop in OPERATIONAL runs the leave scripts too (card remove, local SIM,
+        # modem reset); they may finish after the client.
+        await eventually(
+            lambda: [f.read_text().count("REMSIM_SIM_VCC=") for f in runs.iterdir()] == [1] * 10
+        )
         by_cause = {run["cause"]: run for run in read_script_runs(runs)}
         assert sorted(by_cause) == sorted(
             [
@@ -357,6 +362,8 @@ class TestShell:
                 "request-modem-reset",
                 "event-bankd-connect",
                 "event-modem-status",
+                "request-card-remove",
+                "request-sim-local",
             ]
         )
         common = {

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from remsim_bankd.vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET
 from remsim_client import Client, ClientConfig, MainState
 from remsim_client.testing import (
     B1_0,
@@ -42,6 +41,7 @@ from rspro import (
     TpduModemToCard,
     decode,
 )
+from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET
 
 C24 = ClientSlot(24, 0)
 CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
@@ -302,22 +302,26 @@ class TestCardSession:
 
 
 class TestFailures:
-    async def test_apdu_timeout_answers_6f00_and_drops_the_late_answer(
+    async def test_apdu_timeout_removes_the_card_until_the_bank_answers(
         self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
         async with vpcd_client(server, vpcd, apdu_timeout=0.2) as (client, fe):
             _, bk = await map_card(client, server, bankd)
             card = await vpcd.accept()
             start = time.monotonic()
-            assert await card.exchange(SELECT_MF) == b"\x6f\x00"
+            await card.send(SELECT_MF)
+            await bk.expect(TpduModemToCard)
+            await card.wait_removed()  # PC/SC sees the card removed, not a made-up SW
             assert 0.2 <= time.monotonic() - start < 1.0
-            await bk.expect(TpduModemToCard)
-            exchange = asyncio.create_task(card.exchange(SELECT_MF))
-            await bk.expect(TpduModemToCard)
-            bk.send(TpduCardToModem(B1_0, C24, b"\x90\x00"))  # the late answer to the first
-            bk.send(TpduCardToModem(B1_0, C24, b"\x9f\x16"))
-            assert await exchange == b"\x9f\x16"
             assert fe.card.timeouts == 1
+            await vpcd.no_card_for(0.2)  # stays out while the bank is silent
+            bk.send(TpduCardToModem(B1_0, C24, b"\x90\x00"))  # the late answer
+            card = await vpcd.accept()  # the bank is back: so is the card
+            assert await card.exchange(bytes([GET_ATR])) == CARD_ATR
+            exchange = asyncio.create_task(card.exchange(SELECT_MF))
+            await answer(bk, b"\x9f\x16")
+            assert await exchange == b"\x9f\x16"
+            assert client.state is MainState.OPERATIONAL
 
     async def test_bankd_lost_during_an_apdu_removes_the_card(
         self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd

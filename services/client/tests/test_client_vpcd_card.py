@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from remsim_bankd.vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, frame
 from remsim_client.frontend import POWER_OFF as STATUS_POWER_OFF
 from remsim_client.frontend import POWER_ON as STATUS_POWER_ON
 from remsim_client.vpcd_client import (
@@ -19,6 +18,7 @@ from remsim_client.vpcd_client import (
     VpcdCard,
 )
 from rspro import SlotPhysStatus
+from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, frame
 
 CONFIGURED_ATR = bytes.fromhex("3b00")
 CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
@@ -175,27 +175,48 @@ class TestApdus:
         apdu = bytes.fromhex("a0d60000ff") + bytes(255)
         assert card.vpcd_data(frame(apdu), 0.0) == [SendTpdu(apdu)]
 
-    def test_timeout_answers_6f00_and_drops_the_late_answer(self) -> None:
+    def test_timeout_takes_the_card_out_until_the_bank_answers_again(self) -> None:
+        """client.md §12, vpcd.md §7: close the connection, do not invent a status word."""
         card = in_reader(apdu_timeout=2.0)
         card.vpcd_data(frame(SELECT_MF), 10.0)
         assert card.handle_timeout(11.9) == []
-        assert card.handle_timeout(12.0) == [SendToVpcd(frame(b"\x6f\x00"))]
+        assert card.handle_timeout(12.0) == [DisconnectVpcd()]
         assert card.timeouts == 1 and card.next_deadline() is None
-        # The next APDU is under way when the late answer to the first one arrives.
-        assert card.vpcd_data(frame(bytes.fromhex("a0c0000016")), 12.5) == [
-            SendTpdu(bytes.fromhex("a0c0000016"))
-        ]
-        assert card.card_to_modem(b"\x9f\x16") == []  # late: not the answer to this APDU
-        assert card.card_to_modem(b"\x90\x00") == [SendToVpcd(frame(b"\x90\x00"))]
+        assert not card.present and not card.connected
+        # The late answer is dropped, and shows the bank is usable again: the card returns.
+        assert card.card_to_modem(b"\x9f\x16") == [ConnectVpcd()]
+        assert card.present
+        card.vpcd_connected()
+        assert card.vpcd_data(frame(SELECT_MF), 20.0) == [SendTpdu(SELECT_MF)]
+        assert card.card_to_modem(b"\x9f\x16") == [SendToVpcd(frame(b"\x9f\x16"))]
+
+    def test_after_a_timeout_a_new_atr_brings_the_card_back(self) -> None:
+        card = in_reader(apdu_timeout=2.0)
+        card.vpcd_data(frame(SELECT_MF), 0.0)
+        assert card.handle_timeout(2.0) == [DisconnectVpcd()]
+        assert card.set_atr(CARD_ATR) == [ConnectVpcd()]  # e.g. the bankd reset the card
+        card.vpcd_connected()
+        assert card.card_to_modem(b"\x9f\x16") == []  # still late: answers nothing
+
+    def test_after_a_timeout_a_new_bankd_session_brings_the_card_back(self) -> None:
+        card = in_reader(apdu_timeout=2.0)
+        card.vpcd_data(frame(SELECT_MF), 0.0)
+        card.handle_timeout(2.0)
+        assert card.card_remove() == []  # already out of the reader
+        assert operational(card) == [ConnectVpcd()]
+        card.vpcd_connected()
+        card.vpcd_data(frame(SELECT_MF), 3.0)
+        assert card.card_to_modem(b"\x9f\x16") == [SendToVpcd(frame(b"\x9f\x16"))]
 
     def test_an_answer_nobody_asked_for_is_dropped(self) -> None:
         card = in_reader()
         assert card.card_to_modem(b"\x90\x00") == []
 
-    def test_an_empty_answer_becomes_6f00(self) -> None:
+    def test_an_empty_answer_reinserts_the_card(self) -> None:
         card = in_reader()
         card.vpcd_data(frame(SELECT_MF), 0.0)
-        assert card.card_to_modem(b"") == [SendToVpcd(frame(b"\x6f\x00"))]
+        assert card.card_to_modem(b"") == [DisconnectVpcd(), ConnectVpcd()]
+        assert card.present and not card.apdu_pending
 
     def test_vpcd_gone_during_an_exchange(self) -> None:
         card = in_reader()

@@ -91,7 +91,7 @@ async def test_st2_client_session(
     script.chmod(0o755)
     sim = SimulatedDevice("SIMtrace 2", bus=2, address=5, ports=(1, 1))
     slot, modem = sim.slots[0], sim.modem()
-    frontend = await St2Frontend.open(backend=SimulatedBackend([sim]), irq_poll_ms=20)
+    frontend = await St2Frontend.open(backend=SimulatedBackend([sim]))
     config = client_config(server, event_script=str(script))
     run = asyncio.create_task(frontend.run())
     try:

@@ -1,5 +1,6 @@
-"""remsim-client-st2 as a program: device selection errors, a clean stop on SIGTERM, and a
-failing USB device ending the program (simulated SIMtrace2 on the pyusb backend)."""
+"""remsim-client-st2 as a program: device selection errors, a clean stop on SIGTERM (which
+gives the modem its own SIM back), and a failing USB device ending the program (simulated
+SIMtrace2 on the pyusb backend)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 
 from remsim_client.config import ClientConfig
 from remsim_client.st2.cli import St2Options
+from remsim_client.st2.protocol import CardInsert, ModemReset, ResetAction, SimSelect
 from remsim_client.st2.simulator import SimulatedBackend, SimulatedDevice
 from remsim_client.st2.usb import Selector
 from remsim_client.st2_client import run_st2_client
-from rspro import ClientSlot
+from remsim_client.testing import C23, ScriptedPeer, config_bank, eventually
+from rspro import ClientSlot, ConfigClientBankRes, SetAtrReq, SetAtrRes
 
 ANY = St2Options(Selector(), None)
 
@@ -44,6 +47,33 @@ async def test_sigterm_stops_cleanly() -> None:
     await asyncio.sleep(0.3)
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(run, 10) == 0
+
+
+async def test_sigterm_with_the_card_in_use_gives_the_modem_its_own_sim_back(
+    server: ScriptedPeer, bankd: ScriptedPeer
+) -> None:
+    device = SimulatedDevice("ngff-cardem", bus=1, address=2, ports=(1,))
+    slot, modem = device.slots[0], device.modem()
+    run = asyncio.create_task(
+        run_st2_client(config(server.port), ANY, backend=SimulatedBackend([device]))
+    )
+    srv, _ = await server.accept_client()
+    srv.send(config_bank(bankd))
+    await srv.expect(ConfigClientBankRes)
+    bk, _ = await bankd.accept_client()
+    bk.send(SetAtrReq(C23, bytes.fromhex("3b00")))
+    await bk.expect(SetAtrRes)
+    await eventually(lambda: modem.card_present is True and slot.enabled)
+    entries = len(slot.host_messages)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(run, 10) == 0
+    assert slot.host_messages[entries : entries + 3] == [
+        CardInsert(False),
+        SimSelect(False),
+        ModemReset(ResetAction.PULSE, 300),
+    ]
+    assert modem.card_present is False and not slot.enabled
+    await bk.wait_closed()
 
 
 async def test_an_unplugged_device_ends_the_program(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,13 +1,15 @@
 """Descriptors, device selection and opening, through pyusb with the simulator backend."""
 
 import io
+import threading
 
 import pytest
 import usb.core
 import usb.util
 
 from remsim_client.st2.cli import build_parser, main, st2_options
-from remsim_client.st2.errors import DeviceError, SelectionError
+from remsim_client.st2.errors import DeviceError, SelectionError, St2Error
+from remsim_client.st2.protocol import Status, StatusFlags, encode
 from remsim_client.st2.simulator import SimulatedBackend, SimulatedDevice
 from remsim_client.st2.usb import (
     CardemDevice,
@@ -186,6 +188,33 @@ def test_an_interface_claimed_elsewhere_cannot_be_opened() -> None:
     with pytest.raises(DeviceError, match=r"can't open USB device 2-1\.1"):
         CardemDevice.open(select_candidate(backend=backend))
     first.close()
+
+
+def test_releasing_the_interface_ends_a_pending_interrupt_read_which_takes_nothing() -> None:
+    """How the st2 transport stops its interrupt reader, which waits without a timeout (a
+    timed-out libusb transfer may lose the STATUS it was receiving)."""
+    sim = simtrace()
+    device = open_cardem(backend=SimulatedBackend([sim]))
+    irq = device.endpoints.irq_in
+    ended: list[St2Error] = []
+
+    def read() -> None:
+        try:
+            device.read(irq, 64, 0)
+        except St2Error as exc:
+            ended.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    status = encode(Status(StatusFlags.VCC_PRESENT))
+    with sim.cond:  # a STATUS arrives just as the interface is released
+        sim.slots[0].irq_in.append(status)
+        device.release()
+    reader.join(2)
+    assert not reader.is_alive() and len(ended) == 1
+    assert device.read(irq, 64, 0) == status  # still there for the next read
+    device.close()
+    assert sim.claimed == set()
 
 
 def test_missing_endpoint_is_an_error() -> None:

@@ -56,6 +56,24 @@ def test_the_originals_debug_mask_sets_the_log_level() -> None:
     assert parse_args(["-L"]).log_level == "INFO"
 
 
+def test_the_shared_store_and_bus_and_the_core_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REMSIM_REDIS_URL", "REMSIM_NATS_URL", "REMSIM_CORE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    first, second = parse_args([]), parse_args([])
+    assert (first.redis_url, first.nats_url, first.lease_ttl) == (None, None, 15.0)
+    assert first.core_id.startswith(f"{socket.gethostname()}-{os.getpid()}-")
+    assert first.core_id != second.core_id  # unique per start, even with the same pid
+    monkeypatch.setenv("REMSIM_NATS_URL", "nats://nats:4222")
+    monkeypatch.setenv("REMSIM_CORE_ID", "core-a")
+    settings = parse_args(["--redis-url", "redis://redis/0", "--lease-ttl", "3"])
+    assert (settings.redis_url, settings.nats_url, settings.lease_ttl) == (
+        "redis://redis/0",
+        "nats://nats:4222",
+        3.0,
+    )
+    assert (settings.core_id, parse_args(["--core-id", "core-b"]).core_id) == ("core-a", "core-b")
+
+
 def test_version_and_positional_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         parse_args(["-V"])
@@ -90,6 +108,12 @@ async def test_the_process_serves_both_ports_and_stops_on_sigterm() -> None:
         assert response.json() == {"banks": []}
         _, writer = await asyncio.open_connection("127.0.0.1", rspro_port)
         writer.close()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rest_port}") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert (ready.status_code, ready.json()) == (200, {"store": True, "bus": True})
+            metrics = (await http.get("/metrics")).text
+        assert 'remsim_build_info{component="remsim-server",version="' in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 10) == 0
@@ -104,3 +128,10 @@ async def test_a_port_in_use_exits_1() -> None:
         _, stderr = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 1
     assert b"cannot start" in stderr
+
+
+async def test_nats_without_redis_exits_1() -> None:
+    process = await start("--rspro-port", "0", "--rest-port", "0", "--nats-url", "nats://n:4222")
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 1
+    assert b"cannot start" in stderr and b"REMSIM_REDIS_URL" in stderr

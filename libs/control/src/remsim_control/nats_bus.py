@@ -70,7 +70,8 @@ class NatsBus:
                 await bus._on_reconnected()
 
         async def disconnected() -> None:
-            log.warning("NATS connection lost; reconnecting")
+            if bus is not None and not bus._closed:
+                log.warning("NATS connection lost; reconnecting")
 
         async def error(exc: Exception) -> None:
             log.debug("NATS: %s", exc)
@@ -165,9 +166,13 @@ class NatsBus:
         try:
             # Once the server has our subscriptions, every later publication reaches us.
             # While NATS is away they are sent on reconnection, followed by a ResetEvent.
+            # nats-py (2.16) writes flush()'s PING ahead of the SUBs still queued for its
+            # flusher task, so the first PONG can come before the server has them; the
+            # second PING follows them.
             if subs and self._nc.is_connected:
                 with contextlib.suppress(NatsError, TimeoutError):
-                    await self._nc.flush(timeout=FLUSH_TIMEOUT)  # type: ignore[arg-type]
+                    for _ in range(2):
+                        await self._nc.flush(timeout=FLUSH_TIMEOUT)  # type: ignore[arg-type]
             yield self._iterate(queue)
         finally:
             self._queues.discard(queue)

@@ -557,6 +557,7 @@ class RedisStore:
         keys.append(f"{self._k_clients}:order")
         with _unavailable_on_failure():
             dropped = int(await self._drop_core(keys=keys, args=[core_id]))
+            await self._redis.set(self._k_lease + core_id, "1", px=self._lease_ms)
         if dropped:
             log.warning("dropped %d registry entries of a previous core %s", dropped, core_id)
         self._held.setdefault(core_id, {})

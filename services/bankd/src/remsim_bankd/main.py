@@ -78,10 +78,7 @@ def configure_logging(settings: BankdSettings) -> None:
 
 def card_source(settings: BankdSettings) -> CardSource:
     if settings.card_driver == "sim":
-        try:
-            return sim_cards(settings.bank_id, settings.sim_profile)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load SIM profile: {exc}") from exc
+        return sim_cards(settings.bank_id, settings.sim_profile)  # ConfigError if one is bad
     from .pcsc_card import PcscCards  # pyscard is only needed for this driver
 
     return PcscCards(load_slots_csv(settings.slots_csv), shared=settings.permit_shared_pcsc)

@@ -328,14 +328,9 @@ class VirtualSimBank:
             f"LIBPATH      {VPCD_DRIVER}\n"
             f"CHANNELID    {base}\n"
         )
-        self._profile_files = []
-        for i, profile in enumerate(self.profiles):
-            if isinstance(profile, CardProfile):
-                file = self.workdir / f"card{i}.json"
-                file.write_text(profile.model_dump_json(indent=2))
-            else:
-                file = Path(profile).resolve()
-            self._profile_files.append(file)
+        self._profile_files = [
+            self._profile_file(p, f"card{i}") for i, p in enumerate(self.profiles)
+        ]
 
         if self.isolated:
             path = self._socket_path or os.environ.get("PCSCLITE_CSOCK_NAME")
@@ -400,19 +395,33 @@ class VirtualSimBank:
 
     # --- cards --------------------------------------------------------------------------------
 
-    def start_card(self, index: int, wait: bool = True) -> None:
+    def _profile_file(self, profile: CardProfile | str | Path, name: str) -> Path:
+        assert self.workdir is not None
+        if isinstance(profile, CardProfile):
+            file = self.workdir / f"{name}.json"
+            file.write_text(profile.model_dump_json(indent=2))
+            return file
+        return Path(profile).resolve()
+
+    def start_card(
+        self, index: int, wait: bool = True, profile: CardProfile | str | Path | None = None
+    ) -> None:
         """Start card `index`'s remsim-vcard (insert the card); wait until pcscd sees it.
 
+        `profile`: insert this card instead of the bank's card `index` (this time only).
         Any thread may call this: the card lives on after the calling thread ends."""
         assert self.workdir is not None, "bank not started"
         if self.vcards[index] is not None:
             return
+        file = self._profile_files[index]
+        if profile is not None:
+            file = self._profile_file(profile, f"card{index}-{time.monotonic_ns()}")
         cmd = [
             sys.executable,
             "-m",
             "remsim_bankd.vcard",
             "--profile",
-            str(self._profile_files[index]),
+            str(file),
             "--host",
             self.host,
             "--port",

@@ -14,10 +14,11 @@ import signal
 import sys
 from types import FrameType
 
-from .sim.driver import SimCardDriver
-from .sim.profile import load_profile
 from vpcd import VPCD_PORT, VpcdCardRunner
 
+from .errors import ConfigError
+from .sim.driver import SimCardDriver
+from .sim.profile import load_profile
 from .vpcd import CardAsVirtualCard
 
 __all__ = ["main"]
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         profile = load_profile(args.profile)
-    except (OSError, ValueError) as e:
-        log.error("cannot load profile %s: %s", args.profile, e)
+    except ConfigError as e:
+        log.error("%s", e)
         return 2
     runner = VpcdCardRunner(
         CardAsVirtualCard(SimCardDriver(profile)),

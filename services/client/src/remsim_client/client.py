@@ -95,8 +95,18 @@ class Client:
         )
         self._server.establish(self.config.server_host, self.config.server_port)
 
-    async def aclose(self) -> None:
-        """Drop both links. No hooks or scripts run any more (the process is going away)."""
+    async def aclose(self, *, leave: bool = True) -> None:
+        """Stop: drop both links; afterwards no hook or script runs any more.
+
+        With ``leave`` (a clean stop), a card in use goes first as on losing the bankd: the
+        hooks card_remove, sim_local, modem_reset and their scripts run, so that the modem
+        is not left on an emulated card nobody answers for. Pass ``leave=False`` when the
+        front-end cannot take them any more (e.g. its device is gone).
+        """
+        if self._closed:
+            return
+        if leave and self._server is not None:
+            self._feed(self.fsm.stop())
         self._closed = True
         self._pending.clear()
         for link in (self._bankd, self._server):

@@ -177,6 +177,8 @@ class ClientFsm:
         self.bankd_port = 0
         self.bank_slot = BankSlot(0, 0)
         self.modem_status_last = NO_STATUS
+        # We left OPERATIONAL and dropped the bankd link ourselves: its BANKD_LOST is due.
+        self._bankd_drop_expected = False
 
     # --- server link -------------------------------------------------------------------------
 
@@ -213,6 +215,7 @@ class ClientFsm:
         )
         self.bankd_host, self.bankd_port, self.bank_slot = host, port, req.bank_slot
         actions: list[Action]
+        self._bankd_drop_expected = self.state is MainState.OPERATIONAL and not unchanged
         if port == 0:
             actions = self._goto(MainState.UNCONFIGURED)
         elif unchanged and self.state is MainState.OPERATIONAL:
@@ -230,10 +233,16 @@ class ClientFsm:
     def bankd_connected(self) -> list[Action]:
         if self.state is not MainState.WAIT_BANKD:
             return self._not_permitted("BANKD_CONNECTED")
+        self._bankd_drop_expected = False
         return [*self._goto(MainState.OPERATIONAL), RunScript(Cause.EVENT_BANKD_CONNECT)]
 
     def bankd_lost(self) -> list[Action]:
         if self.state is not MainState.OPERATIONAL:
+            if self._bankd_drop_expected:
+                # The link we dropped on a reconfiguration (e.g. port 0 on every unmap).
+                self._bankd_drop_expected = False
+                log.debug("bankd link closed as configured (state %s)", self.state.value)
+                return []
             return self._not_permitted("BANKD_LOST")
         log.info("Connection to bankd lost")
         return self._goto(MainState.WAIT_BANKD)
@@ -261,6 +270,16 @@ class ClientFsm:
         log.error("Unknown/Unsupported RSPRO PDU type from bankd: %s", type(msg).__name__)
         return []
 
+    def stop(self) -> list[Action]:
+        """A clean stop of the client: in OPERATIONAL the card goes as on losing the bankd
+        (card remove, local SIM, modem reset, with their scripts), so that the modem is not
+        left on an emulated card that no longer answers. The state becomes INIT."""
+        if self.state is not MainState.OPERATIONAL:
+            return []
+        log.info("stopping: removing the card")
+        self._bankd_drop_expected = True
+        return self._goto(MainState.INIT)
+
     # --- modem (front-end) -------------------------------------------------------------------
 
     def modem_tpdu(self, data: bytes) -> list[Action]:
@@ -275,7 +294,9 @@ class ClientFsm:
 
     def modem_status(self, status: SlotPhysStatus) -> list[Action]:
         if self.state is not MainState.OPERATIONAL:
-            return self._not_permitted("MDM_STATUS_IND")
+            # Not unexpected: the modem powers its SIM slot whether or not a card is in use
+            # (and sees the contacts go dead each time the card is taken away).
+            return self._not_permitted("MDM_STATUS_IND", logging.DEBUG)
         log.info("Tx clientSlotStatusInd(%s)", status)
         actions: list[Action] = [
             SendToBankd(ClientSlotStatusInd(self.client_slot, self.bank_slot, status))
@@ -328,6 +349,6 @@ class ClientFsm:
             ]
         return actions
 
-    def _not_permitted(self, event: str) -> list[Action]:
-        log.error("event %s not permitted in state %s", event, self.state.value)
+    def _not_permitted(self, event: str, level: int = logging.ERROR) -> list[Action]:
+        log.log(level, "event %s not permitted in state %s", event, self.state.value)
         return []

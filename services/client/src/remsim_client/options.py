@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rspro import ClientSlot
@@ -22,14 +22,28 @@ from .config import DEFAULT_ATR, ClientConfig, host_name, package_version, parse
 from .errors import ConfigError
 from .logs import setup_logging
 
+MAX_SLOT_ID = 1023
+
+
+def slot_id(text: str) -> int:
+    """An argparse type: a client id or slot number, 0..1023 (the wire would truncate more)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 <= value <= MAX_SLOT_ID:
+        raise argparse.ArgumentTypeError(f"{value} is not in 0..{MAX_SLOT_ID}")
+    return value
+
 
 class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REMSIM_CLIENT_", extra="ignore")
 
     server_host: str = "127.0.0.1"
     server_port: int = 9998
-    client_id: int = -1
-    client_slot: int = -1
+    # -1: not set (sent as 0, like the original); RSPRO's ClientId and SlotNr are 0..1023.
+    client_id: int = Field(-1, ge=-1, le=MAX_SLOT_ID)
+    client_slot: int = Field(-1, ge=-1, le=MAX_SLOT_ID)
     atr: str | None = None
     atr_ignore_rspro: bool = False
     event_script: str | None = None
@@ -68,8 +82,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     add("-i", "--server-ip", "--server-host", dest="server_host", metavar="HOST",
         help="remsim-server host (default 127.0.0.1)")  # fmt: skip
     add("-p", "--server-port", type=int, metavar="PORT", help="remsim-server port (default 9998)")
-    add("-c", "--client-id", type=int, metavar="N", help="RSPRO client id (0-1023)")
-    add("-n", "--client-slot", type=int, metavar="N", help="RSPRO client slot number (0-1023)")
+    add("-c", "--client-id", type=slot_id, metavar="N", help="RSPRO client id (0-1023)")
+    add("-n", "--client-slot", type=slot_id, metavar="N",
+        help="RSPRO client slot number (0-1023)")  # fmt: skip
     add("-a", "--atr", metavar="HEX", help="ATR until the bankd sends one (default 3B 00)")
     add("-r", "--atr-ignore-rspro", action="store_const", const=True,
         help="always present --atr, ignore the bankd's ATR")  # fmt: skip
@@ -91,4 +106,14 @@ def load_settings(args: argparse.Namespace) -> ClientSettings:
     try:
         return ClientSettings(**given)
     except ValidationError as exc:
-        raise ConfigError(str(exc)) from None
+        raise config_error(exc) from None
+
+
+def config_error(exc: ValidationError) -> ConfigError:
+    """One line per bad setting, named as option and environment variable."""
+    lines = []
+    for err in exc.errors():
+        name = "_".join(str(part) for part in err["loc"])
+        where = f"--{name.replace('_', '-')} / REMSIM_CLIENT_{name.upper()}"
+        lines.append(f"{where}: {err['msg']} (got {err['input']!r})")
+    return ConfigError("invalid settings:\n  " + "\n  ".join(lines))

@@ -18,7 +18,10 @@ from .st2.frontend import St2Frontend
 
 
 async def run_st2_client(config: ClientConfig, options: St2Options, *, backend: Any = None) -> int:
-    """Run until SIGTERM/SIGINT (0) or until the USB device fails or is not found (1)."""
+    """Run until SIGTERM/SIGINT (0) or until the USB device fails or is not found (1).
+
+    On SIGTERM/SIGINT with the card in use, the modem is switched back to its own SIM first.
+    """
     try:
         frontend = await St2Frontend.open(
             options.selector, backend=backend, presence_high=options.presence_high
@@ -32,10 +35,14 @@ async def run_st2_client(config: ClientConfig, options: St2Options, *, backend: 
         loop.add_signal_handler(sig, stop.set)
     usb = asyncio.create_task(frontend.run())
     stopper = asyncio.create_task(stop.wait())
+    client = Client(config, frontend)
     try:
-        async with Client(config, frontend):
-            await asyncio.wait((usb, stopper), return_when=asyncio.FIRST_COMPLETED)
+        await client.start()
+        await asyncio.wait((usb, stopper), return_when=asyncio.FIRST_COMPLETED)
     finally:
+        # A clean stop takes the card away from the modem (card remove, local SIM, modem
+        # reset) before the USB closes; with the device failed there is nobody to tell.
+        await client.aclose(leave=not usb.done())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         stopper.cancel()

@@ -1,4 +1,6 @@
-"""Scripted RSPRO peers for testing a client: the remsim-server and the bankds it connects to.
+"""Test support, not used by the client at run time: scripted RSPRO peers playing the
+remsim-server and the bankds a client connects to. It lives in the package rather than under
+tests/ so that the tests of every front-end (and of programs built on the client) share it.
 
 A ``ScriptedPeer`` listens on 127.0.0.1; each connection it accepts is a ``PeerConnection``
 that reads in the background, answers PINGs and keeps every frame exactly as it arrived
@@ -15,7 +17,6 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from remsim_bankd.testing import SERVER_IDENTITY, frame
 from rspro import (
     BankSlot,
     ClientSlot,
@@ -28,8 +29,11 @@ from rspro import (
     IpPort,
     Message,
     ResultCode,
+    RsproPdu,
     decode,
+    encode,
     ipa,
+    rspro_frame,
 )
 
 from .config import ClientConfig
@@ -52,6 +56,9 @@ M = TypeVar("M", bound=Message)
 TIMEOUT = 5.0
 C23 = ClientSlot(23, 0)  # the client of the recordings
 B1_0 = BankSlot(1, 0)
+SERVER_IDENTITY = ComponentIdentity(
+    ComponentType.REMSIM_SERVER, "fixme-name", "remsim-server", "1.0.0"
+)
 BANKD_IDENTITY = ComponentIdentity(
     ComponentType.REMSIM_BANKD, "fixme-name", "remsim-bankd", "1.0.0"
 )
@@ -88,8 +95,8 @@ class PeerConnection:
         finally:
             self.closed.set()
 
-    async def recv(self, timeout: float = TIMEOUT) -> tuple[Message, bytes]:
-        """The next PDU's message and its frame."""
+    async def recv(self, timeout: float | None = TIMEOUT) -> tuple[Message, bytes]:
+        """The next PDU's message and its frame (``timeout`` None: wait for ever)."""
         return await asyncio.wait_for(self._pdus.get(), timeout)
 
     async def expect(
@@ -104,7 +111,7 @@ class PeerConnection:
             assert isinstance(msg, skip), f"expected {kind.__name__}, got {msg}"
 
     def send(self, msg: Message) -> None:
-        self.writer.write(frame(msg))
+        self.writer.write(rspro_frame(encode(RsproPdu(msg))))
 
     async def wait_closed(self, timeout: float = TIMEOUT) -> None:
         """Until the client closed the connection."""

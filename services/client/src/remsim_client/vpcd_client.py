@@ -15,8 +15,10 @@ client does (client.md §11, §12):
   local, so the remote SIM keeps its state (PIN, selected files). RESET always goes through.
 * A C-APDU: a TpduModemToCard; the TpduCardToModem that follows is the R-APDU. A 4-byte
   case-1 APDU gets P3=00 (the bankd wants 5..260 bytes); other lengths are answered 6700
-  locally. No answer within ``apdu_timeout``: 6F00, and the late answer is dropped when it
-  comes.
+  locally. No answer within ``apdu_timeout``: the card leaves the reader (the waiting
+  application's transmit fails) rather than answer a made-up status word (client.md §12,
+  vpcd.md §7); it comes back once the bank answers again (the late answer itself is
+  dropped) or sends a new ATR. An empty R-APDU, which vpcd cannot carry, re-inserts the card.
 
 :class:`VpcdCard` is the sans-IO core (events and time in, actions out);
 :class:`VpcdFrontend` the asyncio front-end around it.
@@ -35,8 +37,8 @@ from dataclasses import dataclass
 
 from pydantic import Field, ValidationError
 
-from remsim_bankd.vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, VPCD_PORT, Apdu, VpcdConnection
 from rspro import SlotPhysStatus
+from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, VPCD_PORT, Apdu, VpcdConnection
 
 from .client import Client
 from .config import ClientConfig
@@ -45,12 +47,11 @@ from .frontend import POWER_OFF as STATUS_POWER_OFF
 from .frontend import POWER_ON as STATUS_POWER_ON
 from .frontend import ModemFrontend
 from .main_fsm import MAX_TPDU, MIN_TPDU
-from .options import ClientSettings, build_parser
+from .options import ClientSettings, build_parser, config_error
 
 __all__ = [
     "DEFAULT_APDU_TIMEOUT",
     "STATUS_RESET",
-    "SW_NO_ANSWER",
     "SW_WRONG_LENGTH",
     "ConnectVpcd",
     "DisconnectVpcd",
@@ -67,8 +68,6 @@ __all__ = [
 log = logging.getLogger("DMAIN")
 
 DEFAULT_APDU_TIMEOUT = 10.0
-SW_NO_ANSWER = bytes.fromhex("6f00")
-"""Technical problem, no precise diagnosis: what PC/SC gets when the bank does not answer."""
 SW_WRONG_LENGTH = bytes.fromhex("6700")
 STATUS_RESET = SlotPhysStatus(
     reset_active=True, vcc_present=True, clk_active=True, card_present=True
@@ -135,6 +134,7 @@ class VpcdCard:
         self.atr = b""
         self.inserted = False  # the core is OPERATIONAL (bankd link up)
         self.atr_known = False  # the ATR to show is the card's (or -r: the configured one)
+        self.stalled = False  # an APDU timed out: out of the reader until the bank answers
         self.timeouts = 0
         self._conn: VpcdConnection | None = None
         self._deadline: float | None = None  # of the APDU the bank has to answer
@@ -144,7 +144,7 @@ class VpcdCard:
     @property
     def present(self) -> bool:
         """Whether the card should be in the reader (connected to vpcd) now."""
-        return self.inserted and self.atr_known
+        return self.inserted and self.atr_known and not self.stalled
 
     @property
     def connected(self) -> bool:
@@ -167,13 +167,16 @@ class VpcdCard:
             log.info("vpcd: the card's ATR changed to %s, re-inserting the card", atr.hex())
             self.atr = atr
             return [*self._eject(), ConnectVpcd()]
+        # A first ATR, or one after a timeout: either way the bank is there now.
         self.atr = atr
         self.atr_known = True
+        self.stalled = False
         log.info("vpcd: inserting the card, ATR %s", atr.hex())
         return [ConnectVpcd()]
 
     def card_insert(self) -> list[Action]:
         self.inserted = True
+        self.stalled = False
         self._stale = 0
         self._reported = None
         if self.atr_ignore_rspro:
@@ -184,26 +187,31 @@ class VpcdCard:
 
     def card_remove(self) -> list[Action]:
         was_present = self.present
-        self.inserted = self.atr_known = False
+        self.inserted = self.atr_known = self.stalled = False
+        self._stale = 0  # whatever the old bankd link still owed is gone with it
         if not was_present:
             return []
         log.info("vpcd: removing the card")
-        actions = self._eject()
-        self._stale = 0  # whatever the old bankd link still owed is gone with it
-        return actions
+        return self._eject()
 
     def card_to_modem(self, data: bytes) -> list[Action]:
         if self._stale:
             self._stale -= 1
             log.warning("vpcd: dropping a late R-APDU %s", data.hex())
-            return []
+            if self._stale or not self.stalled:
+                return []
+            self.stalled = False
+            log.info("vpcd: the bank answers again, re-inserting the card")
+            return [ConnectVpcd()] if self.present else []
         if self._deadline is None or self._conn is None:
             log.warning("vpcd: dropping an R-APDU nobody asked for: %s", data.hex())
             return []
         self._deadline = None
         if not data:
-            log.error("vpcd: the bankd sent an empty R-APDU, answering %s", SW_NO_ANSWER.hex())
-            data = SW_NO_ANSWER
+            # vpcd cannot carry an empty message, and a made-up SW would lie: the
+            # application's transmit fails as with a card pulled and pushed back in.
+            log.error("vpcd: the bankd sent an empty R-APDU, re-inserting the card")
+            return [*self._eject(), ConnectVpcd()]
         return [SendToVpcd(self._conn.reply(data))]
 
     # --- the vpcd connection -----------------------------------------------------------------
@@ -256,12 +264,13 @@ class VpcdCard:
         self._deadline = None
         self._stale += 1
         self.timeouts += 1
+        self.stalled = True
         log.warning(
-            "vpcd: no answer from the card within %g s, answering %s",
+            "vpcd: no answer from the card within %g s; it leaves the reader until the bank "
+            "answers again",
             self.apdu_timeout,
-            SW_NO_ANSWER.hex(),
         )
-        return [SendToVpcd(self._conn.reply(SW_NO_ANSWER))]
+        return self._eject()
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -519,7 +528,8 @@ def build_vpcd_parser() -> argparse.ArgumentParser:
         "--apdu-timeout",
         type=float,
         metavar="SECONDS",
-        help=f"answer 6F00 if the card has not answered by then (default {DEFAULT_APDU_TIMEOUT:g})",
+        help="take the card out of the reader if it has not answered an APDU by then "
+        f"(default {DEFAULT_APDU_TIMEOUT:g})",
     )
     add(
         "--ignore-idle-power-cycles",
@@ -540,7 +550,7 @@ def load_vpcd_settings(args: argparse.Namespace) -> VpcdSettings:
     try:
         return VpcdSettings(**given)
     except ValidationError as exc:
-        raise ConfigError(str(exc)) from None
+        raise config_error(exc) from None
 
 
 async def run_vpcd_client(config: ClientConfig, frontend: VpcdFrontend) -> int:

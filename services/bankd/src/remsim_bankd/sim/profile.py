@@ -1,7 +1,7 @@
 """Card profiles: what one software SIM holds (identities, keys, PINs, file contents).
 
-Loaded from JSON (or YAML when PyYAML is installed). Byte strings are written as hex; ICCID
-and IMSI as the digits people read (the EF encodings are derived from them).
+Loaded from JSON or YAML. Byte strings are written as hex; ICCID and IMSI as the digits
+people read (the EF encodings are derived from them).
 """
 
 from __future__ import annotations
@@ -10,8 +10,18 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 
+from ..errors import ConfigError
 from .milenage import opc_from_op
 
 __all__ = [
@@ -137,13 +147,40 @@ class CardProfile(BaseModel):
 
 
 def load_profile(path: str | Path) -> CardProfile:
-    """Read a profile from a .json (or .yaml/.yml) file."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml  # optional: only needed for YAML profiles
+    """Read a profile from a .json (or .yaml/.yml) file.
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    return CardProfile.model_validate(data)
+    Raises ``ConfigError`` with a one-line message naming the file and what is wrong.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot load profile {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot load profile {path}: not a text file ({exc.reason})") from exc
+    try:
+        yaml_file = path.suffix in (".yaml", ".yml")
+        return CardProfile.model_validate(yaml.safe_load(text) if yaml_file else json.loads(text))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot load profile {path}: bad YAML{_yaml_where(exc)}") from exc
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise ConfigError(f"cannot load profile {path}: bad JSON at {where}: {exc.msg}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"cannot load profile {path}: {_validation_summary(exc)}") from exc
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f" at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return ": " + " ".join(str(exc).split())
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    """pydantic's errors on one line: ``ki: Value error, ki must be 16 bytes; pin1: …``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(x) for x in error["loc"]) or "profile"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

@@ -82,14 +82,13 @@ class St2Frontend(ModemFrontend):
         *,
         backend: Any = None,
         presence_high: bool | None = None,
-        irq_poll_ms: int = 200,
     ) -> St2Frontend:
         """Select and open the device (client.md §10 steps 2-6) and configure the firmware.
 
         Raises SelectionError or DeviceError (both St2Error) when that is not possible.
         """
         device = await asyncio.to_thread(open_cardem, selector or Selector(), backend)
-        transport = CardemTransport(device, irq_poll_ms=irq_poll_ms)
+        transport = CardemTransport(device)
         frontend = cls(transport, presence_high=presence_high)
         try:
             await frontend.start()
@@ -111,7 +110,7 @@ class St2Frontend(ModemFrontend):
         await self.transport.drain()
 
     async def aclose(self) -> None:
-        """Stop; :meth:`run` returns."""
+        """Stop once the hooks' messages are written; :meth:`run` returns."""
         await self.transport.aclose()
 
     @property

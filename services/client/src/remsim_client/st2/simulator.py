@@ -1,5 +1,9 @@
 """A SIMtrace2-family board in card-emulation mode, without hardware.
 
+Test support: the client never uses this module at run time. It ships in the package so that
+tests (ours, and those of anyone building on the st2 front-end) and demos can run the real
+USB code path without a board.
+
 :class:`SimulatedBackend` is a pyusb backend (``usb.backend.IBackend``): pass it to
 :func:`usb.core.find` (or to our selection functions) and the host code runs its normal
 path - device matching, descriptors, configuration, claiming, endpoint discovery, bulk and
@@ -15,8 +19,11 @@ procedure-byte flags, FINAL, the drop-when-not-ready rule, the 33-byte ATR limit
 slot's ISO 7816 side: it powers and resets the card and exchanges T=0 TPDUs.
 
 Not simulated: time. The firmware sends no NULL procedure bytes and has no waiting time;
-the modem waits (with a timeout) instead. All methods are thread-safe; the modem's blocking
-calls belong on a thread (``await asyncio.to_thread(modem.transact, apdu)``).
+the modem waits (with a timeout) instead. Transfers end as on Linux: an IN transfer waits
+(without a timeout if asked) until a message is there, and ends with an error, taking
+nothing, when the device is unplugged or the interface released. All methods are
+thread-safe; the modem's blocking calls belong on a thread
+(``await asyncio.to_thread(modem.transact, apdu)``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -615,17 +622,26 @@ class SimulatedDevice:
             self.cond.notify_all()
             return len(data)
 
-    def read(self, endpoint: int, buff: array[int], timeout_ms: int) -> int:
+    def read(
+        self, endpoint: int, buff: array[int], timeout_ms: int, claimed: Callable[[], bool]
+    ) -> int:
+        """One IN transfer. It waits (``timeout_ms`` 0: for ever) until a message is there,
+        or ends with an error, taking nothing, when the device goes or the interface is
+        released (``claimed()`` turns false): the kernel completes pending transfers then,
+        and a message the device still holds stays for the next read."""
         with self.cond:
             slot = self._slot_for(endpoint)
             queue = {slot.in_ep: slot.bulk_in, slot.irq_ep: slot.irq_in}.get(endpoint)
             if queue is None:
                 raise _usb_error(-9, errno.EPIPE, "Pipe error")
             ready = self.cond.wait_for(
-                lambda: bool(queue) or not self.plugged, timeout_ms / 1000 if timeout_ms else None
+                lambda: bool(queue) or not self.plugged or not claimed(),
+                timeout_ms / 1000 if timeout_ms else None,
             )
             if not self.plugged:
                 raise _no_device()
+            if not claimed():
+                raise _usb_error(-1, errno.ESHUTDOWN, "Input/Output Error (interface released)")
             if not ready:
                 raise usb.core.USBTimeoutError("Operation timed out", -7, errno.ETIMEDOUT)
             data = queue[0]
@@ -716,6 +732,7 @@ class SimulatedBackend(usb.backend.IBackend):  # type: ignore[misc]
             dev_handle.device.claimed -= dev_handle.claimed
             dev_handle.claimed.clear()
             dev_handle.closed = True
+            dev_handle.device.cond.notify_all()
 
     def get_configuration(self, dev_handle: _Handle) -> int:
         return self._device(dev_handle).configuration
@@ -751,6 +768,7 @@ class SimulatedBackend(usb.backend.IBackend):  # type: ignore[misc]
                 raise _usb_error(-5, errno.ENOENT, "Entity not found")
             dev_handle.claimed.discard(intf)
             dev.claimed.discard(intf)
+            dev.cond.notify_all()  # pending transfers on the interface end
 
     def set_interface_altsetting(self, dev_handle: _Handle, intf: int, altsetting: int) -> None:
         dev = self._device(dev_handle)
@@ -773,12 +791,18 @@ class SimulatedBackend(usb.backend.IBackend):  # type: ignore[misc]
     def bulk_read(
         self, dev_handle: _Handle, ep: int, intf: int, buff: array[int], timeout: int
     ) -> int:
-        return self._check_claimed(dev_handle, intf).read(ep, buff, timeout)
+        return self._read(dev_handle, ep, intf, buff, timeout)
 
     def intr_read(
         self, dev_handle: _Handle, ep: int, intf: int, buff: array[int], timeout: int
     ) -> int:
-        return self._check_claimed(dev_handle, intf).read(ep, buff, timeout)
+        return self._read(dev_handle, ep, intf, buff, timeout)
+
+    def _read(self, dev_handle: _Handle, ep: int, intf: int, buff: array[int], timeout: int) -> int:
+        dev = self._check_claimed(dev_handle, intf)
+        return dev.read(
+            ep, buff, timeout, lambda: intf in dev_handle.claimed and not dev_handle.closed
+        )
 
     def ctrl_transfer(
         self,

@@ -7,9 +7,9 @@ card-emulation interface remains it is used; otherwise :class:`SelectionError` l
 candidates together with the options that select each of them.
 
 :class:`CardemTransport` moves messages between asyncio and the blocking pyusb calls: one
-thread per IN endpoint reads (bulk IN without a timeout, so a long message is never cut by
-a timeout; the interrupt endpoint with a short poll timeout, its messages fit one packet)
-and one writer thread sends, in order. The event loop never waits for USB.
+thread per IN endpoint reads without a timeout (a timed-out libusb transfer may have taken
+data with it: a long bulk message cut short, a STATUS lost on the interrupt endpoint) and one
+writer thread sends, in order. The event loop never waits for USB.
 """
 
 from __future__ import annotations
@@ -325,9 +325,14 @@ class CardemDevice:
         except usb.core.USBError as exc:
             raise _usb_error(exc, f"IN {endpoint:#04x}") from exc
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Release the interface. The kernel completes the transfers still pending on it,
+        which wakes a reader that waits without a timeout."""
         with contextlib.suppress(usb.core.USBError):  # gone already
             usb.util.release_interface(self._dev, self.candidate.interface)
+
+    def close(self) -> None:
+        self.release()
         usb.util.dispose_resources(self._dev)
 
 
@@ -347,13 +352,12 @@ class Incoming:
 class CardemTransport:
     """asyncio access to a :class:`CardemDevice`; USB waits happen on threads."""
 
-    def __init__(self, device: CardemDevice, *, irq_poll_ms: int = 200) -> None:
+    def __init__(self, device: CardemDevice) -> None:
         self.device = device
-        self._irq_poll_ms = irq_poll_ms
         self._queue: asyncio.Queue[Incoming | St2Error | None] = asyncio.Queue()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "st2-out")
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._readers: dict[str, threading.Thread] = {}
         self._failure: St2Error | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_write: asyncio.Future[None] | None = None
@@ -362,23 +366,21 @@ class CardemTransport:
         """Start reading; call from the event loop that will consume :meth:`receive`."""
         self._loop = asyncio.get_running_loop()
         eps = self.device.endpoints
-        for name, ep, size, timeout in (
-            ("bulk", eps.bulk_in, _BULK_IN_SIZE, 0),
-            ("irq", eps.irq_in, _IRQ_IN_SIZE, self._irq_poll_ms),
-        ):
+        readers = (("bulk", eps.bulk_in, _BULK_IN_SIZE), ("irq", eps.irq_in, _IRQ_IN_SIZE))
+        for name, ep, size in readers:
             thread = threading.Thread(
                 target=self._read_loop,
-                args=(name, ep, size, timeout),
+                args=(name, ep, size),
                 name=f"st2-{name}-{self.device.path}:{self.device.interface}",
                 daemon=True,  # never keeps the process alive if a read cannot be woken
             )
             thread.start()
-            self._threads.append(thread)
+            self._readers[name] = thread
 
-    def _read_loop(self, name: Literal["bulk", "irq"], ep: int, size: int, timeout: int) -> None:
+    def _read_loop(self, name: Literal["bulk", "irq"], ep: int, size: int) -> None:
         while not self._stop.is_set():
             try:
-                buf = self.device.read(ep, size, timeout)
+                buf = self.device.read(ep, size, 0)
             except St2Error as exc:
                 if not self._stop.is_set():
                     self._deliver(exc)
@@ -457,19 +459,33 @@ class CardemTransport:
             return
         self._stop.set()
         self._queue.put_nowait(None)  # wakes a pending receive()
-        if any(thread.is_alive() for thread in self._threads):
+        bulk = self._readers.get("bulk")
+        if bulk is not None and bulk.is_alive():
             # The bulk reader waits without a timeout: a STATUS request makes the firmware
-            # answer on bulk IN, which wakes it (it sees the stop flag set before).
+            # answer on bulk IN, which wakes it (it sees the stop flag set before). Queued
+            # behind the hooks' messages, so those still reach the device.
             wake = [encode(StatusRequest())]
             with contextlib.suppress(St2Error):
                 await asyncio.get_running_loop().run_in_executor(self._writer, self._write, wake)
         await asyncio.to_thread(self._join)
 
     def _join(self) -> None:
-        for thread in self._threads:
-            thread.join(timeout=1.0)
         self._writer.shutdown(wait=True)
-        if any(t.is_alive() for t in self._threads):
+        bulk = self._readers.get("bulk")
+        if bulk is not None:
+            bulk.join(timeout=1.0)
+        irq = self._readers.get("irq")
+        # The interrupt reader has no firmware answer to wake it: releasing the interface
+        # completes its transfer. Again, in case a read started just as we stopped (pyusb
+        # claims the interface anew for every transfer).
+        for _ in range(3):
+            self.device.release()
+            if irq is None:
+                break
+            irq.join(timeout=0.5)
+            if not irq.is_alive():
+                break
+        if any(t.is_alive() for t in self._readers.values()):
             # Closing a handle under a pending transfer is unsafe; leave it to process exit.
             log.warning("USB reader did not stop; leaving %s open", self.device.path)
             return
