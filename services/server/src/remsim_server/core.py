@@ -69,6 +69,7 @@ RETRY_INTERVAL = 1.0
 
 _KICK = object()
 _CLOSED = object()
+_ROLES: dict[type, str] = {BankHello: "bankd", ClientHello: "client"}
 T = TypeVar("T")
 
 
@@ -232,14 +233,7 @@ class _Peer:
 
     def role_and_state(self) -> tuple[str, str]:
         """The ``remsim_connections`` labels of this connection now."""
-        hello = self.conn.hello
-        role = (
-            "bankd"
-            if isinstance(hello, BankHello)
-            else "client"
-            if isinstance(hello, ClientHello)
-            else "unidentified"
-        )
+        role = _ROLES.get(type(self.conn.hello), "unidentified")
         return role, self.conn.role.value
 
     def kick(self) -> None:
