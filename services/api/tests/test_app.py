@@ -10,6 +10,7 @@ import pytest
 
 from remsim_api.app import create_app
 from remsim_control import (
+    BackendUnavailable,
     BankdAddress,
     BankRecord,
     BankSlot,
@@ -24,7 +25,6 @@ from remsim_control import (
     SlotmapEvent,
     SlotmapState,
 )
-from remsim_control.backends import BackendUnavailable
 
 REFERENCE = Path(__file__).resolve().parents[3].parent / "shared/reference/upstream-1.0.0"
 ADDITIONS = {  # keys we add, by the key that marks the object: client/bank, slotmap, identity

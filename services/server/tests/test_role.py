@@ -118,6 +118,16 @@ def test_responses_are_matched_to_requests_by_order_per_kind() -> None:
     assert conn.outstanding == 0
 
 
+def test_the_connection_knows_which_requests_are_outstanding() -> None:
+    conn = bank_connection()
+    conn.create_mapping(10, B1_0, C23_0)
+    conn.remove_mapping(11, B1_1, C24_0)
+    assert (conn.awaiting_create(10), conn.awaiting_create(11)) == (True, False)
+    assert (conn.awaiting_remove(11), conn.awaiting_remove(10)) == (True, False)
+    conn.receive(pdu(rspro.CreateMappingRes(OK)))
+    assert not conn.awaiting_create(10)
+
+
 def test_a_response_without_a_request_is_ignored() -> None:
     conn = bank_connection()
     assert isinstance(conn.receive(pdu(rspro.CreateMappingRes(OK))), Ignored)

@@ -278,12 +278,9 @@ class RsproLink:
             return
         self._stream = stream
         self._failed_connects = 0
+        stream.set_receiver(self._dispatch)
         self._run(self._fsm.tcp_up(self._loop.time()))
-        async for pdu in stream:
-            try:
-                self._dispatch(pdu)
-            except Exception:
-                log.exception("%s link: handling %s failed", self.name, type(pdu.msg).__name__)
+        await stream.wait_closed()
         if self._stream is stream:
             self.last_error = stream.error
             if isinstance(stream.error, KeepaliveTimeoutError):

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from remsim_control.backends import BackendUnavailable
+from remsim_control import BackendUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 

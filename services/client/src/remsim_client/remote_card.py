@@ -199,17 +199,26 @@ class RemoteCard:
     async def _exchange(self, apdu: bytes, timeout: float | None) -> bytes:
         if not self._frontend.ready.is_set():
             raise self._unavailable()
-        pending: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[bytes] = loop.create_future()
         self._frontend.pending = pending
         self.client.modem_tpdu(apdu)
+        # A bare timer on the future: cheaper per APDU than an asyncio.timeout() scope.
+        timer = loop.call_later(
+            self.apdu_timeout if timeout is None else timeout, self._expire, pending, apdu
+        )
         try:
-            async with asyncio.timeout(self.apdu_timeout if timeout is None else timeout):
-                return await pending
-        except TimeoutError:
-            self._frontend.stale += 1
-            raise CardTimeoutError(f"no response to {apdu[:5].hex()}… from the card") from None
+            return await pending
         finally:
+            timer.cancel()
             self._frontend.pending = None
+
+    def _expire(self, pending: asyncio.Future[bytes], apdu: bytes) -> None:
+        if not pending.done():
+            self._frontend.stale += 1
+            pending.set_exception(
+                CardTimeoutError(f"no response to {apdu[:5].hex()}… from the card")
+            )
 
     def _unavailable(self) -> RemsimClientError:
         """Why the card cannot be used right now."""
