@@ -8,7 +8,9 @@ loopback) stay skips.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,6 +28,30 @@ REQUIRED = (
     "kubernetes-validate is not installed",
     "pcscd",
 )
+
+
+@pytest.fixture(autouse=True)
+def _isolated_logging() -> Iterator[None]:
+    """Undo what a test's ``setup_logging()`` (an in-process main) did to the logging tree.
+
+    A handler left on a logger writes to the stderr that pytest captured for that test and
+    closed after it: later tests would see "--- Logging error ---" in their own stderr.
+    """
+    manager = logging.Logger.manager
+    saved = {
+        name: (logger.level, logger.handlers[:], logger.propagate, logger.disabled)
+        for name, logger in [("", logging.getLogger()), *manager.loggerDict.items()]
+        if isinstance(logger, logging.Logger)
+    }
+    yield
+    for name, logger in [("", logging.getLogger()), *manager.loggerDict.items()]:
+        if not isinstance(logger, logging.Logger):
+            continue
+        level, handlers, propagate, disabled = saved.get(name, (logging.NOTSET, [], True, False))
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.disabled = disabled
 
 
 @pytest.hookimpl(hookwrapper=True)
