@@ -23,10 +23,8 @@ from remsim_bankd.drivers import StaticCards
 from remsim_bankd.gsmtap import gsmtap_packet
 from remsim_bankd.sim import SimCardDriver, load_profile
 from remsim_bankd.testing import (
-    RawPeer,
     ScriptedServer,
     create_mapping,
-    frame,
     remove_mapping,
 )
 from rspro import (
@@ -55,6 +53,7 @@ from rspro import (
     TpduModemToCard,
     decode,
 )
+from rspro.testing import ScriptedConnection, frame
 
 PROFILES = Path(__file__).parents[1] / "profiles"
 DATA = Path(__file__).parent / "data"
@@ -87,12 +86,14 @@ SET_ATR_REQ = (
 pytestmark = pytest.mark.timeout(30)
 
 
-async def connect_client(port: int, slot: ClientSlot = C23) -> tuple[RawPeer, list[Message]]:
+async def connect_client(
+    port: int, slot: ClientSlot = C23
+) -> tuple[ScriptedConnection, list[Message]]:
     return await testing.connect_client(port, slot)
 
 
 async def transceive(
-    client: RawPeer, data: bytes, slot: ClientSlot = C23, bank: BankSlot = B0
+    client: ScriptedConnection, data: bytes, slot: ClientSlot = C23, bank: BankSlot = B0
 ) -> bytes:
     return await testing.transceive(client, data, slot, bank)
 
@@ -167,27 +168,29 @@ async def test_registers_with_the_original_bytes_and_answers_map_orders(
     server: ScriptedServer,
 ) -> None:
     async with running_bankd(server, {B0: sim("card0")}):
-        peer = await server.peers.get()
-        assert await peer.raw(ccm=True) == PING  # queued before the connectBankReq
-        assert (await peer.raw()).hex() == CONNECT_BANK_REQ
+        peer = await server.accept()
+        _, connect = await peer.recv()
+        assert peer.frames[:2] == [PING, connect]  # PING queued before the connectBankReq
+        assert connect.hex() == CONNECT_BANK_REQ
         peer.send(ConnectBankRes(SERVER, ResultCode.OK))
         peer.send(bytes.fromhex(CREATE_MAPPING_REQ))
-        assert (await peer.raw()).hex() == CREATE_MAPPING_RES_OK
+        assert (await peer.recv())[1].hex() == CREATE_MAPPING_RES_OK
         peer.send(CreateMappingReq(C23, BankSlot(1, 5)))
-        assert await peer.recv() == CreateMappingRes(ResultCode.ILLEGAL_SLOT_ID)
+        assert (await peer.recv())[0] == CreateMappingRes(ResultCode.ILLEGAL_SLOT_ID)
         peer.send(CreateMappingReq(C23, BankSlot(2, 0)))
-        assert await peer.recv() == CreateMappingRes(ResultCode.ILLEGAL_BANK_ID)
+        assert (await peer.recv())[0] == CreateMappingRes(ResultCode.ILLEGAL_BANK_ID)
         peer.send(RemoveMappingReq(C24, B0))
-        assert await peer.recv() == RemoveMappingRes(ResultCode.UNKNOWN_SLOTMAP)
+        assert (await peer.recv())[0] == RemoveMappingRes(ResultCode.UNKNOWN_SLOTMAP)
         peer.send(bytes.fromhex(REMOVE_MAPPING_REQ))
-        assert (await peer.raw()).hex() == REMOVE_MAPPING_RES_OK
+        assert (await peer.recv())[1].hex() == REMOVE_MAPPING_RES_OK
         peer.send(ResetStateReq())
-        assert await peer.recv() == ResetStateRes(ResultCode.OK)
+        assert (await peer.recv())[0] == ResetStateRes(ResultCode.OK)
         peer.send(frame(CreateMappingReq(C23, B0), tag=77))  # a tag is echoed
-        assert decode((await peer.raw())[4:]) == RsproPdu(CreateMappingRes(ResultCode.OK), tag=77)
+        _, echoed = await peer.recv()
+        assert decode(echoed[4:]) == RsproPdu(CreateMappingRes(ResultCode.OK), tag=77)
         peer.send(ConnectClientRes(SERVER, ResultCode.OK))  # not for us: logged, link kept
         peer.send(PING)
-        assert await peer.raw(ccm=True) == PONG
+        assert await peer.frame_at(peer.frames.index(echoed) + 1) == PONG
 
 
 async def test_control_link_reconnects_and_keeps_maps_and_sessions(server: ScriptedServer) -> None:
@@ -205,13 +208,14 @@ async def test_control_link_reconnects_and_keeps_maps_and_sessions(server: Scrip
 async def test_keepalive_timeout_on_the_control_link_reconnects(server: ScriptedServer) -> None:
     fast = Keepalive(interval=0.1, timeout=0.1)
     async with running_bankd(server, {}, server_keepalive=fast):
-        peer = await server.peers.get()
-        assert isinstance(await peer.recv(), ConnectBankReq)  # answers PING, never registers ...
+        peer = await server.accept()
+        await peer.expect(ConnectBankReq)  # answers PING, never registers ...
+        peer.pong = False
         peer.send(ConnectBankRes(SERVER, ResultCode.OK))
         # ... and never answers the bankd's PINGs: the bankd gives up and comes back
         async with asyncio.timeout(3):
-            again = await server.peers.get()
-        assert isinstance(await again.recv(), ConnectBankReq)
+            again = await server.accept()
+        await again.expect(ConnectBankReq)
 
 
 # --- client sessions ----------------------------------------------------------------------------
@@ -221,14 +225,15 @@ async def test_map_connect_atr_and_tpdus(server: ScriptedServer) -> None:
     async with running_bankd(server, {B0: sim("card0")}) as bankd:
         peer = await server.bankd()
         assert await create_mapping(peer, C23, B0) is ResultCode.OK
-        client = await RawPeer.connect(bankd.port)
+        client = await ScriptedConnection.connect(bankd.port)
         client.send(ConnectClientReq(CLIENT, C23))
-        assert (await client.raw()).hex() == CONNECT_CLIENT_RES_OK
-        assert (await client.raw()).hex() == SET_ATR_REQ
+        assert (await client.recv())[1].hex() == CONNECT_CLIENT_RES_OK
+        assert (await client.recv())[1].hex() == SET_ATR_REQ
         client.send(SetAtrRes(ResultCode.OK))
         assert await transceive(client, SELECT_MF) == bytes.fromhex("9f16")
+        received = len(client.frames)
         client.send(PING)
-        assert await client.raw(ccm=True) == PONG
+        assert await client.frame_at(received) == PONG
 
 
 async def test_replay_of_the_recorded_session(server: ScriptedServer) -> None:
@@ -244,7 +249,7 @@ async def test_replay_of_the_recorded_session(server: ScriptedServer) -> None:
         peer = await server.bankd()
         assert await create_mapping(peer, C23, B0) is ResultCode.OK
         assert await create_mapping(peer, C24, B1) is ResultCode.OK
-        clients: dict[str, RawPeer] = {}
+        clients: dict[str, ScriptedConnection] = {}
         answer = b""
         for f in frames:
             who, raw = f["peer"], bytes.fromhex(f["frame"])
@@ -252,17 +257,17 @@ async def test_replay_of_the_recorded_session(server: ScriptedServer) -> None:
                 clients.pop(who).close()
             if f["dir"] == "to_bankd":
                 if who not in clients:
-                    clients[who] = await RawPeer.connect(bankd.port)
+                    clients[who] = await ScriptedConnection.connect(bankd.port)
                     twins[who].connect()
                 clients[who].send(raw)
                 msg = decode(raw[4:]).msg
                 if isinstance(msg, TpduModemToCard):
                     answer = twins[who].transmit(msg.data)
                 elif isinstance(msg, ClientSlotStatusInd):  # RESET: we send the new ATR
-                    assert (await clients[who].raw()).hex() == SET_ATR_REQ
+                    assert (await clients[who].recv())[1].hex() == SET_ATR_REQ
                     twins[who].reset()
             else:
-                got = await clients[who].raw()
+                got = (await clients[who].recv())[1]
                 recorded = decode(raw[4:]).msg
                 if isinstance(recorded, TpduCardToModem) and recorded.data != answer:
                     differing_cards += 1
@@ -285,7 +290,7 @@ async def test_unmapped_client_waits_and_gets_the_atr_when_mapped(server: Script
         client, msgs = await connect_client(bankd.port)
         assert msgs == [ConnectClientRes(bankd.config.identity, ResultCode.CARD_NOT_PRESENT)]
         assert await create_mapping(peer, C23, B0) is ResultCode.OK
-        assert await client.recv() == SetAtrReq(C23, ATR)
+        assert (await client.recv())[0] == SetAtrReq(C23, ATR)
         assert await transceive(client, SELECT_MF) == bytes.fromhex("9f16")
 
 
@@ -300,7 +305,7 @@ async def test_reset_gives_the_new_atr(server: ScriptedServer) -> None:
         reset = SlotPhysStatus(True, vcc_present=False, clk_active=False, card_present=True)
         for new_atr in (RESET_ATR, ATR):  # every RESET of the shell client resets the card
             client.send(ClientSlotStatusInd(C23, B0, reset))
-            assert await client.recv() == SetAtrReq(C23, new_atr)
+            assert (await client.recv())[0] == SetAtrReq(C23, new_atr)
             # the reset card is back at the MF: SELECT EF_ICCID (only under the MF) works
             assert await transceive(client, bytes.fromhex("a0a40000022fe2")) == bytes.fromhex(
                 "9f0f"
@@ -322,7 +327,7 @@ async def test_card_removed_mid_session_and_back(server: ScriptedServer) -> None
         client, msgs = await connect_client(bankd.port)
         assert msgs == [ConnectClientRes(bankd.config.identity, ResultCode.CARD_NOT_PRESENT)]
         card.insert()
-        assert await client.recv() == SetAtrReq(C23, ATR)  # retried until the card is back
+        assert (await client.recv())[0] == SetAtrReq(C23, ATR)  # retried until the card is back
         assert await transceive(client, SELECT_MF) == bytes.fromhex("9f16")
 
 
@@ -356,7 +361,7 @@ async def test_unresponsive_card(server: ScriptedServer) -> None:
         client, msgs = await connect_client(bankd.port)
         assert msgs == [ConnectClientRes(bankd.config.identity, ResultCode.CARD_UNRESPONSIVE)]
         card.mute = False
-        assert await client.recv() == SetAtrReq(C23, ATR)
+        assert (await client.recv())[0] == SetAtrReq(C23, ATR)
 
 
 async def test_removing_the_map_disconnects_the_client_and_powers_the_card_down(
@@ -397,7 +402,7 @@ async def test_frames_split_into_single_bytes(server: ScriptedServer) -> None:
     async with running_bankd(server, {B0: sim("card0")}) as bankd:
         peer = await server.bankd()
         await create_mapping(peer, C23, B0)
-        client = await RawPeer.connect(bankd.port)
+        client = await ScriptedConnection.connect(bankd.port)
 
         async def send_bytewise(data: bytes) -> None:
             for i in range(len(data)):
@@ -406,15 +411,15 @@ async def test_frames_split_into_single_bytes(server: ScriptedServer) -> None:
                 await asyncio.sleep(0)
 
         await send_bytewise(frame(ConnectClientReq(CLIENT, C23)))
-        assert [await client.recv() for _ in range(2)] == [
+        assert [(await client.recv())[0] for _ in range(2)] == [
             ConnectClientRes(bankd.config.identity, ResultCode.OK),
             SetAtrReq(C23, ATR),
         ]
         await send_bytewise(frame(TpduModemToCard(C23, B0, SELECT_MF)))
-        assert await client.recv() == TpduCardToModem(B0, C23, bytes.fromhex("9f16"))
+        assert (await client.recv())[0] == TpduCardToModem(B0, C23, bytes.fromhex("9f16"))
         # and several frames in one segment
         client.send(frame(TpduModemToCard(C23, B0, SELECT_MF)) * 3)
-        assert [await client.recv() for _ in range(3)] == [
+        assert [(await client.recv())[0] for _ in range(3)] == [
             TpduCardToModem(B0, C23, bytes.fromhex("9f16"))
         ] * 3
 
@@ -435,7 +440,7 @@ async def test_a_slow_card_delays_neither_other_slots_nor_the_control_link(
         assert await transceive(client1, SELECT_MF, C24, B1) == bytes.fromhex("9f16")
         assert await remove_mapping(peer, C24, B1) is ResultCode.OK
         slow.gate.set()
-        assert await client0.recv() == TpduCardToModem(B0, C23, bytes.fromhex("9f16"))
+        assert (await client0.recv())[0] == TpduCardToModem(B0, C23, bytes.fromhex("9f16"))
 
 
 async def test_a_client_vanishing_mid_response_harms_nobody(server: ScriptedServer) -> None:
@@ -490,7 +495,7 @@ async def test_protocol_errors_close_only_that_client(server: ScriptedServer) ->
         client0.send(TpduModemToCard(C23, B1, SELECT_MF))  # not its bank slot
         (ind,) = await client0.closed_by_peer()
         assert isinstance(ind, ErrorInd) and ind.error_string == "TPDU for C23:0 -> B1:1"
-        garbage = await RawPeer.connect(bankd.port)
+        garbage = await ScriptedConnection.connect(bankd.port)
         garbage.send(bytes.fromhex("0003ee07ffff"))  # not a PDU
         assert await garbage.closed_by_peer() == []
         assert await transceive(client1, SELECT_MF, C24, B1) == bytes.fromhex("9f16")
@@ -516,7 +521,7 @@ async def test_bankd_restart_while_the_server_keeps_the_map(server: ScriptedServ
         assert msgs == [ConnectClientRes(bankd.config.identity, ResultCode.CARD_NOT_PRESENT)]
         peer = await server.bankd()  # the server pushes the map it kept
         assert await create_mapping(peer, C23, B0) is ResultCode.OK
-        assert await client.recv() == SetAtrReq(C23, ATR)
+        assert (await client.recv())[0] == SetAtrReq(C23, ATR)
         assert await transceive(client, SELECT_MF) == bytes.fromhex("9f16")
 
 

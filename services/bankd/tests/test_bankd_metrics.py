@@ -102,10 +102,10 @@ async def test_healthz_and_readyz_follow_the_control_link(server: ScriptedServer
         assert bankd.control is not None
         health = await get(bankd, "/healthz")
         assert (health.status_code, health.text) == (200, "ok\n")
-        peer = await server.peers.get()  # TCP is up, the bankd is not registered yet
+        peer = await server.accept()  # TCP is up, the bankd is not registered yet
         not_ready = await get(bankd, "/readyz")
         assert (not_ready.status_code, not_ready.json()) == (503, {"server": False})
-        assert isinstance(await peer.recv(), ConnectBankReq)
+        await peer.expect(ConnectBankReq)
         peer.send(ConnectBankRes(SERVER_IDENTITY, ResultCode.OK))
         await until(lambda: bankd.control is not None and bankd.control.connected)
         ready = await get(bankd, "/readyz")
@@ -177,8 +177,9 @@ async def test_server_link_keepalive_timeouts_are_counted(server: ScriptedServer
     async with running_bankd(server, server_keepalive=fast) as bankd:
         assert bankd.control is not None
         before = await scrape(bankd)
-        peer = await server.peers.get()
-        assert isinstance(await peer.recv(), ConnectBankReq)
+        peer = await server.accept()
+        await peer.expect(ConnectBankReq)
+        peer.pong = False
         peer.send(ConnectBankRes(SERVER_IDENTITY, ResultCode.OK))
         # ... and never answers the bankd's PINGs: the bankd gives up and comes back
         await server.bankd()

@@ -25,7 +25,6 @@ from remsim_bankd.pcsc_card import PcscCards
 from remsim_bankd.sim import CardProfile, Milenage
 from remsim_bankd.testbed import VirtualSimBank
 from remsim_bankd.testing import (
-    RawPeer,
     ScriptedServer,
     connect_client,
     create_mapping,
@@ -42,6 +41,7 @@ from rspro import (
     SlotPhysStatus,
     TpduModemToCard,
 )
+from rspro.testing import ScriptedConnection
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.timeout(60)]
 
@@ -83,7 +83,9 @@ async def server() -> AsyncIterator[ScriptedServer]:
         yield s
 
 
-async def session(bankd: Bankd, server: ScriptedServer) -> tuple[RawPeer, RawPeer]:
+async def session(
+    bankd: Bankd, server: ScriptedServer
+) -> tuple[ScriptedConnection, ScriptedConnection]:
     """Register the bankd, map C23:0 to B1:0, connect the client: (control peer, client)."""
     peer = await server.bankd()
     assert await create_mapping(peer, C23, B0) is ResultCode.OK
@@ -152,7 +154,7 @@ async def test_reset_sends_the_new_atr(
             reset = SlotPhysStatus(True, vcc_present=False, clk_active=False, card_present=True)
             for _ in range(2):
                 client.send(ClientSlotStatusInd(C23, B0, reset))
-                msg = await client.recv()
+                msg = (await client.recv())[0]
                 assert isinstance(msg, SetAtrReq) and msg.slot == C23
                 atrs.append(msg.atr)
             assert atrs in ([ATR, RESET_ATR, ATR], [RESET_ATR, ATR, RESET_ATR])
@@ -175,7 +177,7 @@ async def test_card_removed_mid_session_and_back(
         finally:
             # not from a helper thread: the card process would die with that thread
             virtual_sim_bank.start_card(0)
-        assert await client.recv(timeout=5) == SetAtrReq(C23, ATR)
+        assert (await client.recv(timeout=5))[0] == SetAtrReq(C23, ATR)
         assert await transceive(client, h("a0a40000023f00"), C23, B0) == h("9f16")
 
 

@@ -33,7 +33,6 @@ from remsim_client.testing import (
     BANKD_IDENTITY,
     C23,
     TIMEOUT,
-    PeerConnection,
     ScriptedPeer,
     client_config,
     config_bank,
@@ -52,6 +51,7 @@ from rspro import (
     ipa,
 )
 from rspro.link import LinkState
+from rspro.testing import ScriptedConnection
 
 CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 
@@ -103,7 +103,7 @@ class Recorder(ModemFrontend):
 
 async def operational(
     client: Client, fe: Recorder, server: ScriptedPeer, bankd: ScriptedPeer
-) -> tuple[PeerConnection, PeerConnection]:
+) -> tuple[ScriptedConnection, ScriptedConnection]:
     """Drive a started client to OPERATIONAL with the card's ATR presented."""
     srv, _ = await server.accept_client()
     await eventually(lambda: client.state is MainState.UNCONFIGURED)
@@ -416,7 +416,7 @@ class TestShell:
 
 async def serve_card(
     server: ScriptedPeer, bankd: ScriptedPeer, responses: dict[bytes, bytes] | None = None
-) -> tuple[PeerConnection, PeerConnection, asyncio.Task[None]]:
+) -> tuple[ScriptedConnection, ScriptedConnection, asyncio.Task[None]]:
     """Server maps C23:0 to B1:0 on ``bankd``; the bankd answers APDUs from ``responses``.
 
     Without ``responses`` the card never answers and the test reads the bankd's PDUs itself.

@@ -23,7 +23,6 @@ from remsim_client import Client, ClientConfig, MainState
 from remsim_client.testing import (
     B1_0,
     TIMEOUT,
-    PeerConnection,
     ScriptedPeer,
     client_config,
     config_bank,
@@ -41,6 +40,7 @@ from rspro import (
     TpduModemToCard,
     decode,
 )
+from rspro.testing import ScriptedConnection
 from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET
 
 C24 = ClientSlot(24, 0)
@@ -166,7 +166,7 @@ async def vpcd_client(
 
 async def map_card(
     client: Client, server: ScriptedPeer, bankd: ScriptedPeer
-) -> tuple[PeerConnection, PeerConnection]:
+) -> tuple[ScriptedConnection, ScriptedConnection]:
     """Slotmap B1:0 <-> C24:0: the client connects to the bankd, which sends the ATR."""
     srv, raw = await server.accept_client()
     assert raw == S9_CONNECT_CLIENT_REQ
@@ -181,7 +181,7 @@ async def map_card(
     return srv, bk
 
 
-async def answer(bk: PeerConnection, rapdu: bytes) -> bytes:
+async def answer(bk: ScriptedConnection, rapdu: bytes) -> bytes:
     """The bankd's side of one APDU: returns the TPDU's raw frame, sends ``rapdu``."""
     _, raw = await bk.expect(TpduModemToCard)
     bk.send(TpduCardToModem(B1_0, C24, rapdu))

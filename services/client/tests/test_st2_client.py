@@ -17,7 +17,6 @@ from remsim_client.st2.simulator import SimulatedBackend, SimulatedDevice
 from remsim_client.testing import (
     C23,
     TIMEOUT,
-    PeerConnection,
     ScriptedPeer,
     client_config,
     config_bank,
@@ -32,6 +31,7 @@ from rspro import (
     TpduCardToModem,
     TpduModemToCard,
 )
+from rspro.testing import ScriptedConnection
 
 T = TypeVar("T")
 B1_5 = BankSlot(1, 5)
@@ -65,7 +65,7 @@ def modem_starts(fn: Callable[..., T], *args: Any) -> asyncio.Task[T]:
     return asyncio.create_task(in_thread(fn, *args))
 
 
-async def running_after_reset(bk: PeerConnection) -> None:
+async def running_after_reset(bk: ScriptedConnection) -> None:
     """Pass the ClientSlotStatusInds of a modem reset, up to RST released."""
     was_reset = False
     while True:

@@ -41,7 +41,6 @@ from remsim_client.st2.simulator import (
 from remsim_client.st2.usb import Selector
 from remsim_client.testing import (
     C23,
-    PeerConnection,
     ScriptedPeer,
     client_config,
     config_bank,
@@ -57,6 +56,7 @@ from rspro import (
     TpduCardToModem,
     TpduModemToCard,
 )
+from rspro.testing import ScriptedConnection
 
 T = TypeVar("T")
 B1_5 = BankSlot(1, 5)
@@ -87,7 +87,7 @@ class Bank:
     """The bankd's side of one card session: answers each TPDU with ``responder`` (None:
     stays silent) and queues the modem status the client reports."""
 
-    def __init__(self, conn: PeerConnection, responder: Responder) -> None:
+    def __init__(self, conn: ScriptedConnection, responder: Responder) -> None:
         self.conn = conn
         self.responder = responder
         self.tpdus: list[bytes] = []
@@ -130,7 +130,7 @@ class Rig:
     frontend: St2Frontend
     client: Client
     usb: asyncio.Task[None]  # St2Frontend.run()
-    server: PeerConnection
+    server: ScriptedConnection
     bankd: ScriptedPeer
     slot_nr: int
     bank: Bank | None = None
