@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
-K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
+KUSTOMIZATION = DEPLOY / "k8s" / "kustomization.yaml"
+K8S = sorted(path for path in (DEPLOY / "k8s").glob("*.yaml") if path != KUSTOMIZATION)
 REMSIM_SERVICES = {"server-a", "server-b", "api", "bankd", "client"}
 
 
@@ -216,3 +217,33 @@ def test_remsim_pods_probe_health_endpoints_and_read_the_config_map() -> None:
     k8s_object("Service", "redis")
     k8s_object("Service", "nats")
     k8s_object("StatefulSet", "redis")
+
+
+def test_the_rspro_service_keeps_the_peers_source_address() -> None:
+    """Clients are given the address a bankd's control connection comes from: no SNAT."""
+    service = k8s_object("Service", "remsim-server")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+
+
+def test_the_config_map_shows_how_to_set_bankd_addresses() -> None:
+    from remsim_server.settings import ServerSettings
+
+    text = (DEPLOY / "k8s" / "configmap.yaml").read_text()
+    [example] = re.findall(r"^\s*# (REMSIM_BANKD_ADDRESSES: .*)$", text, re.MULTILINE)
+    value = yaml.safe_load(example)["REMSIM_BANKD_ADDRESSES"]
+    settings = ServerSettings(bankd_addresses=json.loads(value))
+    assert settings.bankd_addresses[1] == "bankd-1.example.net:9999"
+    assert k8s_object("ConfigMap", "remsim-config")["data"]["REMSIM_BANKD_PORT"] == "9999"
+
+
+def test_images_are_pinned_and_set_by_the_kustomization() -> None:
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert sorted(kustomization["resources"]) == sorted(path.name for path in K8S)
+    overridden = {image["name"] for image in kustomization["images"]}
+    for name in ("remsim-server", "remsim-api"):
+        [container] = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"]
+        image, _, tag = container["image"].rpartition(":")
+        assert image in overridden
+        assert tag and tag != "latest"
+        assert container["imagePullPolicy"] == "IfNotPresent"

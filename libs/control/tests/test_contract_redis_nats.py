@@ -335,28 +335,6 @@ async def test_nats_unreachable_at_connect(unique_prefix: str) -> None:
         await NatsBus.connect(f"nats://127.0.0.1:{free_port()}", connect_timeout=0.5)
 
 
-# --- per-core subjects -------------------------------------------------------------------
-
-
-async def test_events_sent_to_a_core_reach_only_that_core(
-    nats_server: ServiceFixture, unique_prefix: str
-) -> None:
-    a = await NatsBus.connect(nats_server.url, prefix=unique_prefix, core_id="core-a")
-    b = await NatsBus.connect(nats_server.url, prefix=unique_prefix, core_id="core-b")
-    api = await NatsBus.connect(nats_server.url, prefix=unique_prefix)
-    try:
-        async with a.subscribe() as at_a, b.subscribe() as at_b:
-            event = SlotmapEvent(serial=1, bank=B1_0, client=C23_0)
-            await api.send_to("core-b", event)
-            await api.publish(ResetEvent())
-            assert await _next(at_a) == ResetEvent()
-            assert await _next(at_b) == event
-            assert await _next(at_b) == ResetEvent()
-    finally:
-        for bus in (a, b, api):
-            await bus.close()
-
-
 # --- choosing the backends ---------------------------------------------------------------
 
 
@@ -374,7 +352,7 @@ async def test_no_urls_mean_everything_in_memory() -> None:
 
 
 async def test_redis_alone_keeps_state_with_a_local_bus(redis_server: ServiceFixture) -> None:
-    store, bus = await open_backends(Settings(redis_url=redis_server.url))
+    store, bus = await open_backends(Settings(redis_url=redis_server.url), core_id="core-x")
     try:
         assert isinstance(store, RedisStore) and isinstance(bus, MemoryBus)
     finally:
@@ -401,7 +379,7 @@ async def test_both_urls_select_redis_and_nats_and_hold_the_core_lease(
         await asyncio.sleep(0.5)
         assert await other.get_bank(1) == bank_record(1, core="core-x")
         async with bus.subscribe() as events:
-            await other_bus.send_to("core-x", ResetEvent())
+            await other_bus.publish(ResetEvent())
             assert await _next(events) == ResetEvent()
     finally:
         for closable in (store, bus, other, other_bus):

@@ -39,8 +39,8 @@ async def test_show_all_prints_clients_banks_and_slotmaps(
     assert lines[1].startswith("/banks: {'banks': [{'peer': 'B1', 'state': 'CONNECTED_BANKD'")
     assert lines[2] == "/slotmaps: {'slotmaps': []}"
     assert len(lines) == 3
-    await client.close()
-    await bankd.close()
+    await client.aclose()
+    await bankd.aclose()
 
 
 async def test_create_show_and_delete_a_slotmap(
@@ -106,4 +106,4 @@ def test_commands_are_mutually_exclusive(capsys: pytest.CaptureFixture[str]) -> 
         apitool.main(["-r", "-c"])
     assert exited.value.code == 2
     args = apitool.build_parser().parse_args(["-P", "1234", "-c", "23"])
-    assert (args.port, args.show_clients) == ("1234", "23")
+    assert (args.port, args.show_clients) == (1234, "23")

@@ -19,12 +19,12 @@ from remsim_control.nats_bus import NatsBus
 from remsim_server.server import RemsimServer
 from remsim_server.testing import (
     BANKD_IDENTITY,
-    ScriptedPeer,
     connect_bankd,
     connect_client,
     running_server,
     server_settings,
 )
+from rspro.testing import ScriptedConnection
 from tests.fixtures.servers import ServiceFixture
 
 OK = rspro.ResultCode.OK
@@ -82,7 +82,7 @@ async def test_a_redis_outage_delays_a_bankd_answer_and_keeps_its_connection(
             await eventually(lambda: "waiting for the store" in caplog.text)
             assert (await http.get("/api/backend/v1/slotmaps")).status_code == 503
             # A bankd that connects now cannot be registered: it is closed and comes back.
-            late = await ScriptedPeer.connect(server.rspro_port)
+            late = await ScriptedConnection.connect(server.rspro_port)
             late.send(rspro.ConnectBankReq(BANKD_IDENTITY, 2, 1))
             await late.expect_closed()
         await eventually(lambda: states_are(http, {65536: "ACTIVE"}))
@@ -90,7 +90,7 @@ async def test_a_redis_outage_delays_a_bankd_answer_and_keeps_its_connection(
         await bankd.expect_nothing()
         banks = (await http.get("/api/backend/v1/banks")).json()["banks"]
         assert [bank["bankId"] for bank in banks] == [1]
-        await bankd.close()
+        await bankd.aclose()
 
 
 async def test_an_event_lost_while_nats_is_down_is_made_up_for(
@@ -111,8 +111,8 @@ async def test_an_event_lost_while_nats_is_down_is_made_up_for(
         config, _ = await client.expect(rspro.ConfigClientBankReq)
         assert config.bank_slot == rspro.BankSlot(1, 0)
         await bankd.expect_nothing()
-        await client.close()
-        await bankd.close()
+        await client.aclose()
+        await bankd.aclose()
 
 
 async def test_a_request_lost_between_store_and_bankd_is_sent_at_the_next_sync() -> None:
@@ -131,7 +131,7 @@ async def test_a_request_lost_between_store_and_bankd_is_sent_at_the_next_sync()
         await bankd.expect_nothing()  # once: now it is outstanding
         bankd.send(rspro.CreateMappingRes(OK))
         await eventually(lambda: _active(store, slotmap.id))
-        await bankd.close()
+        await bankd.aclose()
 
 
 # --- health and metrics -------------------------------------------------------------------
@@ -143,7 +143,7 @@ async def test_the_core_counts_its_connections_by_role_and_state() -> None:
         async with httpx.AsyncClient(base_url=base_url) as http:
             bankd = await connect_bankd(server.rspro_port)
             client = await connect_client(server.rspro_port)
-            stranger = await ScriptedPeer.connect(server.rspro_port)
+            stranger = await ScriptedConnection.connect(server.rspro_port)
             unidentified = 'remsim_connections{role="unidentified",state="ESTABLISHED"} 1.0'
             await eventually(lambda: _shows(http, unidentified))
             lines = await metrics(http)
@@ -154,7 +154,7 @@ async def test_the_core_counts_its_connections_by_role_and_state() -> None:
             ]:
                 assert line in lines
             for peer in (bankd, client, stranger):
-                await peer.close()
+                await peer.aclose()
             await eventually(lambda: _no_connections(http))
 
 

@@ -111,7 +111,7 @@ async def test_the_process_serves_both_ports_and_stops_on_sigterm() -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rest_port}") as http:
             assert (await http.get("/healthz")).status_code == 200
             ready = await http.get("/readyz")
-            assert (ready.status_code, ready.json()) == (200, {"store": True, "bus": True})
+            assert (ready.status_code, ready.json()) == (200, {"store": True})
             metrics = (await http.get("/metrics")).text
         assert 'remsim_build_info{component="remsim-server",version="' in metrics
     finally:

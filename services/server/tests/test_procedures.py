@@ -19,12 +19,12 @@ from remsim_server.server import RemsimServer
 from remsim_server.testing import (
     BANKD_IDENTITY,
     CLIENT_IDENTITY,
-    ScriptedPeer,
     connect_bankd,
     connect_client,
     running_server,
     server_settings,
 )
+from rspro.testing import ScriptedConnection
 
 OK = rspro.ResultCode.OK
 ILLEGAL_SLOT = rspro.ResultCode.ILLEGAL_SLOT_ID
@@ -91,7 +91,7 @@ async def states(rest: httpx.AsyncClient) -> dict[int, str]:
 
 
 async def map_and_activate(
-    rest: httpx.AsyncClient, bankd: ScriptedPeer, client: ScriptedPeer
+    rest: httpx.AsyncClient, bankd: ScriptedConnection, client: ScriptedConnection
 ) -> None:
     """B1:0 <-> C23:0, acknowledged by the bankd and the client."""
     await create(rest, 1, 0, 23, 0)
@@ -107,7 +107,7 @@ async def map_and_activate(
 async def test_a_bankd_connects_and_is_listed(
     server: RemsimServer, rest: httpx.AsyncClient
 ) -> None:
-    bankd = await ScriptedPeer.connect(server.rspro_port)
+    bankd = await ScriptedConnection.connect(server.rspro_port)
     bankd.send(rspro.ConnectBankReq(BANKD_IDENTITY, 1, 2))
     _, frame = await bankd.expect(rspro.ConnectBankRes)
     assert frame == CONNECT_BANK_RES
@@ -116,14 +116,14 @@ async def test_a_bankd_connects_and_is_listed(
     assert bank["peer"] == "B1" and bank["state"] == "CONNECTED_BANKD"
     assert (bank["bankId"], bank["numberOfSlots"]) == (1, 2)
     assert bank["bankd"] == {"ip": "127.0.0.1", "port": 9999}
-    await bankd.close()
+    await bankd.aclose()
     await eventually(lambda: _empty(rest, "/banks", "banks"))
 
 
 async def test_a_client_connects_and_is_listed(
     server: RemsimServer, rest: httpx.AsyncClient
 ) -> None:
-    client = await ScriptedPeer.connect(server.rspro_port)
+    client = await ScriptedConnection.connect(server.rspro_port)
     client.send(rspro.ConnectClientReq(CLIENT_IDENTITY, rspro.ClientSlot(23, 0)))
     _, frame = await client.expect(rspro.ConnectClientRes)
     assert frame == CONNECT_CLIENT_RES
@@ -134,7 +134,7 @@ async def test_a_client_connects_and_is_listed(
         b'"remsimClient","name":"vm","software":"remsim-client","swVersion":"1.0.0"},'
         b'"clientId":23,"slotNr":0}]}'
     )
-    await client.close()
+    await client.aclose()
 
 
 @pytest.mark.parametrize("kind", ["bankd", "client"])
@@ -142,7 +142,7 @@ async def test_a_duplicate_identity_is_refused_with_identity_in_use(
     server: RemsimServer, rest: httpx.AsyncClient, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = await (connect_bankd if kind == "bankd" else connect_client)(server.rspro_port)
-    second = await ScriptedPeer.connect(server.rspro_port)
+    second = await ScriptedConnection.connect(server.rspro_port)
     if kind == "bankd":
         second.send(rspro.ConnectBankReq(BANKD_IDENTITY, 1, 2))
         answer: rspro.Message = (await second.expect(rspro.ConnectBankRes))[0]
@@ -154,7 +154,7 @@ async def test_a_duplicate_identity_is_refused_with_identity_in_use(
     assert "identityInUse" in caplog.text
     listed = (await rest.get(f"/{kind.removesuffix('d')}s")).json()
     assert len(next(iter(listed.values()))) == 1
-    await first.close()
+    await first.aclose()
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ async def test_a_duplicate_identity_is_refused_with_identity_in_use(
 async def test_a_bad_connect_request_is_closed_without_reply(
     server: RemsimServer, request_: rspro.Message
 ) -> None:
-    peer = await ScriptedPeer.connect(server.rspro_port)
+    peer = await ScriptedConnection.connect(server.rspro_port)
     peer.send(request_)
     await peer.expect_closed()
 
@@ -176,7 +176,7 @@ async def test_a_bad_connect_request_is_closed_without_reply(
 async def test_a_connection_that_never_identifies_is_closed() -> None:
     async with running_server() as server:
         server.core.identify_timeout = 0.2
-        peer = await ScriptedPeer.connect(server.rspro_port)
+        peer = await ScriptedConnection.connect(server.rspro_port)
         await peer.expect_closed()
 
 
@@ -286,7 +286,7 @@ async def test_a_refused_map_does_not_become_active_and_says_why(
     assert (await rest.get("/slotmaps/65541")).json()["result"] == "illegalSlotId"
     await client.expect_nothing()  # the client is not sent to a bankd without its map
     await bankd.expect_nothing()  # and the bankd is not asked again ...
-    await bankd.close()
+    await bankd.aclose()
     bankd = await connect_bankd(server.rspro_port, slots=8)  # ... until it connects again
     await bankd.expect(rspro.CreateMappingReq)
     bankd.send(rspro.CreateMappingRes(OK))
@@ -330,7 +330,7 @@ async def test_a_bankd_that_reconnects_gets_its_maps_again(
     bankd = await connect_bankd(server.rspro_port)
     client = await connect_client(server.rspro_port)
     await map_and_activate(rest, bankd, client)
-    await bankd.close()
+    await bankd.aclose()
     await eventually(lambda: _states_are(rest, {65536: "NEW"}))
     await client.expect_nothing()  # the client keeps its session while the bankd is away
     bankd = await connect_bankd(server.rspro_port)
@@ -348,10 +348,10 @@ async def test_a_client_that_connects_later_gets_its_configuration(
     await bankd.expect(rspro.CreateMappingReq)
     bankd.send(rspro.CreateMappingRes(OK))
     await eventually(lambda: _states_are(rest, {65536: "ACTIVE"}))
-    client = await ScriptedPeer.connect(server.rspro_port)
+    client = await ScriptedConnection.connect(server.rspro_port)
     client.send(rspro.ConnectClientReq(CLIENT_IDENTITY, rspro.ClientSlot(23, 0)))
-    assert (await client.receive())[1] == CONNECT_CLIENT_RES
-    assert (await client.receive())[1] == CONFIG_B1_0
+    assert (await client.recv())[1] == CONNECT_CLIENT_RES
+    assert (await client.recv())[1] == CONFIG_B1_0
 
 
 async def test_a_client_that_closed_its_connection_is_configured_again(
@@ -360,7 +360,7 @@ async def test_a_client_that_closed_its_connection_is_configured_again(
     bankd = await connect_bankd(server.rspro_port)
     client = await connect_client(server.rspro_port)
     await map_and_activate(rest, bankd, client)
-    await client.close()  # e.g. the client process was restarted: it remembers nothing
+    await client.aclose()  # e.g. the client process was restarted: it remembers nothing
     await eventually(lambda: _empty(rest, "/clients", "clients"))
     client = await connect_client(server.rspro_port)
     assert (await client.expect(rspro.ConfigClientBankReq))[1] == CONFIG_B1_0
@@ -393,7 +393,7 @@ async def test_a_client_is_told_when_the_map_of_its_absent_bankd_is_deleted(
     bankd = await connect_bankd(server.rspro_port)
     client = await connect_client(server.rspro_port)
     await map_and_activate(rest, bankd, client)
-    await bankd.close()
+    await bankd.aclose()
     await eventually(lambda: _states_are(rest, {65536: "NEW"}))
     assert (await rest.delete("/slotmaps/65536")).status_code == 200
     assert (await client.expect(rspro.ConfigClientBankReq))[1] == UNMAP_B1_0
@@ -407,7 +407,7 @@ async def test_maps_being_deleted_when_the_bankd_goes_are_dropped(
     await map_and_activate(rest, bankd, client)
     await rest.delete("/slotmaps/65536")
     await bankd.expect(rspro.RemoveMappingReq)
-    await bankd.close()
+    await bankd.aclose()
     assert (await client.expect(rspro.ConfigClientBankReq))[1] == UNMAP_B1_0
     await create(rest, 1, 0, 23, 0)  # the slots are free again
     assert await states(rest) == {65536: "NEW"}
@@ -433,7 +433,7 @@ async def test_the_bankd_address_can_be_set_per_bank() -> None:
                 "ip": "127.0.0.1",
                 "port": 9000,
             }
-            await bank2.close()
+            await bank2.aclose()
 
 
 async def test_unexpected_messages_are_logged_and_the_connection_kept(
@@ -479,10 +479,10 @@ async def test_a_bankd_reached_over_ipv6_is_given_to_clients_as_ipv6() -> None:
     async with running_server(server_settings(rspro_host="::1")) as server:
         base = f"http://127.0.0.1:{server.rest_port}/api/backend/v1"
         async with httpx.AsyncClient(base_url=base) as rest:
-            bankd = await ScriptedPeer.connect(server.rspro_port, host="::1")
+            bankd = await ScriptedConnection.connect(server.rspro_port, host="::1")
             bankd.send(rspro.ConnectBankReq(BANKD_IDENTITY, 1, 2))
             await bankd.expect(rspro.ConnectBankRes)
-            client = await ScriptedPeer.connect(server.rspro_port, host="::1")
+            client = await ScriptedConnection.connect(server.rspro_port, host="::1")
             client.send(rspro.ConnectClientReq(CLIENT_IDENTITY, rspro.ClientSlot(23, 0)))
             await client.expect(rspro.ConnectClientRes)
             await create(rest, 1, 0, 23, 0)

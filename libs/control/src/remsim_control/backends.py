@@ -8,7 +8,10 @@ with ``REMSIM_REDIS_URL``, ``REMSIM_NATS_URL``, ``REMSIM_LEASE_TTL``):
 redis_url                 nats_url            store / bus
 ========================  ==================  ===============================================
 unset                     unset               MemoryStore / MemoryBus (all in one process)
-set                       unset               RedisStore / MemoryBus (one core, state kept)
+set                       unset               a server core: RedisStore / MemoryBus (exactly
+                                              one core, its state kept; only its embedded
+                                              API changes it). An API process: refused, no
+                                              core would hear of its changes
 set                       set                 RedisStore / NatsBus (several cores and APIs)
 unset                     set                 refused: events without shared state
 ========================  ==================  ===============================================
@@ -74,6 +77,11 @@ async def open_backends(
     raises ``BackendUnavailable``. Close both when done."""
     if settings.nats_url and not settings.redis_url:
         raise ValueError("REMSIM_NATS_URL needs REMSIM_REDIS_URL: the cores share state there")
+    if settings.redis_url and not settings.nats_url and core_id is None:
+        raise ValueError(
+            "REMSIM_REDIS_URL needs REMSIM_NATS_URL in an API process: without it no core "
+            "would hear of the changes it makes"
+        )
     if not settings.redis_url:
         from remsim_control.memory_bus import MemoryBus
         from remsim_control.memory_store import MemoryStore

@@ -229,6 +229,73 @@ class StoreContract:
         assert await store.list_clients() == [c23_1]
         assert await store.get_client(C23_0) is None
 
+    async def test_a_released_bank_s_maps_wait_for_it_and_deletions_are_freed(
+        self, store: Store
+    ) -> None:
+        b1 = bank_record(1)
+        await store.register_bank(b1)
+        new = await store.create_slotmap(B1_0, C23_0)
+        active = await store.update_slotmap(
+            (await store.create_slotmap(B1_1, C23_1)).serial, {NEW}, ACTIVE
+        )
+        deleting = await store.create_slotmap(B2_0, C24_0)
+        other = await store.update_slotmap(deleting.serial, {NEW}, ACTIVE)
+        assert active is not None and other is not None
+        assert await store.release_bank(b1) == [active]
+        assert [(m.serial, m.state) for m in await store.list_slotmaps(bank_id=1)] == [
+            (new.serial, NEW),
+            (active.serial, NEW),
+        ]
+        # Bank 2's map is being deleted when its connection ends: it is freed.
+        b2 = bank_record(2)
+        await store.register_bank(b2)
+        await store.request_removal(other.id)
+        await store.update_slotmap(other.serial, {DELETE_REQ}, DELETING)
+        [released] = await store.release_bank(b2) or []
+        assert (released.serial, released.state) == (other.serial, DELETING)
+        assert await store.list_slotmaps(bank_id=2) == []
+        await store.create_slotmap(B2_0, C24_0)
+
+    async def test_a_bank_taken_over_by_another_connection_keeps_its_maps(
+        self, store: Store
+    ) -> None:
+        old, new = bank_record(1, core="core-a"), bank_record(1, core="core-b")
+        slotmap = await store.create_slotmap(B1_0, C23_0)
+        await store.register_bank(old)
+        await store.unregister_bank(old)  # as if core A's lease had lapsed
+        await store.register_bank(new)
+        await store.update_slotmap(slotmap.serial, {NEW}, ACTIVE)
+        assert await store.release_bank(old) is None
+        assert [m.state for m in await store.list_slotmaps()] == [ACTIVE]
+        assert await store.release_bank(bank_record(2)) is None
+
+    async def test_orphaned_maps_are_released(self, store: Store) -> None:
+        await store.register_bank(bank_record(1))
+        connected = await store.update_slotmap(
+            (await store.create_slotmap(B1_0, C23_0)).serial, {NEW}, ACTIVE
+        )
+        orphan = await store.update_slotmap(
+            (await store.create_slotmap(B2_0, C24_0)).serial, {NEW}, UNACK
+        )
+        assert connected is not None and orphan is not None
+        assert await store.release_orphans() == [orphan]
+        assert [m.state for m in await store.list_slotmaps()] == [ACTIVE, NEW]
+        assert await store.release_orphans() == []
+
+    async def test_only_the_registered_client_connection_forgets_its_config(
+        self, store: Store
+    ) -> None:
+        config = ClientConfig(bank=B1_0, bankd=BankdAddress(host="127.0.0.1", port=9999))
+        old, new = client_record(C23_0, core="core-a"), client_record(C23_0, core="core-b")
+        await store.register_client(old)
+        await store.unregister_client(old)
+        await store.register_client(new)
+        await store.set_client_config(C23_0, config)
+        assert not await store.forget_client_config(old)
+        assert await store.get_client_config(C23_0) == config
+        assert await store.forget_client_config(new)
+        assert await store.get_client_config(C23_0) is None
+
     async def test_client_configs_are_kept_until_forgotten(self, store: Store) -> None:
         config = ClientConfig(bank=B1_0, bankd=BankdAddress(host="127.0.0.1", port=9999))
         assert await store.get_client_config(C23_0) is None

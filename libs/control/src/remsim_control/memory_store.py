@@ -7,7 +7,7 @@ frozen, so callers cannot reach into the store's state.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from remsim_control.errors import IdentityInUse, SlotInUse
 from remsim_control.models import (
@@ -98,6 +98,28 @@ class MemoryStore:
         del self._slotmaps[serial]
         return slotmap
 
+    async def release_bank(self, record: BankRecord) -> list[Slotmap] | None:
+        if self._banks.get(record.bank_id) != record:
+            return None
+        return self._release(lambda bank_id: bank_id == record.bank_id)
+
+    async def release_orphans(self) -> list[Slotmap]:
+        return self._release(lambda bank_id: bank_id not in self._banks)
+
+    def _release(self, released: Callable[[int], bool]) -> list[Slotmap]:
+        changed = []
+        for slotmap in list(self._slotmaps.values()):
+            if not released(slotmap.bank.bank_id) or slotmap.state is SlotmapState.NEW:
+                continue
+            if slotmap.state.visible:
+                self._slotmaps[slotmap.serial] = slotmap.model_copy(
+                    update={"state": SlotmapState.NEW, "result": None}
+                )
+            else:
+                del self._slotmaps[slotmap.serial]
+            changed.append(slotmap)
+        return changed
+
     # --- registry ---------------------------------------------------------------------
 
     async def register_bank(self, record: BankRecord) -> None:
@@ -146,6 +168,12 @@ class MemoryStore:
             self._client_configs.pop(client, None)
         else:
             self._client_configs[client] = config
+
+    async def forget_client_config(self, record: ClientRecord) -> bool:
+        if self._clients.get(record.client) != record:
+            return False
+        self._client_configs.pop(record.client, None)
+        return True
 
     async def close(self) -> None:
         pass

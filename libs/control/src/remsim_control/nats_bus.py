@@ -1,19 +1,19 @@
-"""``Bus`` on NATS (core NATS, no JetStream): events as JSON on subjects.
+"""``Bus`` on NATS (core NATS, no JetStream): events as JSON on one subject,
+``<p>.events`` (``<p>`` is the prefix, ``remsim`` by default), to every core and API process.
 
-Subjects (``<p>`` is the prefix, ``remsim`` by default):
+Events are broadcast: each core acts on those about the bankds and clients it holds.
+Delivery is at most once, as the ``Bus`` contract says. What can be lost is made up for by
+resets (receivers re-read the whole store, so nothing is missed):
 
-- ``<p>.events``: every event, to every core and API process (``publish``);
-- ``<p>.core.<core_id>``: events for one core only (``send_to``): a process that knows, from
-  the store's registry, which core holds a bank's or a client's connection can command that
-  core alone instead of waking all of them.
+- after every reconnection, each open subscription of this process receives a
+  ``ResetEvent``, and this process announces one to everyone (a publication of its own, or
+  one buffered in the client when the connection broke, may have been lost);
+- when NATS drops messages for a slow subscriber, that subscriber receives a
+  ``ResetEvent``.
 
-Delivery is at most once, as the ``Bus`` contract says; what is lost while NATS is away is
-made up for by a ``ResetEvent`` that every open subscription receives after the connection
-is re-established (receivers re-read the whole store, so nothing is missed). ``publish``
-raises ``BackendUnavailable`` while NATS is unreachable rather than buffering: a caller
-learns at once that the other cores will not hear it now. A bus that refused a publication
-announces a ``ResetEvent`` to everyone once it is connected again, so that a change written
-to the store meanwhile reaches the cores even if only this process had lost NATS.
+``publish`` raises ``BackendUnavailable`` while NATS is unreachable rather than buffering:
+a caller learns at once that the other cores will not hear it now. (The server cores also
+re-read the store periodically, for losses no one notices.)
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
+from nats.errors import SlowConsumerError
 from pydantic import ValidationError
 
 from remsim_control.bus import Event, ResetEvent, decode_event, encode_event
@@ -40,15 +41,13 @@ FLUSH_TIMEOUT = 2.0
 
 class NatsBus:
     def __init__(self, nc: Client, *, prefix: str = DEFAULT_PREFIX, core_id: str | None = None):
-        """A bus on the connected client ``nc`` (closed by ``close``); ``core_id`` adds this
-        core's own subject to every subscription."""
+        """A bus on the connected client ``nc`` (closed by ``close``); ``core_id``: the
+        server core using it, if any (for logs)."""
         self._nc = nc
         self._prefix = prefix
         self.core_id = core_id
         self._queues: set[asyncio.Queue[Event | None]] = set()
         self._closed = False
-        self._refused = False
-        """A publication was refused since the connection was lost."""
 
     @classmethod
     async def connect(
@@ -74,6 +73,8 @@ class NatsBus:
                 log.warning("NATS connection lost; reconnecting")
 
         async def error(exc: Exception) -> None:
+            if isinstance(exc, SlowConsumerError) and bus is not None:
+                bus._on_events_lost()
             log.debug("NATS: %s", exc)
 
         nc = Client()
@@ -107,11 +108,6 @@ class NatsBus:
     def events_subject(self) -> str:
         return f"{self._prefix}.events"
 
-    def core_subject(self, core_id: str) -> str:
-        # A subject token cannot hold '.', '*', '>' or blanks (host names have dots).
-        token = "".join(c if c.isalnum() or c in "-_:" else "_" for c in core_id)
-        return f"{self._prefix}.core.{token}"
-
     @property
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
@@ -127,20 +123,11 @@ class NatsBus:
         return True
 
     async def publish(self, event: Event) -> None:
-        await self._send(self.events_subject, event)
-
-    async def send_to(self, core_id: str, event: Event) -> None:
-        """Deliver ``event`` to the subscriptions of core ``core_id`` only."""
-        await self._send(self.core_subject(core_id), event)
-
-    async def _send(self, subject: str, event: Event) -> None:
         if not self._nc.is_connected:
-            self._refused = True
             raise BackendUnavailable("NATS unreachable (reconnecting)")
         try:
-            await self._nc.publish(subject, encode_event(event))
+            await self._nc.publish(self.events_subject, encode_event(event))
         except NatsError as exc:
-            self._refused = True
             raise BackendUnavailable(f"NATS publish failed: {exc!r}") from exc
 
     @contextlib.asynccontextmanager
@@ -155,13 +142,9 @@ class NatsBus:
             except ValidationError as exc:
                 log.warning("ignoring a bad event on %s: %s", msg.subject, exc)
 
-        subjects = [self.events_subject]
-        if self.core_id is not None:
-            subjects.append(self.core_subject(self.core_id))
         subs: list[Subscription] = []
         if not self._closed:
-            for subject in subjects:
-                subs.append(await self._nc.subscribe(subject, cb=on_message))
+            subs.append(await self._nc.subscribe(self.events_subject, cb=on_message))
         self._queues.add(queue)
         try:
             # Once the server has our subscriptions, every later publication reaches us.
@@ -184,17 +167,21 @@ class NatsBus:
         while (event := await queue.get()) is not None:
             yield event
 
-    async def _on_reconnected(self) -> None:
-        log.info("NATS connection re-established; subscribers re-read the store")
+    def _on_events_lost(self) -> None:
+        log.warning("NATS dropped events for a slow subscriber; subscribers re-read the store")
         for queue in self._queues:
             queue.put_nowait(ResetEvent())
-        if self._refused:
-            try:
-                await self._nc.publish(self.events_subject, encode_event(ResetEvent()))
-            except NatsError as exc:
-                log.warning("could not announce a reset after reconnecting: %s", exc)
-            else:
-                self._refused = False
+
+    async def _on_reconnected(self) -> None:
+        log.info("NATS connection re-established; every process re-reads the store")
+        for queue in self._queues:
+            queue.put_nowait(ResetEvent())
+        # Whatever this process published just before the break may be lost (nats-py
+        # buffers publications and drops its buffer with the connection): tell everyone.
+        try:
+            await self._nc.publish(self.events_subject, encode_event(ResetEvent()))
+        except NatsError as exc:
+            log.warning("could not announce a reset after reconnecting: %s", exc)
 
     async def close(self) -> None:
         self._closed = True

@@ -181,6 +181,74 @@ return j
 """
 )
 
+# Releasing the maps of a bank whose connection is gone (see Store.release_bank).
+# KEYS: slotmaps, by_bank, by_client, bank set prefix, client set prefix, banks
+_LUA_RELEASE = (
+    _LUA_COMMON
+    + """
+local function release(s, j)
+    local m = cjson.decode(j)
+    if m.state == 'UNACKNOWLEDGED' or m.state == 'ACTIVE' then
+        m.state = 'NEW'
+        m.result = cjson.null
+        redis.call('HSET', KEYS[1], s, cjson.encode(m))
+        return true
+    elseif m.state == 'DELETE_REQ' or m.state == 'DELETING' then
+        unindex(m, s, KEYS[2], KEYS[3])
+        redis.call('HDEL', KEYS[1], s)
+        redis.call('SREM', KEYS[4] .. m.bank.bank_id, s)
+        redis.call('SREM', KEYS[5] .. slot_key(m.client, 'client_id'), s)
+        return true
+    end
+    return false
+end
+"""
+)
+
+# ARGV: bank id, our record JSON. False if the bank's entry is not ours, else the maps
+# changed (as they were).
+_RELEASE_BANK = (
+    _LUA_RELEASE
+    + """
+if redis.call('HGET', KEYS[6], ARGV[1]) ~= ARGV[2] then return false end
+local out = {}
+for _, s in ipairs(redis.call('SMEMBERS', KEYS[4] .. ARGV[1])) do
+    local j = redis.call('HGET', KEYS[1], s)
+    if j and release(s, j) then out[#out + 1] = j end
+end
+return out
+"""
+)
+
+# ARGV: lease key prefix. Releases the maps of banks without a live entry.
+_RELEASE_ORPHANS = (
+    _LUA_RELEASE
+    + """
+local live, out = {}, {}
+local h = redis.call('HGETALL', KEYS[1])
+for i = 1, #h, 2 do
+    local s, j = h[i], h[i + 1]
+    local m = cjson.decode(j)
+    if m.state ~= 'NEW' then
+        local b = string.format('%d', m.bank.bank_id)
+        if live[b] == nil then
+            local e = redis.call('HGET', KEYS[6], b)
+            live[b] = e ~= false and redis.call('EXISTS', ARGV[1] .. cjson.decode(e).core_id) == 1
+        end
+        if not live[b] and release(s, j) then out[#out + 1] = j end
+    end
+end
+return out
+"""
+)
+
+# KEYS: clients, client configs; ARGV: field, our record JSON
+_FORGET_CONFIG = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
 # KEYS: records, order, seq, lease of the record's core
 # ARGV: field, record JSON, lease key prefix, lease TTL (ms)
 # Returns the live record in the way, or false once registered.
@@ -259,6 +327,10 @@ def _unavailable_on_failure() -> Iterator[None]:
         raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
 
 
+def _sorted_maps(rows: list[str]) -> list[Slotmap]:
+    return sorted((Slotmap.model_validate_json(row) for row in rows), key=lambda m: m.serial)
+
+
 def _bank_key(bank: BankSlot) -> str:
     return f"{bank.bank_id}:{bank.slot_nr}"
 
@@ -309,6 +381,9 @@ class RedisStore:
         self._get_live = script(_GET_LIVE)
         self._list_live = script(_LIST_LIVE)
         self._drop_core = script(_DROP_CORE)
+        self._release_bank = script(_RELEASE_BANK)
+        self._release_orphans = script(_RELEASE_ORPHANS)
+        self._forget_config = script(_FORGET_CONFIG)
         # What this process registered, per core: (records hash, field) -> record JSON.
         self._held: dict[str, dict[tuple[str, str], str]] = {}
         # Unregistrations that failed while Redis was away: (records hash, field, JSON).
@@ -445,6 +520,20 @@ class RedisStore:
             data = await self._remove(keys=keys, args=[str(serial), *(s.value for s in expected)])
         return Slotmap.model_validate_json(data) if data else None
 
+    def _release_keys(self) -> list[str]:
+        return [*self._slotmap_keys(), self._k_bank_set, self._k_client_set, self._k_banks]
+
+    async def release_bank(self, record: BankRecord) -> list[Slotmap] | None:
+        args = [str(record.bank_id), record.model_dump_json()]
+        with _unavailable_on_failure():
+            rows = await self._release_bank(keys=self._release_keys(), args=args)
+        return None if rows is None else _sorted_maps(rows)
+
+    async def release_orphans(self) -> list[Slotmap]:
+        with _unavailable_on_failure():
+            rows = await self._release_orphans(keys=self._release_keys(), args=[self._k_lease])
+        return _sorted_maps(rows)
+
     # --- registry ---------------------------------------------------------------------
 
     async def _register_record(
@@ -542,6 +631,14 @@ class RedisStore:
                 await self._redis.hset(
                     self._k_configs, _client_key(client), config.model_dump_json()
                 )
+
+    async def forget_client_config(self, record: ClientRecord) -> bool:
+        field = _client_key(record.client)
+        with _unavailable_on_failure():
+            forgotten = await self._forget_config(
+                keys=[self._k_clients, self._k_configs], args=[field, record.model_dump_json()]
+            )
+        return bool(forgotten)
 
     # --- leases -----------------------------------------------------------------------
 

@@ -76,6 +76,21 @@ class Store(Protocol):
         states and return it as it was; else ``None``."""
         ...
 
+    async def release_bank(self, record: BankRecord) -> list[Slotmap] | None:
+        """A bank's connection ended: if ``record`` is still the bank's registry entry (no
+        other connection took the bank over meanwhile), its maps wait for the bank's next
+        connection: ``UNACKNOWLEDGED``/``ACTIVE`` become ``NEW`` and maps being deleted
+        (``DELETE_REQ``/``DELETING``) are removed, all in one step. Returns the maps changed
+        as they were before, or ``None`` (nothing changed) if the bank is registered by
+        another connection or by none."""
+        ...
+
+    async def release_orphans(self) -> list[Slotmap]:
+        """As ``release_bank``, for every bank that has no live registry entry (its core
+        died and its lease lapsed, and the bank did not come back). Returns the maps changed
+        as they were before."""
+        ...
+
     # --- registry of identified connections --------------------------------------------
 
     async def register_bank(self, record: BankRecord) -> None:
@@ -117,6 +132,12 @@ class Store(Protocol):
 
     async def set_client_config(self, client: ClientSlot, config: ClientConfig | None) -> None:
         """Record (or with ``None`` forget) what ``client`` acknowledged."""
+        ...
+
+    async def forget_client_config(self, record: ClientRecord) -> bool:
+        """Forget what the client acknowledged, but only if ``record`` is still its registry
+        entry (a late cleanup of an old connection never touches a newer one's). True if
+        forgotten."""
         ...
 
     async def close(self) -> None: ...

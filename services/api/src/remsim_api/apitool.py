@@ -23,7 +23,7 @@ class ApitoolError(Exception):
 
 
 class Api:
-    def __init__(self, host: str, port: str, verbose: int) -> None:
+    def __init__(self, host: str, port: int, verbose: int) -> None:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.base = f"http://{authority}{PREFIX}"
         self.verbose = verbose
@@ -40,7 +40,7 @@ class Api:
                 content = json.dumps(body)
                 headers = {"Content-Type": "application/json"}
                 response = self.http.request(method, url, content=content, headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ApitoolError(f"{method} {url} failed: {exc or type(exc).__name__}") from exc
         if response.is_error:
             raise ApitoolError(f"{method} {suffix} failed: {_describe(response)}")
@@ -72,6 +72,12 @@ def _describe(response: httpx.Response) -> str:
     return status
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
+
+
 def _id_suffix(collection: str, ident: str) -> str:
     return f"/{collection}" if ident == "all" else f"/{collection}/{ident}"
 
@@ -81,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="remsim-apitool", description="Talk to the remsim server's REST API."
     )
     parser.add_argument("-H", "--host", default="127.0.0.1", help="server host (127.0.0.1)")
-    parser.add_argument("-p", "-P", "--port", default="9997", help="REST port (9997)")
+    parser.add_argument("-p", "-P", "--port", type=_port, default=9997, help="REST port (9997)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="show requests")
     commands = parser.add_mutually_exclusive_group()
     commands.add_argument("-r", "--reset", action="store_true", help="delete all slotmaps")

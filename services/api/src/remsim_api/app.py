@@ -244,12 +244,16 @@ async def restart_counter() -> Response:
 # --- health and metrics ---------------------------------------------------------------------
 
 
-def health_routes(store: Store, bus: Bus) -> list[Route]:
-    """``/healthz`` (the process runs), ``/readyz`` (the store and the bus answer) and
-    ``/metrics`` (Prometheus), for probes and scrapers rather than API clients."""
+def health_routes(store: Store, bus: Bus, *, ready_needs_bus: bool = True) -> list[Route]:
+    """``/healthz`` (the process runs), ``/readyz`` (the store and, unless not
+    ``ready_needs_bus``, the bus answer) and ``/metrics`` (Prometheus), for probes and
+    scrapers rather than API clients."""
 
     async def ready() -> dict[str, bool]:
-        return await backends_ready(store, bus)
+        checks = await backends_ready(store, bus)
+        if not ready_needs_bus:
+            del checks["bus"]
+        return checks
 
     async def count_slotmaps() -> None:
         METRICS.count_slotmaps(slotmap.state for slotmap in await store.list_slotmaps())
@@ -289,8 +293,12 @@ def _package_version() -> str:
         return "0"
 
 
-def create_app(store: Store, bus: Bus) -> FastAPI:
-    """The REST API over ``store`` and ``bus``; the caller owns (and closes) both."""
+def create_app(store: Store, bus: Bus, *, ready_needs_bus: bool = True) -> FastAPI:
+    """The REST API over ``store`` and ``bus``; the caller owns (and closes) both.
+
+    ``/readyz`` checks the store and the bus: the API cannot change anything without both.
+    A server core embedding the API passes ``ready_needs_bus=False``: it serves its bankds
+    and clients while NATS is away, so it stays in its load balancer's rotation."""
     app = FastAPI(
         title="remsim RSRES API",
         version=_package_version(),
@@ -300,7 +308,7 @@ def create_app(store: Store, bus: Bus) -> FastAPI:
     )
     app.state.store = store
     app.state.bus = bus
-    health = health_routes(store, bus)
+    health = health_routes(store, bus, ready_needs_bus=ready_needs_bus)
     problems.install(
         app,
         [

@@ -55,6 +55,7 @@ from remsim_server.role import (
     Ignored,
     MappingCreated,
     MappingRemoved,
+    Refused,
     ServerConnection,
 )
 from remsim_server.settings import parse_host_port
@@ -66,6 +67,8 @@ DELETE_REQ, DELETING = SlotmapState.DELETE_REQ, SlotmapState.DELETING
 
 RETRY_INTERVAL = 1.0
 """Seconds between two attempts while the store does not answer."""
+RESYNC_INTERVAL = 30.0
+"""Seconds between two re-reads of the store for every connection held (see _resync)."""
 
 _KICK = object()
 _CLOSED = object()
@@ -87,6 +90,7 @@ class ControlCore:
         identify_timeout: float = IDENTIFY_TIMEOUT,
         reject_delay: float = REJECT_DELAY,
         retry_interval: float = RETRY_INTERVAL,
+        resync_interval: float = RESYNC_INTERVAL,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -101,6 +105,7 @@ class ControlCore:
         self.identify_timeout = identify_timeout
         self.reject_delay = reject_delay
         self.retry_interval = retry_interval
+        self.resync_interval = resync_interval
         self.stopping = False
         self._banks: dict[int, _Peer] = {}
         self._clients: dict[ClientSlot, _Peer] = {}
@@ -109,6 +114,7 @@ class ControlCore:
         self._bus_down = False
         self._server: asyncio.Server | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._resyncer: asyncio.Task[None] | None = None
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -118,7 +124,12 @@ class ControlCore:
         """Listen for RSPRO on ``host:port``; events are handled from when this returns."""
         subscribed = asyncio.Event()
         self._dispatcher = asyncio.create_task(self._dispatch(subscribed), name="bus")
-        await subscribed.wait()
+        waiting = asyncio.create_task(subscribed.wait())
+        await asyncio.wait({waiting, self._dispatcher}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if not subscribed.is_set():  # the subscription failed
+            self._dispatcher.result()
+            raise BackendUnavailable("the bus subscription ended at once")
         try:
             self._server = await rspro.start_server(
                 self._handle, host, port, keepalive=self.keepalive
@@ -126,6 +137,7 @@ class ControlCore:
         except BaseException:
             self._dispatcher.cancel()
             raise
+        self._resyncer = asyncio.create_task(self._resync(), name="resync")
         for sock in self._server.sockets:
             log.info("RSPRO control listening on %s", _format_address(sock.getsockname()))
 
@@ -139,10 +151,11 @@ class ControlCore:
         tasks = [peer.task for peer in self._peers if peer.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        for task in (self._resyncer, self._dispatcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _dispatch(self, subscribed: asyncio.Event) -> None:
         async with self.bus.subscribe() as events:
@@ -154,8 +167,37 @@ class ControlCore:
                     if (client := self._clients.get(event.client)) is not None:
                         client.kick()
                 elif isinstance(event, ResetEvent):
-                    for peer in [*self._banks.values(), *self._clients.values()]:
-                        peer.kick()
+                    self.kick_all()
+
+    def kick_all(self) -> None:
+        """Every connection held re-reads the store and acts on it."""
+        for peer in [*self._banks.values(), *self._clients.values()]:
+            peer.kick()
+
+    async def _resync(self) -> None:
+        """Every ``resync_interval``: free the maps of banks whose core died (its lease
+        lapsed) and that did not come back, and let every connection held re-read the
+        store, as on a reset. This makes up for events the bus lost without anyone
+        noticing (a slow consumer, a publication buffered when NATS broke)."""
+        while True:
+            try:
+                await self.release_orphans()
+            except BackendUnavailable as exc:
+                log.debug("resync: the store does not answer: %s", exc)
+            except Exception:
+                log.exception("resync failed")
+            self.kick_all()
+            await asyncio.sleep(self.resync_interval)
+
+    async def release_orphans(self) -> None:
+        """Maps of banks without a live connection anywhere wait for their bank as NEW;
+        maps being deleted are freed (their clients are told)."""
+        for slotmap in await self.store.release_orphans():
+            if lifecycle.on_bank_loss(slotmap) is None:
+                log.info("%s freed: its bankd is gone (its core died)", slotmap)
+            else:
+                log.info("%s waits for its bankd: its core died", slotmap)
+            await self.publish(slotmap)
 
     async def _handle(self, stream: rspro.RsproStream) -> None:
         peer = _Peer(self, stream)
@@ -335,6 +377,9 @@ class _Peer:
         elif isinstance(event, Close):
             log.warning("%s from %s: closing: %s", self.peer, self.remote, event.reason)
             return False
+        elif isinstance(event, Refused):
+            log.warning("%s from %s refused: %s", self.peer, self.remote, event.reason)
+            self.send(self.conn.reject(self.loop.time(), event.result))
         elif isinstance(event, Ignored):
             log.warning("%s from %s: ignored: %s", self.peer, self.remote, event.reason)
         return True
@@ -533,20 +578,22 @@ class _Peer:
     async def _bank_gone(self, record: BankRecord) -> None:
         self.core._banks.pop(record.bank_id, None)
         # The maps first, while this connection still owns the bank: a new connection of
-        # the bank (on any core) can only register after that.
-        await self.persist(functools.partial(self._release_maps, record.bank_id))
+        # the bank (on any core) can only register after that. The store checks the
+        # ownership in the same step: if this core's lease lapsed and the bank registered
+        # elsewhere meanwhile, its maps are the new connection's.
+        released = await self.persist(functools.partial(self.store.release_bank, record))
+        if released is None:
+            log.warning(
+                "B%d: taken over by another connection; its maps left alone", record.bank_id
+            )
+        for slotmap in released or []:
+            if lifecycle.on_bank_loss(slotmap) is None:
+                log.info("%s dropped: its bankd is gone", slotmap)
+            else:
+                log.info("%s state change: %s -> NEW (its bankd is gone)", slotmap, slotmap.state)
+            await self.core.publish(slotmap)
         await self._unregister(functools.partial(self.store.unregister_bank, record))
         log.info("B%d from %s disconnected", record.bank_id, record.remote)
-
-    async def _release_maps(self, bank_id: int) -> None:
-        for slotmap in await self.store.list_slotmaps(bank_id=bank_id):
-            state = lifecycle.on_bank_loss(slotmap)
-            if state is None:
-                if removed := await self.store.remove_slotmap(slotmap.serial, {slotmap.state}):
-                    log.info("%s dropped: its bankd is gone", removed)
-                    await self.core.publish(removed)
-            elif state is not slotmap.state:
-                await self._update(slotmap, state)
 
     async def _client_gone(self, record: ClientRecord) -> None:
         self.core._clients.pop(record.client, None)
@@ -554,7 +601,8 @@ class _Peer:
             # The client ended the connection: it may have restarted and forgotten its
             # configuration, so it is sent again when the client comes back (forgotten
             # before unregistering, so that its next connection reads it so).
-            await self.persist(functools.partial(self.store.set_client_config, record.client, None))
+            # Only if this connection still owns the client slot (see _bank_gone).
+            await self.persist(functools.partial(self.store.forget_client_config, record))
         await self._unregister(functools.partial(self.store.unregister_client, record))
         log.info("%s from %s disconnected", record.client, record.remote)
 

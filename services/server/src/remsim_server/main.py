@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "connection comes from (NAT, multi-homed hosts); repeatable",
     )
     add_backend_options(parser)
+    parser.add_argument(
+        "--resync-interval", type=float, help="seconds between re-reads of the store (30)"
+    )
     parser.add_argument("--core-id", help="this core's name in the registry (host-pid-random)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (INFO)")
     parser.add_argument("--log-format", choices=["text", "json"], help="log format (text)")

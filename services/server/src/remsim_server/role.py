@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import rspro
 from remsim_control import BankSlot, ClientConfig, ClientSlot, ComponentIdentity
+from remsim_control.models import SLOT_MAX
 from remsim_server import convert
 
 IDENTIFY_TIMEOUT = 10.0
@@ -83,6 +84,14 @@ class Close:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """The connect request cannot be accepted: answer ``reject(now, result)``."""
+
+    result: rspro.ResultCode
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """Nothing to do; worth a log line."""
 
@@ -90,7 +99,14 @@ class Ignored:
 
 
 Event = (
-    BankHello | ClientHello | MappingCreated | MappingRemoved | ConfigAcknowledged | Close | Ignored
+    BankHello
+    | ClientHello
+    | MappingCreated
+    | MappingRemoved
+    | ConfigAcknowledged
+    | Close
+    | Refused
+    | Ignored
 )
 
 
@@ -108,6 +124,8 @@ class ServerConnection:
         self.reject_delay = reject_delay
         self.role = Role.ESTABLISHED
         self.hello: BankHello | ClientHello | None = None
+        self._asked: type[rspro.ConnectBankReq] | type[rspro.ConnectClientReq] | None = None
+        """The kind of connect request to answer."""
         self.sent: ClientConfig | None = None
         """What this client was last told (``None``: nothing, i.e. unconfigured)."""
         self._creates: deque[int] = deque()
@@ -162,6 +180,9 @@ class ServerConnection:
         if isinstance(msg, rspro.ConnectBankReq):
             if msg.identity.type is not rspro.ComponentType.REMSIM_BANKD:
                 return self._close(f"connectBankReq from a {msg.identity.type.asn_name}")
+            self._asked = rspro.ConnectBankReq
+            if not 0 <= msg.bank_id <= SLOT_MAX:
+                return Refused(rspro.ResultCode.ILLEGAL_BANK_ID, f"bank id {msg.bank_id}")
             self.hello = BankHello(convert.identity(msg.identity), msg.bank_id, msg.number_of_slots)
             return self.hello
         if isinstance(msg, rspro.ConnectClientReq):
@@ -169,6 +190,13 @@ class ServerConnection:
                 return self._close(f"connectClientReq from a {msg.identity.type.asn_name}")
             if msg.client_slot is None:
                 return self._close("connectClientReq without clientSlot (dynamic ids unsupported)")
+            self._asked = rspro.ConnectClientReq
+            slot = msg.client_slot
+            if not (0 <= slot.client_id <= SLOT_MAX and 0 <= slot.slot_nr <= SLOT_MAX):
+                return Refused(
+                    rspro.ResultCode.ILLEGAL_CLIENT_ID,
+                    f"client slot C{slot.client_id}:{slot.slot_nr}",
+                )
             self.hello = ClientHello(
                 convert.identity(msg.identity), convert.client_slot(msg.client_slot)
             )
@@ -189,16 +217,17 @@ class ServerConnection:
         return answer
 
     def _answer(self, result: rspro.ResultCode) -> rspro.ConnectBankRes | rspro.ConnectClientRes:
-        if self.role is not Role.ESTABLISHED or self.hello is None:
+        if self.role is not Role.ESTABLISHED or self._asked is None:
             raise RuntimeError(f"no connect request to answer in state {self.role}")
+        bank = self._asked is rspro.ConnectBankReq
         self._deadline = None
         if result is not rspro.ResultCode.OK:
             self.role = Role.REJECTED
-        elif isinstance(self.hello, BankHello):
+        elif bank:
             self.role = Role.CONNECTED_BANKD
         else:
             self.role = Role.CONNECTED_CLIENT
-        if isinstance(self.hello, BankHello):
+        if bank:
             return rspro.ConnectBankRes(self.server_identity, result)
         return rspro.ConnectClientRes(self.server_identity, result)
 

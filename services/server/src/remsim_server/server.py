@@ -52,6 +52,7 @@ class RemsimServer:
             bankd_port=settings.bankd_port,
             bankd_addresses=settings.bankd_addresses,
             keepalive=rspro.Keepalive(settings.keepalive_interval, settings.keepalive_timeout),
+            resync_interval=settings.resync_interval,
         )
         self._rest_socket: socket.socket | None = None
         self._uvicorn: _EmbeddedUvicorn | None = None
@@ -78,7 +79,7 @@ class RemsimServer:
     async def _start_rest(self) -> None:
         self._rest_socket = _bind(self.settings.rest_host, self.settings.rest_port)
         config = uvicorn.Config(
-            create_app(self.store, self.bus),
+            create_app(self.store, self.bus, ready_needs_bus=False),
             log_config=None,
             server_header=False,
             log_level=self.settings.log_level.lower(),

@@ -57,6 +57,12 @@ class ServerSettings(ApiSettings):
     )
     keepalive_interval: float = Field(default=30.0, gt=0)
     keepalive_timeout: float = Field(default=10.0, gt=0)
+    resync_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds between two re-reads of the store for every connection held "
+        "(makes up for lost events; also frees the maps of banks whose core died)",
+    )
     core_id: str = Field(
         default_factory=new_core_id,
         min_length=1,
