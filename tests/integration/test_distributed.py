@@ -7,6 +7,7 @@ so a killed core's connections leave the registry quickly.
 """
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -115,20 +116,22 @@ async def all_active(cluster: Cluster, count: int) -> bool:
     return len(maps) == count and all(state == "ACTIVE" for state in maps.values())
 
 
-@pytest.fixture
-async def cluster(
-    own_redis_server: ServiceFixture, own_nats_server: ServiceFixture, tmp_path: Path
+@contextlib.asynccontextmanager
+async def running_cluster(
+    redis: ServiceFixture, nats: ServiceFixture, tmp_path: Path, **env_extra: str
 ) -> AsyncIterator[Cluster]:
+    """Two cores and an API process on these Redis and NATS servers; logs shown on failure."""
     bankd_port = free_port()
-    env = backend_env(own_redis_server.url, own_nats_server.url, LEASE_TTL)
+    env = backend_env(redis.url, nats.url, LEASE_TTL)
     env["REMSIM_BANKD_PORT"] = str(bankd_port)
+    env.update(env_extra)
     cores = [RemsimProcess("core", name, env, tmp_path) for name in ("core-a", "core-b")]
     api = RemsimProcess("api", "api", env, tmp_path)
     processes = [*cores, api]
     try:
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in processes))
         async with httpx.AsyncClient(base_url=api.rest_url, timeout=10) as http:
-            cluster = Cluster(own_redis_server, own_nats_server, cores, api, bankd_port, http)
+            cluster = Cluster(redis, nats, cores, api, bankd_port, http)
             try:
                 yield cluster
             finally:
@@ -142,6 +145,14 @@ async def cluster(
     finally:
         for p in processes:
             p.stop()
+
+
+@pytest.fixture
+async def cluster(
+    own_redis_server: ServiceFixture, own_nats_server: ServiceFixture, tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    async with running_cluster(own_redis_server, own_nats_server, tmp_path) as cluster:
+        yield cluster
 
 
 def creates_per_slot(bankd: SimBankd, connection: int | None = None) -> dict[rspro.BankSlot, int]:

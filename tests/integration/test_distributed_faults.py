@@ -6,15 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 import rspro
 from tests.fixtures.servers import (
-    RemsimProcess,
     ServiceFixture,
-    backend_env,
-    free_port,
     sim_atr,
 )
 from tests.integration.test_distributed import (
@@ -22,11 +18,11 @@ from tests.integration.test_distributed import (
     B1_1,
     C23_0,
     C24_0,
-    LEASE_TTL,
     Cluster,
     all_active,
     creates_per_slot,
     eventually,
+    running_cluster,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,30 +32,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 async def cluster(
     own_redis_server: ServiceFixture, own_nats_server: ServiceFixture, tmp_path: Path
 ) -> AsyncIterator[Cluster]:
-    bankd_port = free_port()
-    env = backend_env(own_redis_server.url, own_nats_server.url, LEASE_TTL)
-    env["REMSIM_BANKD_PORT"] = str(bankd_port)
-    env["REMSIM_RESYNC_INTERVAL"] = "0.5"
-    cores = [RemsimProcess("core", name, env, tmp_path) for name in ("core-a", "core-b")]
-    api = RemsimProcess("api", "api", env, tmp_path)
-    processes = [*cores, api]
-    try:
-        await asyncio.gather(*(asyncio.to_thread(p.start) for p in processes))
-        async with httpx.AsyncClient(base_url=api.rest_url, timeout=10) as http:
-            cluster = Cluster(own_redis_server, own_nats_server, cores, api, bankd_port, http)
-            try:
-                yield cluster
-            finally:
-                for peer in cluster.peers:
-                    await peer.aclose()
-    except BaseException:
-        for p in processes:
-            if p.log_tail():
-                print(f"--- {p.name} ---\n{p.log_tail()}")
-        raise
-    finally:
-        for p in processes:
-            p.stop()
+    resync = {"REMSIM_RESYNC_INTERVAL": "0.5"}
+    async with running_cluster(own_redis_server, own_nats_server, tmp_path, **resync) as cluster:
+        yield cluster
 
 
 async def test_maps_of_a_crashed_core_s_bankd_that_never_returns_are_released(

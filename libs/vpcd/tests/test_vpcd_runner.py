@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, CardGone, VpcdCardRunner
+from vpcd.testing import FakeVpcd
 
 ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 SELECT_MF = bytes.fromhex("a0a40000023f00")
@@ -41,45 +42,6 @@ class EchoCard:
         if self.broken:
             raise CardGone("mute")
         return apdu[1:2] + b"\x90\x00"
-
-
-class FakeVpcd:
-    """vpcd's side: listens, and talks like Debian's vpcd 0.8 (length and body in two
-    writes, Nagle on), which is what makes a card without quick ACKs slow."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-
-    def accept(self, timeout: float = 5.0) -> socket.socket:
-        self.listener.settimeout(timeout)
-        sock, _ = self.listener.accept()
-        sock.settimeout(5)
-        return sock
-
-    @staticmethod
-    def send(sock: socket.socket, payload: bytes) -> None:
-        sock.sendall(len(payload).to_bytes(2, "big"))
-        sock.sendall(payload)
-
-    @staticmethod
-    def recv(sock: socket.socket) -> bytes:
-        n = int.from_bytes(_read_exactly(sock, 2), "big")
-        return _read_exactly(sock, n)
-
-    def exchange(self, sock: socket.socket, payload: bytes) -> bytes:
-        self.send(sock, payload)
-        return self.recv(sock)
-
-
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("the card closed the connection")
-        buf += chunk
-    return buf
 
 
 def _assert_closed(sock: socket.socket) -> None:

@@ -17,55 +17,13 @@ import pytest
 from remsim_bankd.sim import SimCardDriver, load_profile
 from remsim_bankd.vpcd import CardAsVirtualCard
 from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, VpcdCardRunner
+from vpcd.testing import FakeVpcd
 
 PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "card0.json"
 ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 SELECT_MF = bytes.fromhex("a0a40000023f00")
 
 # --- the runner against a fake vpcd ------------------------------------------------------------
-
-
-class FakeVpcd:
-    """vpcd's side of the socket: listens, and talks like Debian's vpcd 0.8 (length and body
-    in two writes, Nagle on), which is what makes a card without quick ACKs slow."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.listener.settimeout(5)
-
-    def accept(self, timeout: float = 5.0) -> socket.socket:
-        self.listener.settimeout(timeout)
-        sock, _ = self.listener.accept()
-        sock.settimeout(5)
-        return sock
-
-    @staticmethod
-    def send(sock: socket.socket, payload: bytes) -> None:
-        sock.sendall(len(payload).to_bytes(2, "big"))
-        sock.sendall(payload)
-
-    @staticmethod
-    def recv(sock: socket.socket) -> bytes:
-        head = _read_exactly(sock, 2)
-        return _read_exactly(sock, int.from_bytes(head, "big"))
-
-    def exchange(self, sock: socket.socket, payload: bytes) -> bytes:
-        self.send(sock, payload)
-        return self.recv(sock)
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("vicc closed the connection")
-        buf += chunk
-    return buf
 
 
 def _assert_closed(sock: socket.socket) -> None:
