@@ -121,7 +121,8 @@ end
 return redis.call('HVALS', KEYS[1])
 """
 
-# KEYS: slotmaps, by_bank, by_client; ARGV: bank key
+# KEYS: as the other slotmap scripts (KEYS[4], KEYS[5]: the bank and client set prefixes);
+# ARGV: bank key
 _REQUEST_REMOVAL = (
     _LUA_COMMON
     + """
@@ -677,6 +678,8 @@ class RedisStore:
                 if self._reachable:
                     log.warning("lease refresh failed, will retry: %s", exc)
                 self._reachable = False
+            except Exception:  # a bad record or script error must not end the refresher
+                log.exception("lease refresh failed, will retry")
             else:
                 if not self._reachable:
                     self._reachable = True

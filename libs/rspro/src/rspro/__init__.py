@@ -25,7 +25,9 @@ from .errors import (
 from .ipa import IpaFrame, IpaFramer, rspro_frame
 from .messages import (
     CONNECT_CLIENT_RES_TAG,
+    MAX_TPDU,
     MESSAGE_TYPES,
+    MIN_TPDU,
     NO_BANKD,
     NO_FLAGS,
     RSPRO_VERSION,
@@ -67,7 +69,9 @@ from .messages import (
 
 __all__ = [
     "CONNECT_CLIENT_RES_TAG",
+    "MAX_TPDU",
     "MESSAGE_TYPES",
+    "MIN_TPDU",
     "NO_BANKD",
     "NO_FLAGS",
     "RSPRO_VERSION",

@@ -36,6 +36,7 @@ from .messages import (
     ConnectClientRes,
     IpPort,
     RsproPdu,
+    camel,
 )
 from .pcap import DEFAULT_PORTS, Endpoint, IpaMessage, TcpStream, ipa_messages, read_packets
 
@@ -45,17 +46,12 @@ __all__ = ["frame_to_json", "main", "pdu_to_json"]
 # --- JSON rendering -----------------------------------------------------------------------
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
 def _value(value: Any, compact: bool = False) -> Any:
     """asn1tools-style rendering; ``compact`` is for people: slots as ``C23:0``/``B1:0``,
     addresses as ``host:port``, all-false TPDU flags left out."""
     if isinstance(value, enum.Enum):
         # a value unknown to us has no identifier; asn1tools renders it as null too
-        return _camel(value.name.lower()) if value.name in type(value).__members__ else None
+        return camel(value.name) if value.name in type(value).__members__ else None
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, IpPort):
@@ -67,7 +63,7 @@ def _value(value: Any, compact: bool = False) -> Any:
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            _camel(f.name): _value(item, compact)
+            camel(f.name): _value(item, compact)
             for f in dataclasses.fields(value)
             if (item := getattr(value, f.name)) is not None and not (compact and item == NO_FLAGS)
         }

@@ -16,8 +16,6 @@ import types
 import typing
 from typing import Any
 
-import asn1tools
-
 from .errors import RsproDecodeError, RsproEncodeError
 from .messages import (
     MESSAGE_BY_ASN_NAME,
@@ -31,6 +29,7 @@ from .messages import (
     TpduModemToCard,
     _AsnEnum,
     _ExtensibleAsnEnum,
+    camel,
 )
 
 __all__ = ["decode", "encode", "schema"]
@@ -38,22 +37,23 @@ __all__ = ["decode", "encode", "schema"]
 
 @functools.cache
 def schema() -> Any:
-    """The compiled ASN.1 module (asn1tools, BER codec), from its shipped parsed form."""
+    """The compiled ASN.1 module (asn1tools, BER codec), from its shipped parsed form.
+
+    Imported on first use: asn1tools costs a quarter of a second at start-up, and most
+    processes meet a non-TPDU PDU only when they connect.
+    """
+    import asn1tools
+
     from ._parsed_schema import PARSED
 
     return asn1tools.compile_dict(copy.deepcopy(PARSED), "ber")  # it edits its argument
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
 
 
 @functools.cache
 def _fields(cls: type) -> tuple[tuple[str, str, Any], ...]:
     """(python name, ASN.1 name, type) of each field of a message dataclass."""
     hints = typing.get_type_hints(cls)
-    return tuple((f.name, _camel(f.name), hints[f.name]) for f in dataclasses.fields(cls))
+    return tuple((f.name, camel(f.name), hints[f.name]) for f in dataclasses.fields(cls))
 
 
 def _to_asn(value: Any) -> Any:

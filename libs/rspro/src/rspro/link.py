@@ -161,10 +161,8 @@ class RsproLink:
         on_pdu: Callable[[RsproPdu], None],
         on_connected: Callable[[], None] | None = None,
         on_lost: Callable[[], None] | None = None,
-        on_connect_res: Callable[[ConnectBankRes | ConnectClientRes], None] | None = None,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
         ssl: _ssl.SSLContext | None = None,
-        backoff: tuple[float, ...] = BACKOFF_TABLE,
     ) -> None:
         self.name = name
         self.host = ""
@@ -173,10 +171,9 @@ class RsproLink:
         self._on_pdu = on_pdu
         self._on_connected = on_connected
         self._on_lost = on_lost
-        self._on_connect_res = on_connect_res
         self._keepalive = keepalive
         self._ssl = ssl
-        self._fsm = LinkFsm(peer_type, backoff)
+        self._fsm = LinkFsm(peer_type)
         self._loop = asyncio.get_running_loop()
         self._stream: RsproStream | None = None
         self._task: asyncio.Task[None] | None = None
@@ -263,7 +260,7 @@ class RsproLink:
             stream = await open_connection(
                 self.host, self.port, keepalive=self._keepalive, ssl=self._ssl, drop_invalid=True
             )
-        except (OSError, TimeoutError) as exc:
+        except OSError as exc:  # TimeoutError included
             # The first failure and then about one a minute are worth an operator's eye.
             level = logging.WARNING if self._failed_connects % 6 == 0 else logging.DEBUG
             self._failed_connects += 1
@@ -293,8 +290,6 @@ class RsproLink:
     def _dispatch(self, pdu: RsproPdu) -> None:
         msg = pdu.msg
         if isinstance(msg, ConnectBankRes | ConnectClientRes):
-            if self._on_connect_res is not None:
-                self._on_connect_res(msg)
             if msg.result is not ResultCode.OK:
                 log.error("%s link: %s answered %s", self.name, self.host, msg.result.name)
             self._run(self._fsm.connect_res(msg.result, msg.identity.type, self._loop.time()))

@@ -12,8 +12,17 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Self, TypeAlias
 
 RSPRO_VERSION = 2
+MIN_TPDU, MAX_TPDU = 5, 260
+"""Sizes of a T=0 command TPDU: a 5-byte header and up to 255 data bytes (the current
+version of the original drops anything else on both ends)."""
 CONNECT_CLIENT_RES_TAG = 2342
 """The operation tag the deployed server and bankd put on every ConnectClientRes."""
+
+
+def camel(name: str) -> str:
+    """The ASN.1 identifier of a Python name: ``sw_version`` -> ``swVersion``."""
+    head, *rest = name.lower().split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 class _AsnEnum(enum.IntEnum):
@@ -21,8 +30,7 @@ class _AsnEnum(enum.IntEnum):
 
     @property
     def asn_name(self) -> str:
-        head, *rest = self.name.lower().split("_")
-        return head + "".join(part.capitalize() for part in rest)
+        return camel(self.name)
 
     @classmethod
     def from_asn_name(cls, name: str) -> _AsnEnum:

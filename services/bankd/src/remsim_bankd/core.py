@@ -20,6 +20,8 @@ import logging
 from dataclasses import dataclass
 
 from rspro import (
+    MAX_TPDU,
+    MIN_TPDU,
     BankSlot,
     ClientSlot,
     ClientSlotStatusInd,
@@ -57,8 +59,6 @@ __all__ = [
 
 log = logging.getLogger("remsim_bankd.session")
 maplog = logging.getLogger("remsim_bankd.mapping")
-
-TPDU_MIN, TPDU_MAX = 5, 260  # a T=0 command TPDU: header + up to 255 data bytes
 
 
 class SessionState(enum.Enum):
@@ -319,7 +319,7 @@ class BankdCore:
             self._protocol_error(
                 s, f"TPDU for {msg.from_client_slot} -> {msg.to_bank_slot}", actions
             )
-        elif not TPDU_MIN <= len(msg.data) <= TPDU_MAX:
+        elif not MIN_TPDU <= len(msg.data) <= MAX_TPDU:
             self._protocol_error(s, f"TPDU of {len(msg.data)} bytes", actions)
         else:
             actions.append(Transmit(s.sid, msg.to_bank_slot, msg))

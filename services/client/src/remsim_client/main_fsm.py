@@ -16,6 +16,8 @@ import logging
 from dataclasses import dataclass
 
 from rspro import (
+    MAX_TPDU,
+    MIN_TPDU,
     BankSlot,
     BankSlotStatusInd,
     ClientSlot,
@@ -36,9 +38,6 @@ from rspro import (
 from .config import DEFAULT_ATR, NO_CLIENT_SLOT
 
 log = logging.getLogger("DMAIN")
-
-MIN_TPDU = 5
-MAX_TPDU = 260
 
 
 class MainState(enum.Enum):

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from rspro import ClientSlot, Keepalive
+from rspro import MAX_TPDU, MIN_TPDU, ClientSlot, Keepalive
 
 from .client import Client
 from .config import DEFAULT_KEEPALIVE, ClientConfig, host_name, package_version
@@ -34,7 +34,7 @@ from .errors import (
     RemsimClientError,
 )
 from .frontend import POWER_OFF, POWER_ON, ModemFrontend
-from .main_fsm import MAX_TPDU, MIN_TPDU, MainState
+from .main_fsm import MainState
 
 __all__ = ["BlockingRemoteCard", "RemoteCard"]
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from pydantic import Field, ValidationError
 
-from rspro import SlotPhysStatus
+from rspro import MAX_TPDU, MIN_TPDU, SlotPhysStatus
 from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, VPCD_PORT, Apdu, VpcdConnection
 
 from .client import Client
@@ -46,7 +46,6 @@ from .errors import ConfigError
 from .frontend import POWER_OFF as STATUS_POWER_OFF
 from .frontend import POWER_ON as STATUS_POWER_ON
 from .frontend import ModemFrontend
-from .main_fsm import MAX_TPDU, MIN_TPDU
 from .options import ClientSettings, build_parser, config_error
 
 __all__ = [

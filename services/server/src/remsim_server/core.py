@@ -63,7 +63,7 @@ from remsim_server.settings import parse_host_port
 log = logging.getLogger("remsim.server")
 
 NEW, UNACK, ACTIVE = SlotmapState.NEW, SlotmapState.UNACKNOWLEDGED, SlotmapState.ACTIVE
-DELETE_REQ, DELETING = SlotmapState.DELETE_REQ, SlotmapState.DELETING
+DELETING = SlotmapState.DELETING
 
 RETRY_INTERVAL = 1.0
 """Seconds between two attempts while the store does not answer."""
@@ -587,10 +587,12 @@ class _Peer:
                 "B%d: taken over by another connection; its maps left alone", record.bank_id
             )
         for slotmap in released or []:
-            if lifecycle.on_bank_loss(slotmap) is None:
+            if (state := lifecycle.on_bank_loss(slotmap)) is None:
                 log.info("%s dropped: its bankd is gone", slotmap)
             else:
-                log.info("%s state change: %s -> NEW (its bankd is gone)", slotmap, slotmap.state)
+                log.info(
+                    "%s state change: %s -> %s (its bankd is gone)", slotmap, slotmap.state, state
+                )
             await self.core.publish(slotmap)
         await self._unregister(functools.partial(self.store.unregister_bank, record))
         log.info("B%d from %s disconnected", record.bank_id, record.remote)

@@ -195,7 +195,7 @@ class ServerConnection:
             if not (0 <= slot.client_id <= SLOT_MAX and 0 <= slot.slot_nr <= SLOT_MAX):
                 return Refused(
                     rspro.ResultCode.ILLEGAL_CLIENT_ID,
-                    f"client slot C{slot.client_id}:{slot.slot_nr}",
+                    f"client slot {slot}",
                 )
             self.hello = ClientHello(
                 convert.identity(msg.identity), convert.client_slot(msg.client_slot)
