@@ -10,7 +10,9 @@ from remsim_control import (
     ClientSlot,
     Slotmap,
     SlotmapState,
+    slotmap_bank,
     slotmap_id,
+    valid_id,
 )
 
 
@@ -25,6 +27,7 @@ def test_ids_and_slots_are_0_to_1023() -> None:
         BankSlot(bank_id=1024, slot_nr=0)
     with pytest.raises(pydantic.ValidationError):
         ClientSlot(client_id=0, slot_nr=-1)
+    assert (valid_id(0), valid_id(1023), valid_id(1024), valid_id(-1)) == (True, True, False, False)
 
 
 def test_the_slotmap_id_is_bank_id_shifted_by_16_plus_slot() -> None:
@@ -35,6 +38,15 @@ def test_the_slotmap_id_is_bank_id_shifted_by_16_plus_slot() -> None:
     )
     assert slotmap.id == 458755
     assert str(slotmap) == "Slot Map B7:3 <-> C1:0"
+
+
+def test_a_slotmap_id_names_its_bank_slot() -> None:
+    assert slotmap_bank(65537) == BankSlot(bank_id=1, slot_nr=1)
+    assert slotmap_bank(slotmap_id(BankSlot(bank_id=1023, slot_nr=1023))) == BankSlot(
+        bank_id=1023, slot_nr=1023
+    )
+    for no_slot in (12345, 1024 << 16, -1):
+        assert slotmap_bank(no_slot) is None
 
 
 def test_only_maps_not_being_deleted_are_visible() -> None:

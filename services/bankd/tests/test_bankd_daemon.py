@@ -19,6 +19,7 @@ import pytest
 from remsim_bankd import testing
 from remsim_bankd.bankd import Bankd, BankdConfig, bankd_identity
 from remsim_bankd.card import Card, CardUnresponsiveError
+from remsim_bankd.control import ControlLink
 from remsim_bankd.drivers import StaticCards
 from remsim_bankd.gsmtap import gsmtap_packet
 from remsim_bankd.sim import SimCardDriver, load_profile
@@ -216,6 +217,33 @@ async def test_keepalive_timeout_on_the_control_link_reconnects(server: Scripted
         async with asyncio.timeout(3):
             again = await server.accept()
         await again.expect(ConnectBankReq)
+
+
+async def test_a_request_the_bankd_fails_on_is_still_answered_in_order(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server pairs replies with requests by order: a handler error must not skip one."""
+
+    def handle(msg: Message) -> Message | None:
+        if msg == CreateMappingReq(C23, B1) or isinstance(msg, ResetStateReq):
+            raise RuntimeError("broken")
+        return CreateMappingRes(ResultCode.OK) if isinstance(msg, CreateMappingReq) else None
+
+    control = ControlLink(handle, bankd_identity("fixme-name", "1.0.0"), 1, 2)
+    control.start("127.0.0.1", server.port)
+    try:
+        peer = await server.bankd()
+        peer.send(CreateMappingReq(C23, B1))
+        peer.send(CreateMappingReq(C23, B0))
+        peer.send(ResetStateReq())
+        assert [(await peer.recv())[0] for _ in range(3)] == [
+            CreateMappingRes(ResultCode.ILLEGAL_SLOT_ID),
+            CreateMappingRes(ResultCode.OK),
+            ResetStateRes(ResultCode.ILLEGAL_SLOT_ID),
+        ]
+        assert "handling" in caplog.text and "RuntimeError: broken" in caplog.text
+    finally:
+        await control.aclose()
 
 
 # --- client sessions ----------------------------------------------------------------------------

@@ -148,8 +148,9 @@ class RecordingCore:
     def __init__(self) -> None:
         self.events: list[tuple[str, object]] = []
 
-    def modem_tpdu(self, data: bytes) -> None:
+    def modem_tpdu(self, data: bytes) -> bool:
         self.events.append(("tpdu", data))
+        return True
 
     def modem_status(self, status: SlotPhysStatus) -> None:
         self.events.append(("status", status))

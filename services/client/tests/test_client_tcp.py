@@ -518,6 +518,30 @@ class TestRemoteCard:
             task.cancel()
             await card.close()
 
+    async def test_an_apdu_the_bankd_link_drops_fails_at_once(
+        self, server: ScriptedPeer, bankd: ScriptedPeer
+    ) -> None:
+        card = remote_card(server)  # apdu_timeout 30 s: waiting for it would fail the test
+        opened = asyncio.create_task(card.open())
+        _, bk, task = await serve_card(server, bankd, responses=None)
+        await opened
+        try:
+            # The bankd connection dies; until the client has noticed (a loop iteration or
+            # more) the card still looks ready, and a TPDU sent then is dropped by the link.
+            link = card.client._bankd
+            assert link is not None and link._stream is not None
+            link._stream.close()
+            assert card.ready
+            async with asyncio.timeout(1):
+                with pytest.raises(LinkLostError, match="could not be sent") as exc:
+                    await card.transmit(SELECT_MF)
+            assert exc.value.link == "bankd"
+            await bk.closed.wait()
+            assert not any(frame.endswith(SELECT_MF) for frame in bk.frames)  # never sent
+        finally:
+            task.cancel()
+            await card.close()
+
     async def test_card_timeout_and_bad_apdus(
         self, server: ScriptedPeer, bankd: ScriptedPeer
     ) -> None:

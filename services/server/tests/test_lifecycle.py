@@ -19,6 +19,13 @@ def slotmap(
     return Slotmap(serial=serial, bank=bank, client=C23_0, state=state, result=result)
 
 
+def client_config(
+    maps: list[Slotmap], bankd: BankdAddress | None, sent: ClientConfig | None
+) -> ClientConfig | None:
+    """As the core asks: with the ACTIVE map picked out of ``maps``."""
+    return lifecycle.client_config(maps, lifecycle.active_map(maps), bankd, sent)
+
+
 def test_new_maps_are_sent_to_the_bankd_unless_it_refused_them() -> None:
     assert lifecycle.needs_create(slotmap(NEW))
     assert not lifecycle.needs_create(slotmap(NEW, result="illegalSlotId"))
@@ -54,41 +61,46 @@ def test_when_a_bankd_goes_its_maps_wait_and_deletions_are_dropped(
     assert lifecycle.on_bank_loss(slotmap(state)) == after
 
 
+def test_the_active_map_is_the_one_the_client_is_sent() -> None:
+    active = slotmap(ACTIVE, B2_0, serial=2)
+    assert lifecycle.active_map([slotmap(DELETING), active]) == active
+    assert lifecycle.active_map([slotmap(state) for state in (NEW, UNACK, DELETE_REQ)]) is None
+    assert lifecycle.active_map([]) is None
+
+
 def test_a_client_is_sent_its_bankd_once_the_map_is_active() -> None:
     for state in (NEW, UNACK):
-        assert lifecycle.client_config([slotmap(state)], None, None) is None
-    config = lifecycle.client_config([slotmap(ACTIVE)], BANKD_1, None)
+        assert client_config([slotmap(state)], None, None) is None
+    config = client_config([slotmap(ACTIVE)], BANKD_1, None)
     assert config == ClientConfig(bank=B1_0, bankd=BANKD_1)
 
 
 def test_an_unchanged_configuration_is_not_sent_again() -> None:
     sent = ClientConfig(bank=B1_0, bankd=BANKD_1)
-    assert lifecycle.client_config([slotmap(ACTIVE)], BANKD_1, sent) is None
-    moved = lifecycle.client_config([slotmap(ACTIVE)], BANKD_1_MOVED, sent)
+    assert client_config([slotmap(ACTIVE)], BANKD_1, sent) is None
+    moved = client_config([slotmap(ACTIVE)], BANKD_1_MOVED, sent)
     assert moved == ClientConfig(bank=B1_0, bankd=BANKD_1_MOVED)
 
 
 def test_a_client_keeps_its_bankd_while_its_map_exists() -> None:
     sent = ClientConfig(bank=B1_0, bankd=BANKD_1)
     for state in (NEW, UNACK, DELETE_REQ, DELETING):
-        assert lifecycle.client_config([slotmap(state)], None, sent) is None
+        assert client_config([slotmap(state)], None, sent) is None
 
 
 def test_a_client_is_told_to_disconnect_when_its_map_is_gone() -> None:
     sent = ClientConfig(bank=B1_0, bankd=BANKD_1)
-    assert lifecycle.client_config([], None, sent) == ClientConfig.unmap(B1_0)
-    assert lifecycle.client_config([], None, ClientConfig.unmap(B1_0)) is None
-    assert lifecycle.client_config([], None, None) is None
+    assert client_config([], None, sent) == ClientConfig.unmap(B1_0)
+    assert client_config([], None, ClientConfig.unmap(B1_0)) is None
+    assert client_config([], None, None) is None
 
 
 def test_a_client_moved_to_another_bank_slot_follows_the_active_map() -> None:
     sent = ClientConfig(bank=B1_0, bankd=BANKD_1)
     moved = [slotmap(DELETING, B1_0), slotmap(ACTIVE, B2_0, serial=2)]
-    assert lifecycle.client_config(moved, BANKD_1, sent) == ClientConfig(bank=B2_0, bankd=BANKD_1)
+    assert client_config(moved, BANKD_1, sent) == ClientConfig(bank=B2_0, bankd=BANKD_1)
     # The old map's removal completing later does not disturb the new configuration.
     now = ClientConfig(bank=B2_0, bankd=BANKD_1)
-    assert lifecycle.client_config([slotmap(ACTIVE, B2_0, serial=2)], BANKD_1, now) is None
+    assert client_config([slotmap(ACTIVE, B2_0, serial=2)], BANKD_1, now) is None
     # With the old map gone and the new one not at its bankd yet, the client leaves bank 1.
-    assert lifecycle.client_config([slotmap(UNACK, B2_0, serial=2)], None, sent) == (
-        ClientConfig.unmap(B1_0)
-    )
+    assert client_config([slotmap(UNACK, B2_0, serial=2)], None, sent) == (ClientConfig.unmap(B1_0))

@@ -109,13 +109,15 @@ def test_responses_are_matched_to_requests_by_order_per_kind() -> None:
     conn.create_mapping(10, B1_0, C23_0)
     conn.create_mapping(11, B1_1, C24_0)
     conn.remove_mapping(10, B1_0, C23_0)
-    assert conn.outstanding == 3
+    assert conn.awaiting_create(10) and conn.awaiting_create(11) and conn.awaiting_remove(10)
     assert conn.receive(pdu(rspro.CreateMappingRes(OK))) == MappingCreated(10, OK)
     assert conn.receive(pdu(rspro.CreateMappingRes(ILLEGAL_SLOT))) == MappingCreated(
         11, ILLEGAL_SLOT
     )
     assert conn.receive(pdu(rspro.RemoveMappingRes(OK))) == MappingRemoved(10, OK)
-    assert conn.outstanding == 0
+    # Nothing is outstanding any more: further responses answer nothing.
+    assert isinstance(conn.receive(pdu(rspro.CreateMappingRes(OK))), Ignored)
+    assert isinstance(conn.receive(pdu(rspro.RemoveMappingRes(OK))), Ignored)
 
 
 def test_the_connection_knows_which_requests_are_outstanding() -> None:

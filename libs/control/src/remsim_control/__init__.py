@@ -21,7 +21,9 @@ from remsim_control.models import (
     ComponentType,
     Slotmap,
     SlotmapState,
+    slotmap_bank,
     slotmap_id,
+    valid_id,
 )
 from remsim_control.store import Store
 
@@ -50,5 +52,7 @@ __all__ = [
     "Store",
     "decode_event",
     "encode_event",
+    "slotmap_bank",
     "slotmap_id",
+    "valid_id",
 ]

@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 SLOT_MAX = 1023
 """Bank ids, client ids and slot numbers are 0..1023 (RSPRO constraints)."""
 
+
+def valid_id(n: int) -> bool:
+    """``n`` is a possible bank id, client id or slot number."""
+    return 0 <= n <= SLOT_MAX
+
+
 NO_BANKD_HOST = "0.0.0.0"
 NO_BANKD_PORT = 0
 
@@ -101,6 +107,15 @@ class Slotmap(_Frozen):
 
 def slotmap_id(bank: BankSlot) -> int:
     return bank.bank_id << 16 | bank.slot_nr
+
+
+def slotmap_bank(slotmap_id: int) -> BankSlot | None:
+    """The bank slot whose maps have id ``slotmap_id`` (the inverse of ``slotmap_id``);
+    ``None`` if the id names no bank slot."""
+    bank_id, slot_nr = slotmap_id >> 16, slotmap_id & 0xFFFF
+    if not (valid_id(bank_id) and valid_id(slot_nr)):
+        return None
+    return BankSlot(bank_id=bank_id, slot_nr=slot_nr)
 
 
 class BankdAddress(_Frozen):

@@ -167,15 +167,18 @@ class NatsBus:
         while (event := await queue.get()) is not None:
             yield event
 
-    def _on_events_lost(self) -> None:
-        log.warning("NATS dropped events for a slow subscriber; subscribers re-read the store")
+    def _reset_subscribers(self) -> None:
+        """Events may be lost: every subscriber of this process re-reads the store."""
         for queue in self._queues:
             queue.put_nowait(ResetEvent())
 
+    def _on_events_lost(self) -> None:
+        log.warning("NATS dropped events for a slow subscriber; subscribers re-read the store")
+        self._reset_subscribers()
+
     async def _on_reconnected(self) -> None:
         log.info("NATS connection re-established; every process re-reads the store")
-        for queue in self._queues:
-            queue.put_nowait(ResetEvent())
+        self._reset_subscribers()
         # Whatever this process published just before the break may be lost (nats-py
         # buffers publications and drops its buffer with the connection): tell everyone.
         try:

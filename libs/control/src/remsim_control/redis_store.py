@@ -49,6 +49,7 @@ from remsim_control.models import (
     ClientSlot,
     Slotmap,
     SlotmapState,
+    slotmap_bank,
 )
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,9 @@ DEFAULT_LEASE_TTL = 15.0
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
 
-# Shared Lua helpers: state visibility, and dropping a map from the uniqueness indexes
-# (only where they still point at this map).
+# Shared Lua helpers: state visibility, dropping a map from the uniqueness indexes (only
+# where they still point at this map), and removing a map completely (``drop``: for scripts
+# whose KEYS are slotmaps, by_bank, by_client, bank set prefix, client set prefix).
 _LUA_COMMON = """
 local VISIBLE = {NEW = true, UNACKNOWLEDGED = true, ACTIVE = true}
 local function slot_key(slot, id_field)
@@ -70,6 +72,12 @@ local function unindex(m, serial, by_bank, by_client)
     if redis.call('HGET', by_bank, bk) == serial then redis.call('HDEL', by_bank, bk) end
     local ck = slot_key(m.client, 'client_id')
     if redis.call('HGET', by_client, ck) == serial then redis.call('HDEL', by_client, ck) end
+end
+local function drop(m, s)
+    unindex(m, s, KEYS[2], KEYS[3])
+    redis.call('HDEL', KEYS[1], s)
+    redis.call('SREM', KEYS[4] .. m.bank.bank_id, s)
+    redis.call('SREM', KEYS[5] .. slot_key(m.client, 'client_id'), s)
 end
 local function in_list(value, first, last)
     for i = first, last do if ARGV[i] == value then return true end end
@@ -131,12 +139,10 @@ if not s then return false end
 local j = redis.call('HGET', KEYS[1], s)
 if not j then redis.call('HDEL', KEYS[2], ARGV[1]) return false end
 local m = cjson.decode(j)
-unindex(m, s, KEYS[2], KEYS[3])
 if m.state == 'NEW' then
-    redis.call('HDEL', KEYS[1], s)
-    redis.call('SREM', KEYS[4] .. m.bank.bank_id, s)
-    redis.call('SREM', KEYS[5] .. slot_key(m.client, 'client_id'), s)
+    drop(m, s)
 else
+    unindex(m, s, KEYS[2], KEYS[3])
     m.state = 'DELETE_REQ'
     redis.call('HSET', KEYS[1], s, cjson.encode(m))
 end
@@ -174,10 +180,7 @@ local j = redis.call('HGET', KEYS[1], ARGV[1])
 if not j then return false end
 local m = cjson.decode(j)
 if not in_list(m.state, 2, #ARGV) then return false end
-unindex(m, ARGV[1], KEYS[2], KEYS[3])
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[4] .. m.bank.bank_id, ARGV[1])
-redis.call('SREM', KEYS[5] .. slot_key(m.client, 'client_id'), ARGV[1])
+drop(m, ARGV[1])
 return j
 """
 )
@@ -195,10 +198,7 @@ local function release(s, j)
         redis.call('HSET', KEYS[1], s, cjson.encode(m))
         return true
     elseif m.state == 'DELETE_REQ' or m.state == 'DELETING' then
-        unindex(m, s, KEYS[2], KEYS[3])
-        redis.call('HDEL', KEYS[1], s)
-        redis.call('SREM', KEYS[4] .. m.bank.bank_id, s)
-        redis.call('SREM', KEYS[5] .. slot_key(m.client, 'client_id'), s)
+        drop(m, s)
         return true
     end
     return false
@@ -448,11 +448,10 @@ class RedisStore:
         return slotmap
 
     async def get_slotmap(self, slotmap_id: int) -> Slotmap | None:
-        bank_id, slot_nr = slotmap_id >> 16, slotmap_id & 0xFFFF
+        if (bank := slotmap_bank(slotmap_id)) is None:
+            return None
         with _unavailable_on_failure():
-            data = await self._get(
-                keys=[self._k_slotmaps, self._k_by_bank], args=[f"{bank_id}:{slot_nr}"]
-            )
+            data = await self._get(keys=[self._k_slotmaps, self._k_by_bank], args=[_bank_key(bank)])
         return Slotmap.model_validate_json(data) if data else None
 
     async def list_slotmaps(
@@ -483,10 +482,11 @@ class RedisStore:
         )
 
     async def request_removal(self, slotmap_id: int) -> Slotmap | None:
-        bank_id, slot_nr = slotmap_id >> 16, slotmap_id & 0xFFFF
+        if (bank := slotmap_bank(slotmap_id)) is None:
+            return None
         keys = [*self._slotmap_keys(), self._k_bank_set, self._k_client_set]
         with _unavailable_on_failure():
-            data = await self._request_removal(keys=keys, args=[f"{bank_id}:{slot_nr}"])
+            data = await self._request_removal(keys=keys, args=[_bank_key(bank)])
         return Slotmap.model_validate_json(data) if data else None
 
     async def update_slotmap(
@@ -651,8 +651,12 @@ class RedisStore:
         """Start as core ``core_id``: drop the registry records left under that id (by a
         predecessor with the same id that died: they are not this process's connections)
         and hold its lease from now on. Returns how many records were dropped."""
-        keys = [self._k_banks, f"{self._k_banks}:order", self._k_clients]
-        keys.append(f"{self._k_clients}:order")
+        keys = [
+            self._k_banks,
+            f"{self._k_banks}:order",
+            self._k_clients,
+            f"{self._k_clients}:order",
+        ]
         with _unavailable_on_failure():
             dropped = int(await self._drop_core(keys=keys, args=[core_id]))
             await self._redis.set(self._k_lease + core_id, "1", px=self._lease_ms)

@@ -84,7 +84,10 @@ class Bankd:
         self._cards: dict[BankSlot, Card] = {}
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The core's clock is time.monotonic (client threads feed it card failures), not
+        # the loop's: its deadlines are turned into delays for the loop.
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
 
     @property
     def port(self) -> int:
@@ -270,15 +273,17 @@ class Bankd:
         with self.lock:
             deadline = self.core.next_deadline()
         if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
+            if deadline is not None and self._timer_deadline == deadline:
                 return
             self._timer.cancel()
             self._timer = None
+        self._timer_deadline = deadline
         if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            delay = max(0.0, deadline - time.monotonic())
+            self._timer = self._loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
-        assert self._loop is not None
         self._timer = None
-        self.run(None, self.core.handle_timeout, self._loop.time())
+        self._timer_deadline = None
+        self.run(None, self.core.handle_timeout, time.monotonic())
         self._arm_timer()

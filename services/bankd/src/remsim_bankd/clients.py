@@ -74,6 +74,9 @@ class ClientConnection:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)  # a full pipe already wakes the thread
         self._open = True
+        # The card this session opened: only this thread uses it while the session holds
+        # its bank slot, so TPDUs need not look it up (under the bankd lock) each time.
+        self._held: Card | None = None
         self.thread = threading.Thread(target=self._run, name=f"bankd-client({sid})", daemon=True)
 
     def start(self) -> None:
@@ -155,7 +158,7 @@ class ClientConnection:
                 try:
                     response = self._card(action.slot).transmit(data)
                 except CardError as exc:
-                    self._execute(bankd.card_failed(sid, exc))
+                    self._card_failed(exc)
                     continue
                 _ROUNDTRIP.observe(time.perf_counter() - started)
                 answer = bankd.run(sid, bankd.core.card_response, sid, action.tpdu, response)
@@ -168,13 +171,13 @@ class ClientConnection:
                 self.conn.send(action.msg)
             elif isinstance(action, OpenCard | ResetCard):
                 try:
-                    card = self._card(action.slot)
                     if isinstance(action, OpenCard):
+                        self._held = card = bankd.card(action.slot)
                         atr = card.connect()
                     else:
-                        atr = card.reset(action.warm)
+                        atr = self._card(action.slot).reset(action.warm)
                 except CardError as exc:
-                    self._execute(bankd.card_failed(sid, exc))
+                    self._card_failed(exc)
                     continue
                 self._execute(bankd.run(sid, bankd.core.card_opened, sid, atr))
                 if bankd.tracer is not None:
@@ -184,6 +187,7 @@ class ClientConnection:
                     self._card(action.slot).disconnect()
                 except CardError as exc:
                     log.warning("%s: releasing the card failed: %s", action.slot, exc)
+                self._held = None
                 self._execute(bankd.run(sid, bankd.core.card_released, action.slot))
             elif isinstance(action, Close):
                 self._flush()
@@ -191,7 +195,13 @@ class ClientConnection:
         self._flush()
 
     def _card(self, slot: BankSlot) -> Card:
-        return self.bankd.card(slot)
+        """The card of ``slot``: the one this session opened, else the bankd's."""
+        card = self._held
+        return card if card is not None else self.bankd.card(slot)
+
+    def _card_failed(self, error: CardError) -> None:
+        self._held = None
+        self._execute(self.bankd.card_failed(self.sid, error))
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()

@@ -3,8 +3,10 @@
 A reconnecting ``rspro.link.RsproLink`` (keepalive, back-off as the original's current
 version) sends ``connectBankReq`` on every (re)connect; each request from the server
 (``createMappingReq``, ``removeMappingReq``, ``resetStateReq``) is answered with what the
-handler returns. Replies carry the request's operation tag (upstream's requests carry 0,
-so the bytes are the original's).
+handler returns. A request the handler fails on is still answered (``illegalSlotId``, the
+closest code RSPRO has): the server pairs replies with its requests by their order, so a
+missing one would pin every later reply on the wrong slotmap. Replies carry the request's
+operation tag (upstream's requests carry 0, so the bytes are the original's).
 
 Link events are counted in ``remsim_reconnects_total{link="server"}`` (connected again
 after having been connected) and ``remsim_keepalive_timeouts_total{link="server"}``.
@@ -20,9 +22,16 @@ from rspro import (
     ComponentIdentity,
     ComponentType,
     ConnectBankReq,
+    CreateMappingReq,
+    CreateMappingRes,
     Keepalive,
     KeepaliveTimeoutError,
     Message,
+    RemoveMappingReq,
+    RemoveMappingRes,
+    ResetStateReq,
+    ResetStateRes,
+    ResultCode,
     RsproPdu,
 )
 from rspro.connection import DEFAULT_KEEPALIVE
@@ -31,6 +40,13 @@ from rspro.link import LinkState, RsproLink
 __all__ = ["ControlLink"]
 
 log = logging.getLogger("remsim_bankd.control")
+
+# The reply type of each request the server sends, for the error reply.
+_REPLIES: dict[type[Message], type[CreateMappingRes | RemoveMappingRes | ResetStateRes]] = {
+    CreateMappingReq: CreateMappingRes,
+    RemoveMappingReq: RemoveMappingRes,
+    ResetStateReq: ResetStateRes,
+}
 
 
 class ControlLink:
@@ -87,7 +103,14 @@ class ControlLink:
             self._keepalive_timeouts.inc()
 
     def _on_pdu(self, pdu: RsproPdu) -> None:
-        reply = self._handle(pdu.msg)
+        try:
+            reply = self._handle(pdu.msg)
+        except Exception:
+            log.exception("handling %s failed", pdu.msg)
+            reply_type = _REPLIES.get(type(pdu.msg))
+            if reply_type is None:
+                return
+            reply = reply_type(ResultCode.ILLEGAL_SLOT_ID)
         if reply is None:
             log.error("unexpected %s from the server: ignored", type(pdu.msg).__name__)
         else:

@@ -64,6 +64,7 @@ class Client:
         self._pending: collections.deque[Action] = collections.deque()
         self._busy = False
         self._closed = False
+        self._bankd_sent = False  # whether the last SendToBankd went out
         frontend.attach(self)
 
     # --- life cycle ------------------------------------------------------------------------
@@ -136,8 +137,16 @@ class Client:
 
     # --- ModemCore: events from the front-end ------------------------------------------------
 
-    def modem_tpdu(self, data: bytes) -> None:
-        self._feed(self.fsm.modem_tpdu(data))
+    def modem_tpdu(self, data: bytes) -> bool:
+        actions = self.fsm.modem_tpdu(data)
+        if not actions or self._closed:
+            return False
+        if self._busy:  # re-entered from a hook: it goes out after the actions under way
+            self._feed(actions)
+            return True
+        self._bankd_sent = False
+        self._feed(actions)  # [SendToBankd(tpdu)], carried out right here
+        return self._bankd_sent
 
     def modem_status(self, status: SlotPhysStatus) -> None:
         self._feed(self.fsm.modem_status(status))
@@ -194,7 +203,7 @@ class Client:
         fe = self.frontend
         match action:
             case SendToBankd(msg):
-                self._bankd.send(msg)
+                self._bankd_sent = self._bankd.send(msg)
             case CardToModem(data):
                 fe.card_to_modem(data)
             case SendToServer(msg):

@@ -31,8 +31,12 @@ POWER_ON = SlotPhysStatus(reset_active=False, vcc_present=True, clk_active=True,
 class ModemCore(Protocol):
     """What a front-end may call on the client core (accepted only while OPERATIONAL)."""
 
-    def modem_tpdu(self, data: bytes) -> None:
-        """A complete command TPDU/APDU from the modem (5..260 bytes) for the card."""
+    def modem_tpdu(self, data: bytes) -> bool:
+        """A complete command TPDU/APDU from the modem (5..260 bytes) for the card.
+
+        False if it did not go out (no card in use, or the bankd link is down): its answer
+        will never come.
+        """
 
     def modem_status(self, status: SlotPhysStatus) -> None:
         """The modem's electrical state of the SIM interface (RST, VCC, CLK, card present).

@@ -202,7 +202,12 @@ class RemoteCard:
         loop = asyncio.get_running_loop()
         pending: asyncio.Future[bytes] = loop.create_future()
         self._frontend.pending = pending
-        self.client.modem_tpdu(apdu)
+        if not self.client.modem_tpdu(apdu):
+            # Dropped (the bankd link went down, its loss not handled yet): no answer comes.
+            self._frontend.pending = None
+            raise LinkLostError(
+                f"the APDU {apdu[:5].hex()}… could not be sent: the bankd link is down", "bankd"
+            )
         # A bare timer on the future: cheaper per APDU than an asyncio.timeout() scope.
         timer = loop.call_later(
             self.apdu_timeout if timeout is None else timeout, self._expire, pending, apdu

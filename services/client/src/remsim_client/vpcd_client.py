@@ -312,12 +312,14 @@ class _VpcdProtocol(asyncio.Protocol):
         self.frontend = frontend
         self.owner = asyncio.current_task()  # the connector that opened this connection
         self.transport: asyncio.Transport | None = None
+        self._sock: socket.socket | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        sock = transport.get_extra_info("socket")
+        # Kept for _quickack, which runs on every read.
+        self._sock = sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._quickack()
         self.frontend._vpcd_made(self)
@@ -325,11 +327,9 @@ class _VpcdProtocol(asyncio.Protocol):
     def _quickack(self) -> None:
         # Linux leaves quick-ACK mode by itself: re-arm it before every read, or vpcd's
         # length-then-body writes wait ~40 ms for our delayed ACK on every message.
-        if _QUICKACK is not None and self.transport is not None:
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        if _QUICKACK is not None and self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
     def data_received(self, data: bytes) -> None:
         self.frontend._vpcd_data(self, data)

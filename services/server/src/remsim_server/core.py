@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 import rspro
@@ -59,6 +59,7 @@ from remsim_server.role import (
     ServerConnection,
 )
 from remsim_server.settings import parse_host_port
+from rspro.connection import DEFAULT_KEEPALIVE
 
 log = logging.getLogger("remsim.server")
 
@@ -77,6 +78,9 @@ T = TypeVar("T")
 
 
 class ControlCore:
+    """The control server's connections. ``keepalive``: the IPA PING/PONG timing of each
+    connection (``None``: no keepalive, as everywhere in rspro)."""
+
     def __init__(
         self,
         store: Store,
@@ -86,7 +90,7 @@ class ControlCore:
         core_id: str,
         bankd_port: int = 9999,
         bankd_addresses: Mapping[int, str] | None = None,
-        keepalive: rspro.Keepalive | None = None,
+        keepalive: rspro.Keepalive | None = DEFAULT_KEEPALIVE,
         identify_timeout: float = IDENTIFY_TIMEOUT,
         reject_delay: float = REJECT_DELAY,
         retry_interval: float = RETRY_INTERVAL,
@@ -101,7 +105,7 @@ class ControlCore:
             bank_id: parse_host_port(address)
             for bank_id, address in (bankd_addresses or {}).items()
         }
-        self.keepalive = keepalive or rspro.Keepalive()
+        self.keepalive = keepalive
         self.identify_timeout = identify_timeout
         self.reject_delay = reject_delay
         self.retry_interval = retry_interval
@@ -192,11 +196,16 @@ class ControlCore:
     async def release_orphans(self) -> None:
         """Maps of banks without a live connection anywhere wait for their bank as NEW;
         maps being deleted are freed (their clients are told)."""
-        for slotmap in await self.store.release_orphans():
-            if lifecycle.on_bank_loss(slotmap) is None:
-                log.info("%s freed: its bankd is gone (its core died)", slotmap)
+        await self._announce_released(await self.store.release_orphans(), "its bankd's core died")
+
+    async def _announce_released(self, maps: Sequence[Slotmap], why: str) -> None:
+        """Log and publish the maps a bankd's loss changed (``maps``: as they were before;
+        see ``lifecycle.on_bank_loss``)."""
+        for slotmap in maps:
+            if (state := lifecycle.on_bank_loss(slotmap)) is None:
+                log.info("%s dropped: %s", slotmap, why)
             else:
-                log.info("%s waits for its bankd: its core died", slotmap)
+                log.info("%s state change: %s -> %s (%s)", slotmap, slotmap.state, state, why)
             await self.publish(slotmap)
 
     async def _handle(self, stream: rspro.RsproStream) -> None:
@@ -525,9 +534,10 @@ class _Peer:
 
     async def _sync_client(self, client: ClientSlot) -> None:
         maps = await self.store.list_slotmaps(client=client)
-        active = next((slotmap for slotmap in maps if slotmap.state is ACTIVE), None)
+        active = lifecycle.active_map(maps)
         bank = await self.store.get_bank(active.bank.bank_id) if active is not None else None
-        config = lifecycle.client_config(maps, bank.bankd if bank else None, self.conn.sent)
+        bankd = bank.bankd if bank is not None else None
+        config = lifecycle.client_config(maps, active, bankd, self.conn.sent)
         if config is not None:
             log.info("%s: configClientBankReq(%s, %s)", client, config.bank, config.bankd)
             self.send(self.conn.configure(config))
@@ -586,14 +596,7 @@ class _Peer:
             log.warning(
                 "B%d: taken over by another connection; its maps left alone", record.bank_id
             )
-        for slotmap in released or []:
-            if (state := lifecycle.on_bank_loss(slotmap)) is None:
-                log.info("%s dropped: its bankd is gone", slotmap)
-            else:
-                log.info(
-                    "%s state change: %s -> %s (its bankd is gone)", slotmap, slotmap.state, state
-                )
-            await self.core.publish(slotmap)
+        await self.core._announce_released(released or [], "its bankd is gone")
         await self._unregister(functools.partial(self.store.unregister_bank, record))
         log.info("B%d from %s disconnected", record.bank_id, record.remote)
 

@@ -35,17 +35,25 @@ def on_bank_loss(slotmap: Slotmap) -> SlotmapState | None:
     return None if slotmap.state in (DELETE_REQ, DELETING) else NEW
 
 
+def active_map(maps: Sequence[Slotmap]) -> Slotmap | None:
+    """The ACTIVE map among a client slot's maps (there is at most one), if any."""
+    return next((slotmap for slotmap in maps if slotmap.state is ACTIVE), None)
+
+
 def client_config(
-    maps: Sequence[Slotmap], bankd: BankdAddress | None, sent: ClientConfig | None
+    maps: Sequence[Slotmap],
+    active: Slotmap | None,
+    bankd: BankdAddress | None,
+    sent: ClientConfig | None,
 ) -> ClientConfig | None:
-    """What to send a client now, given every map of its client slot, the address of the
-    bankd of its ACTIVE map and what it was last told; ``None``: nothing.
+    """What to send a client now, given every map of its client slot, the ACTIVE one among
+    them (``active_map``), the address of that map's bankd and what the client was last
+    told; ``None``: nothing.
 
     A client is sent its bankd once its map is ACTIVE (the bankd has it), and told to
     disconnect (0.0.0.0:0) only when no map for the bank slot it uses exists any more: a
     bankd that merely lost its control connection leaves the client's session alone.
     """
-    active = next((slotmap for slotmap in maps if slotmap.state is ACTIVE), None)
     if active is not None and bankd is not None:
         wanted = ClientConfig(bank=active.bank, bankd=bankd)
         return wanted if wanted != sent else None

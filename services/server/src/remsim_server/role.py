@@ -15,8 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import rspro
-from remsim_control import BankSlot, ClientConfig, ClientSlot, ComponentIdentity
-from remsim_control.models import SLOT_MAX
+from remsim_control import BankSlot, ClientConfig, ClientSlot, ComponentIdentity, valid_id
 from remsim_server import convert
 
 IDENTIFY_TIMEOUT = 10.0
@@ -142,11 +141,6 @@ class ServerConnection:
             return str(self.hello.client)
         return "unidentified"
 
-    @property
-    def outstanding(self) -> int:
-        """Requests sent and not answered yet."""
-        return len(self._creates) + len(self._removes) + len(self._configs)
-
     def awaiting_create(self, serial: int) -> bool:
         """A createMappingReq for slotmap ``serial`` is sent and not answered yet."""
         return serial in self._creates
@@ -181,7 +175,7 @@ class ServerConnection:
             if msg.identity.type is not rspro.ComponentType.REMSIM_BANKD:
                 return self._close(f"connectBankReq from a {msg.identity.type.asn_name}")
             self._asked = rspro.ConnectBankReq
-            if not 0 <= msg.bank_id <= SLOT_MAX:
+            if not valid_id(msg.bank_id):
                 return Refused(rspro.ResultCode.ILLEGAL_BANK_ID, f"bank id {msg.bank_id}")
             self.hello = BankHello(convert.identity(msg.identity), msg.bank_id, msg.number_of_slots)
             return self.hello
@@ -192,7 +186,7 @@ class ServerConnection:
                 return self._close("connectClientReq without clientSlot (dynamic ids unsupported)")
             self._asked = rspro.ConnectClientReq
             slot = msg.client_slot
-            if not (0 <= slot.client_id <= SLOT_MAX and 0 <= slot.slot_nr <= SLOT_MAX):
+            if not (valid_id(slot.client_id) and valid_id(slot.slot_nr)):
                 return Refused(
                     rspro.ResultCode.ILLEGAL_CLIENT_ID,
                     f"client slot {slot}",
