@@ -43,8 +43,8 @@ from tests.fixtures.servers import (  # noqa: E402
     _redis_argv,
     backend_env,
     find_binary,
-    free_port,
 )
+from tests.system import free_port  # noqa: E402
 
 BANKS = 4
 POST_CONCURRENCY = 32

@@ -25,9 +25,9 @@ from tests.fixtures.servers import (
     SimBankd,
     SimClient,
     backend_env,
-    free_port,
     sim_atr,
 )
+from tests.system import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
