@@ -329,7 +329,7 @@ async def test_changes_are_refused_while_a_backend_is_down(
 
 
 async def test_nats_unreachable_at_connect(unique_prefix: str) -> None:
-    from tests.fixtures.servers import free_port
+    from tests.system import free_port
 
     with pytest.raises(BackendUnavailable):
         await NatsBus.connect(f"nats://127.0.0.1:{free_port()}", connect_timeout=0.5)
