@@ -109,6 +109,7 @@ def _string(dev: Any, index: int) -> str | None:
         return None
     try:
         return usb.util.get_string(dev, index)  # type: ignore[no-any-return]
+    # NotImplementedError: a pyusb backend that cannot read string descriptors at all
     except (usb.core.USBError, ValueError, NotImplementedError):
         return None
 
