@@ -1,23 +1,32 @@
-"""APDU round trip through remsim-bankd versus straight to the reader, interleaved in one run.
+"""APDU round trip through remsim-bankd, plaintext and mTLS, versus straight to the reader,
+interleaved in one run.
 
     .venv/bin/python bench/apdu_roundtrip.py [--rounds 20] [--per-round 100] [--breakdown]
+    .venv/bin/python bench/apdu_roundtrip.py --quick     # a few seconds, for CI
 
-Starts a virtual SIM bank (pcscd + vpcd + remsim-vcard software SIMs), a scripted server
-and ``remsim-bankd`` as its own process (shared PC/SC access; bank slots B1:0 and B1:1 both
-open "Virtual PCD 00 00", so every path uses the same card). Three paths to that card:
+Starts a virtual SIM bank (pcscd + vpcd + remsim-vcard software SIMs) and two sites, each a
+scripted server with a ``remsim-bankd`` as its own process: one plaintext, one with mutual
+TLS on both of its RSPRO ports (certificates from ``remsim_testing.pki.TestCA``, the
+``remsim-pki`` conventions: ``urn:remsim:server``, ``urn:remsim:bankd:1``,
+``urn:remsim:client:23``/``24``). Both bankds share PC/SC access; their bank slots B1:0 and
+B1:1 all open "Virtual PCD 00 00", so every path uses the same card. Five paths to that card:
 
 * ``direct``: pyscard ``SCardTransmit`` on the reader;
 * ``minimal``: a minimal blocking RSPRO client (C23:0 → B1:0), one ``send``/``recv`` per TPDU,
   no event loop: the bankd's own cost with the least client around it;
 * ``RemoteCard``: our client, ``remsim_client.RemoteCard`` (C24:0 → B1:1): the real client
   core, asyncio, with its server link (the scripted server sends it the configClientBankReq)
-  and its bankd link.
+  and its bankd link;
+* ``minimal TLS`` and ``RemoteCard TLS``: the same two clients, with their certificates, to
+  the TLS site (TLS 1.3 on the bankd's client port and, for RemoteCard, on the server link).
 
-For each APDU the three paths take turns (the order rotating per round) in blocks of
+For each APDU the five paths take turns (the order rotating per round) in blocks of
 ``--per-round`` round trips, ``--rounds`` times. Median overhead = median over the rounds of
 (path median - direct median); p99 overhead = p99(path) - median(direct), over all samples.
-``--breakdown`` times the stages of the RemoteCard path inside the client, by wrapping its
-methods in this process (perf_counter stamps).
+What TLS adds = median over the rounds of (TLS path median - plaintext path median); its p99 =
+p99(TLS path) - p99(plaintext path).
+``--breakdown`` times the stages of the minimal and RemoteCard paths (plaintext and TLS)
+inside the client, by wrapping the RemoteCard's methods in this process (perf_counter stamps).
 """
 
 from __future__ import annotations
@@ -35,15 +44,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from smartcard import scard
 
 import rspro
-from remsim_bankd.testbed import VirtualSimBank
 from remsim_client import RemoteCard
+from remsim_common import TransportSecurity
+from remsim_testing.pki import Credentials, TestCA
+from remsim_testing.simbank import VirtualSimBank
 from rspro import (
     BankSlot,
     ClientSlot,
@@ -73,12 +85,19 @@ MINIMAL_SLOT, MINIMAL_BANK = ClientSlot(23, 0), BankSlot(1, 0)
 REMOTE_SLOT, REMOTE_BANK = ClientSlot(24, 0), BankSlot(1, 1)
 SERVER_ID = ComponentIdentity(ComponentType.REMSIM_SERVER, "bench", "remsim-server", "bench")
 CLIENT_ID = ComponentIdentity(ComponentType.REMSIM_CLIENT, "bench", "remsim-client", "bench")
-PATHS = ("direct", "minimal", "RemoteCard")
+PATHS = ("direct", "minimal", "RemoteCard", "minimal TLS", "RemoteCard TLS")
 LABELS = {
     "direct": "direct pyscard",
     "minimal": "minimal blocking RSPRO client → bankd",
     "RemoteCard": "RemoteCard (client core, asyncio) → bankd",
+    "minimal TLS": "minimal client → bankd, mTLS",
+    "RemoteCard TLS": "RemoteCard → server and bankd, mTLS",
 }
+TLS_PAIRS = (("minimal", "minimal TLS"), ("RemoteCard", "RemoteCard TLS"))
+TLS_GOAL_US = 30.0
+"""What TLS may add to the median round trip (µs)."""
+QUICK = {"rounds": 3, "per_round": 20, "warmup": 20}
+"""``--quick``: enough to see every path work and a rough figure, in a few seconds."""
 
 
 def free_port() -> int:
@@ -91,10 +110,16 @@ class ScriptedServer(threading.Thread):
     """A remsim server that maps C23:0 → B1:0 and C24:0 → B1:1 when the bankd registers, and
     sends client C24:0 (the RemoteCard) to the bankd."""
 
-    def __init__(self, port: int, bankd_port: int) -> None:
+    def __init__(
+        self,
+        port: int,
+        bankd_port: int,
+        security: TransportSecurity = TransportSecurity.PLAINTEXT,
+    ) -> None:
         super().__init__(daemon=True)
         self.port = port
         self.bankd_port = bankd_port
+        self.security = security
         self.mapped = threading.Event()
         self.loop = asyncio.new_event_loop()
 
@@ -118,16 +143,19 @@ class ScriptedServer(threading.Thread):
             async for _ in stream:
                 pass
 
-        await rspro.start_server(handler, "127.0.0.1", self.port)
+        await rspro.start_server(handler, "127.0.0.1", self.port, ssl=self.security.server_context)
         await asyncio.Event().wait()
 
 
 class MinimalClient:
     """A minimal blocking RSPRO client on the bankd's data link (no keepalive needed)."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(
+        self, port: int, security: TransportSecurity = TransportSecurity.PLAINTEXT
+    ) -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = security.wrap_connected(sock)
         self.framer = rspro.IpaFramer()
         self.pending: list[rspro.IpaFrame] = []
         self.send(ConnectClientReq(CLIENT_ID, MINIMAL_SLOT))
@@ -269,27 +297,34 @@ def instrumented(card: RemoteCard) -> Iterator[Stamps]:
     assert isinstance(card._frontend, remote_card._AppFrontend)
     # Instance attributes shadow the class methods for this one client / stream / link /
     # front-end: every caller looks them up on the instance (the transport, too, calls
-    # protocol.data_received afresh at every read).
+    # protocol.data_received afresh at every read; with TLS, after decrypting). The link's
+    # receiver is the stream's ``_receiver`` attribute (``set_receiver``), called from
+    # ``data_received``: it is wrapped in place and put back afterwards.
     wrapped = [
         (card.client, "modem_tpdu", "core", None),
         (stream.conn, "send", None, "encoded"),
         (stream, "_arm_timer", "written", None),  # _flush: transport.write, then the timer
         (stream, "send", None, "timer armed"),
         (stream, "data_received", "bytes in", "decoded"),
-        (bankd_link, "_dispatch", "link task", None),
+        (stream, "_receiver", "link", None),
         (card._frontend, "card_to_modem", "answer", None),
     ]
+    saved = [(obj, name, vars(obj).get(name, _UNSET)) for obj, name, _, _ in wrapped]
     for obj, name, before, after in wrapped:
         _wrap(obj, name, before, after, stamps)
     try:
         yield stamps
     finally:
-        for obj, name, _, _ in wrapped:
-            delattr(obj, name)
+        for obj, name, original in saved:
+            if original is _UNSET:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, original)
 
 
-REMOTE_STAGES = ("core", "encoded", "written", "timer armed", "bytes in", "decoded",
-                 "link task", "answer", "returned")  # fmt: skip
+_UNSET = object()
+REMOTE_STAGES = ("core", "encoded", "written", "timer armed", "bytes in", "link", "answer",
+                 "decoded", "returned")  # fmt: skip
 MINIMAL_STAGES = ("encoded", "written", "bytes in", "returned")
 
 
@@ -341,47 +376,111 @@ def _median_gap(samples: list[dict[str, float]], a: str, b: str) -> float:
     return statistics.median((s[b] - s[a]) * 1e6 for s in samples if a in s and b in s)
 
 
-async def bench(args: argparse.Namespace, bank: VirtualSimBank, server: ScriptedServer) -> None:
-    if not await asyncio.to_thread(server.mapped.wait, 10):
-        raise SystemExit("the bankd did not register at the scripted server")
-    minimal = MinimalClient(server.bankd_port)
+@dataclass(frozen=True)
+class BenchPki:
+    """The TLS site's certificates, one per peer, named as ``remsim-pki`` names them."""
+
+    server: Credentials
+    bankd: Credentials
+    minimal: Credentials
+    remote: Credentials
+
+    @classmethod
+    def create(cls, directory: Path) -> BenchPki:
+        directory.mkdir()
+        ca = TestCA(directory, "remsim bench CA")
+        return cls(
+            server=ca.issue("server", "urn:remsim:server"),
+            bankd=ca.issue("bankd-1", "urn:remsim:bankd:1"),
+            minimal=ca.issue("client-23", f"urn:remsim:client:{MINIMAL_SLOT.client_id}"),
+            remote=ca.issue("client-24", f"urn:remsim:client:{REMOTE_SLOT.client_id}"),
+        )
+
+
+def start_bankd(
+    server: ScriptedServer, csv: Path, bank: VirtualSimBank, tls: Credentials | None
+) -> subprocess.Popen[bytes]:
+    """``remsim-bankd`` B1 (two slots on the same reader) registering at ``server``."""
+    tls_args = [] if tls is None else [
+        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key), "--tls-ca", str(tls.ca),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "remsim_bankd.main", "-i", "127.0.0.1", "-p", str(server.port),
+         "-b", "1", "-n", "2", "-I", "127.0.0.1", "-P", str(server.bankd_port), "-s",
+         "--slots-csv", str(csv), "-e", "7", *tls_args],
+        env={**os.environ, **bank.env},
+    )  # fmt: skip
+
+
+def remote_card(server: ScriptedServer, security: TransportSecurity) -> RemoteCard:
+    return RemoteCard(
+        "127.0.0.1", REMOTE_SLOT.client_id, REMOTE_SLOT.slot_nr, port=server.port, timeout=10,
+        name="bench", sw_version="bench", security=security,
+    )  # fmt: skip
+
+
+async def bench(
+    args: argparse.Namespace,
+    bank: VirtualSimBank,
+    plain: ScriptedServer,
+    tls: ScriptedServer,
+    pki: BenchPki,
+) -> None:
+    for server in (plain, tls):
+        if not await asyncio.to_thread(server.mapped.wait, 10):
+            raise SystemExit(f"a bankd did not register at the scripted server :{server.port}")
+    minimal = MinimalClient(plain.bankd_port)
+    minimal_tls = MinimalClient(tls.bankd_port, pki.minimal.security())
     direct = DirectCard(bank.readers[0])
-    async with RemoteCard(
-        "127.0.0.1", 24, 0, port=server.port, timeout=10, name="bench", sw_version="bench"
-    ) as remote:
+    async with AsyncExitStack() as stack:
+        remote = await stack.enter_async_context(remote_card(plain, TransportSecurity.PLAINTEXT))
+        remote_tls = await stack.enter_async_context(remote_card(tls, pki.remote.security()))
         timers: dict[str, Timer] = {
             "direct": blocking_timer(direct.transmit),
             "minimal": blocking_timer(minimal.transmit),
             "RemoteCard": async_timer(remote.transmit),
+            "minimal TLS": blocking_timer(minimal_tls.transmit),
+            "RemoteCard TLS": async_timer(remote_tls.transmit),
         }
+        tls_version = getattr(minimal_tls.sock, "version", lambda: "?")()
+        tls_cipher = getattr(minimal_tls.sock, "cipher", lambda: ("?",))()[0]
         print(f"# {machine()}")
         print(f"# ATR {minimal.atr.hex()} (RemoteCard: {remote.atr.hex()})")
         for path in PATHS:
-            print(f"# {path:10} = {LABELS[path]}")
+            print(f"# {path:14} = {LABELS[path]}")
+        print(f"# TLS: {tls_version} {tls_cipher}, ECDSA P-256 certificates")
         print(f"# {args.rounds} rounds x {args.per_round} round trips per path")
         print(
             "# overhead: median = median over rounds of (path median - direct median); "
             "p99 = p99(path) - median(direct), all samples"
         )
+        print(
+            "# TLS adds: median = median over rounds of (TLS path median - plaintext path "
+            "median); p99 = p99(TLS path) - p99(plaintext path)"
+        )
         for name, apdu in APDUS.items():
-            answers = {minimal.transmit(apdu), direct.transmit(apdu), await remote.transmit(apdu)}
+            answers = {
+                minimal.transmit(apdu), direct.transmit(apdu), await remote.transmit(apdu),
+                minimal_tls.transmit(apdu), await remote_tls.transmit(apdu),
+            }  # fmt: skip
             assert len(answers) == 1 or apdu[1] == 0x84, answers  # GET CHALLENGE counts
             for timed in timers.values():
                 await timed(apdu, args.warmup)
             samples: dict[str, list[float]] = {p: [] for p in PATHS}
             medians: dict[str, list[float]] = {p: [] for p in PATHS}
             for r in range(args.rounds):
-                for path in PATHS[r % 3 :] + PATHS[: r % 3]:
+                turn = r % len(PATHS)
+                for path in PATHS[turn:] + PATHS[:turn]:
                     xs = await timers[path](apdu, args.per_round)
                     samples[path] += xs
                     medians[path].append(statistics.median(xs))
             print(f"\n{name}")
             head = ("min", "median", "p90", "p99", "max")
-            print(f"  {'path':10} " + " ".join(f"{h:>7}" for h in head) + "  (ms)")
+            print(f"  {'path':14} " + " ".join(f"{h:>7}" for h in head) + "  (ms)")
             for path in PATHS:
                 xs = samples[path]
                 print(
-                    f"  {path:10} {min(xs):7.3f} {statistics.median(xs):7.3f} "
+                    f"  {path:14} {min(xs):7.3f} {statistics.median(xs):7.3f} "
                     f"{percentile(xs, 90):7.3f} {percentile(xs, 99):7.3f} {max(xs):7.3f}"
                 )
             direct_median = statistics.median(samples["direct"])
@@ -392,11 +491,26 @@ async def bench(args: argparse.Namespace, bank: VirtualSimBank, server: Scripted
                     f"  overhead {path}: median {statistics.median(overheads):.3f} ms "
                     f"(rounds {min(overheads):.3f}..{max(overheads):.3f}), p99 {p99:.3f} ms"
                 )
+            for plain_path, tls_path in TLS_PAIRS:
+                added = [
+                    (t - p) * 1e3
+                    for t, p in zip(medians[tls_path], medians[plain_path], strict=True)
+                ]
+                p99_added = percentile(samples[tls_path], 99) - percentile(samples[plain_path], 99)
+                median_added = statistics.median(added)
+                verdict = "met" if median_added <= TLS_GOAL_US else "NOT met"
+                print(
+                    f"  TLS adds to {plain_path}: median {median_added:.1f} µs "
+                    f"(rounds {min(added):.1f}..{max(added):.1f}), p99 {p99_added * 1e3:.1f} µs"
+                    f"  (goal ≤ {TLS_GOAL_US:.0f} µs median: {verdict})"
+                )
             if args.breakdown:
                 n = args.rounds * args.per_round
                 for path, stages in (
                     ("minimal", minimal_breakdown(minimal, apdu, n)),
+                    ("minimal TLS", minimal_breakdown(minimal_tls, apdu, n)),
                     ("RemoteCard", await remote_breakdown(remote, apdu, n)),
+                    ("RemoteCard TLS", await remote_breakdown(remote_tls, apdu, n)),
                 ):
                     print(f"  {path} stages (median µs of {n}):")
                     for stage, us in stages:
@@ -408,25 +522,34 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--per-round", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--breakdown", action="store_true", help="time the RemoteCard's stages")
+    ap.add_argument("--breakdown", action="store_true", help="time the clients' stages")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a short run for CI (--rounds {QUICK['rounds']} --per-round {QUICK['per_round']} "
+        f"--warmup {QUICK['warmup']})",
+    )
     args = ap.parse_args()
+    if args.quick:
+        vars(args).update(QUICK)
 
     with VirtualSimBank() as bank, tempfile.TemporaryDirectory() as tmp:
-        server = ScriptedServer(free_port(), free_port())
-        server.start()
+        pki = BenchPki.create(Path(tmp, "pki"))
+        plain = ScriptedServer(free_port(), free_port())
+        tls = ScriptedServer(free_port(), free_port(), pki.server.security())
         csv = Path(tmp, "bankd_pcsc_slots.csv")
         csv.write_text(f'"1","0","{bank.readers[0]}"\n"1","1","{bank.readers[0]}"\n')
-        bankd = subprocess.Popen(
-            [sys.executable, "-m", "remsim_bankd.main", "-i", "127.0.0.1", "-p", str(server.port),
-             "-b", "1", "-n", "2", "-I", "127.0.0.1", "-P", str(server.bankd_port), "-s",
-             "--slots-csv", str(csv), "-e", "7"],
-            env={**os.environ, **bank.env},
-        )  # fmt: skip
+        bankds: list[subprocess.Popen[bytes]] = []
         try:
-            asyncio.run(bench(args, bank, server))
+            for server, credentials in ((plain, None), (tls, pki.bankd)):
+                server.start()
+                bankds.append(start_bankd(server, csv, bank, credentials))
+            asyncio.run(bench(args, bank, plain, tls, pki))
         finally:
-            bankd.terminate()
-            bankd.wait(10)
+            for bankd in bankds:
+                bankd.terminate()
+            for bankd in bankds:
+                bankd.wait(10)
     return 0
 
 

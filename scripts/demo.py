@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from remsim_bankd.sim import CardProfile, Milenage, load_profile  # noqa: E402
 from remsim_bankd.sim.fs import USIM_AID  # noqa: E402
-from remsim_bankd.testbed import VirtualSimBank, default_profiles, missing_requirements  # noqa: E402
 from remsim_client.remote_card import RemoteCard  # noqa: E402
+from remsim_testing.simbank import VirtualSimBank, default_profiles, missing_requirements  # noqa: E402
 from tests.system import RemsimSystem  # noqa: E402
 
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from remsim_bankd.testbed import VirtualSimBank
+from remsim_testing.simbank import VirtualSimBank
 
 REST_PREFIX = "/api/backend/v1"
 BIN = Path(sys.executable).parent

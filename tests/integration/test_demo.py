@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from remsim_bankd.testbed import missing_requirements
+from remsim_testing.simbank import missing_requirements
 from tests.system import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.pcsc]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from remsim_bankd.sim import CardProfile
-from remsim_bankd.testbed import VirtualSimBank
+from remsim_testing.simbank import VirtualSimBank
 from tests.system import RemsimSystem, ShellClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.pcsc]

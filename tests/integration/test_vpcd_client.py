@@ -16,7 +16,7 @@ import pytest
 
 from remsim_bankd.sim import CardProfile, Milenage
 from remsim_bankd.sim.fs import USIM_AID
-from remsim_bankd.testbed import ReaderConnection, VirtualSimBank
+from remsim_testing.simbank import ReaderConnection, VirtualSimBank
 from tests.system import Daemon, RemsimSystem
 
 pytestmark = [pytest.mark.integration, pytest.mark.pcsc]

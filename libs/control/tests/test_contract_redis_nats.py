@@ -16,7 +16,11 @@ from remsim_control.backends import (
     require_ready,
 )
 from remsim_control.bus import Bus, Event
-from remsim_control.contract import (
+from remsim_control.errors import IdentityInUse, SlotInUse
+from remsim_control.nats_bus import NatsBus
+from remsim_control.redis_store import RedisStore
+from remsim_control.store import Store
+from remsim_testing.store_contract import (
     B1_0,
     C23_0,
     BusContract,
@@ -24,10 +28,6 @@ from remsim_control.contract import (
     bank_record,
     client_record,
 )
-from remsim_control.errors import IdentityInUse, SlotInUse
-from remsim_control.nats_bus import NatsBus
-from remsim_control.redis_store import RedisStore
-from remsim_control.store import Store
 from tests.fixtures.servers import ServiceFixture
 
 pytestmark = pytest.mark.integration

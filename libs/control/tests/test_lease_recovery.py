@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from remsim_control.contract import B1_0, B1_1, C23_0, C24_0, bank_record, client_record
 from remsim_control.models import BankdAddress, ClientConfig, SlotmapState
 from remsim_control.redis_store import RedisStore
+from remsim_testing.store_contract import B1_0, B1_1, C23_0, C24_0, bank_record, client_record
 from tests.fixtures.servers import ServiceFixture
 
 pytestmark = pytest.mark.integration

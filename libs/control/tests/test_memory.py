@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from remsim_control import Bus, MemoryBus, MemoryStore, Store
-from remsim_control.contract import BusContract, StoreContract
+from remsim_testing.store_contract import BusContract, StoreContract
 
 
 class TestMemoryStore(StoreContract):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,14 @@ def expected(reference_dir: Path) -> dict[str, list[dict[str, Any]]]:
         record = json.loads(line)
         by_scenario[record["scenario"]].append(record)
     return by_scenario
+
+
+def test_version_is_name_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    for flag in ("-V", "--version"):
+        with pytest.raises(SystemExit) as exited:
+            main([flag])
+        assert exited.value.code == 0
+        assert capsys.readouterr().out == f"rspro {metadata.version('rspro')}\n"
 
 
 # --- rspro decode -------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from remsim_testing.vpcd_peers import FakeVpcd
 from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, CardGone, VpcdCardRunner
-from vpcd.testing import FakeVpcd
 
 ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 SELECT_MF = bytes.fromhex("a0a40000023f00")

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import AsyncIterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -440,9 +441,13 @@ async def test_metrics_count_the_slotmaps_by_state(
         'remsim_slotmaps{state="NEW"} 1.0',
         'remsim_slotmaps{state="ACTIVE"} 1.0',
         'remsim_slotmaps{state="DELETING"} 0.0',
-        "# TYPE remsim_tpdu_roundtrip_seconds histogram",
     ]:
         assert line in lines
+    version = metadata.version("remsim-api")
+    assert [line for line in lines if line.startswith("remsim_build_info{")] == [
+        f'remsim_build_info{{component="remsim-api",version="{version}"}} 1.0'
+    ]
+    assert not [line for line in lines if "remsim_tpdu" in line or "remsim_connections" in line]
 
 
 async def test_the_health_endpoints_are_not_part_of_the_api_document(

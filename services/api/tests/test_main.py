@@ -3,6 +3,7 @@
 import asyncio
 import socket
 import sys
+from importlib import metadata
 
 import pytest
 
@@ -38,6 +39,30 @@ def test_the_shared_store_and_bus_come_from_env_and_flags(monkeypatch: pytest.Mo
         "nats://nats:4222",
         5.0,
     )
+
+
+def test_a_bad_value_is_one_line_naming_the_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REMSIM_LEASE_TTL", "-1")
+    with pytest.raises(SystemExit) as exited:
+        parse_args([])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("remsim-api: bad value '-1' for --lease-ttl (REMSIM_LEASE_TTL): ")
+    assert error.count("\n") == 1 and "pydantic" not in error
+
+
+def test_logging_takes_the_originals_levels() -> None:
+    assert parse_args(["-e", "NOTICE"]).log_level == parse_args(["--log-level", "5"]).log_level
+    assert parse_args(["-d", "DREST,1"]).debug == "DREST,1"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"remsim-api {metadata.version('remsim-api')}\n"
 
 
 async def run_api(*args: str) -> tuple[int, str]:

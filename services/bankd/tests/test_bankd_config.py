@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from remsim_bankd.config import (
 )
 from remsim_bankd.ere import PosixRegex, RegexError
 from remsim_bankd.errors import BankdError, ConfigError
+from remsim_common import NOTICE
 from rspro import BankSlot
 
 UPSTREAM_EXAMPLE = """\
@@ -107,10 +111,8 @@ def test_load_slots_csv_from_file(tmp_path: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     for key in list(os.environ):
-        if key.startswith("REMSIM_BANKD_"):
+        if key.startswith("REMSIM_"):
             monkeypatch.delenv(key)
 
 
@@ -132,8 +134,16 @@ def test_original_short_options() -> None:
         9000,
         True,
     )
-    assert (s.gsmtap_ip, s.gsmtap_slot, s.timestamp) == ("127.0.0.2", 1, True)
-    assert (s.debug, s.log_level) == ("DMAIN,1:DBANKDW,3", 1)
+    assert (s.gsmtap_ip, s.gsmtap_slot) == ("127.0.0.2", 1)
+    assert (s.debug, s.log_level) == ("DMAIN,1:DBANKDW,3", logging.DEBUG)
+
+
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [("3", logging.INFO), ("INFO", logging.INFO), ("notice", NOTICE), ("7", logging.ERROR)],
+)
+def test_log_level_by_name_or_libosmocore_number(given: str, level: int) -> None:
+    assert parse_args(["-i", "srv", "-e", given]).log_level == level
 
 
 def test_long_options() -> None:
@@ -146,16 +156,31 @@ def test_long_options() -> None:
     assert (s.server_port, s.bank_id, s.num_slots, s.name, s.bind_ip) == (1, 3, 4, "x", "::1")
     assert s.slots_csv == Path("/etc/osmocom/slots.csv")
     assert parse_args(["-i", "s", "--name", "y"]).name == "y"
+    tls = parse_args(["-i", "s", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"])
+    assert (tls.tls_cert, tls.tls_key, tls.tls_ca) == (Path("c.pem"), Path("k.pem"), Path("ca.pem"))
+    assert parse_args(["-i", "s", "--log-format", "json"]).log_format == "json"
 
 
 def test_environment_and_command_line_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REMSIM_BANKD_SERVER_HOST", "envhost")
     monkeypatch.setenv("REMSIM_BANKD_NUM_SLOTS", "5")
     monkeypatch.setenv("REMSIM_BANKD_PERMIT_SHARED_PCSC", "1")
+    monkeypatch.setenv("REMSIM_LOG_LEVEL", "ERROR")  # shared by every program of the host
     s = parse_args([])
     assert (s.server_host, s.num_slots, s.permit_shared_pcsc) == ("envhost", 5, True)
+    assert s.log_level == logging.ERROR
     assert parse_args(["-n", "3"]).num_slots == 3
     assert BankdSettings(server_host="x").num_slots == 5
+
+
+def test_config_file_below_environment_and_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "bankd.toml"
+    config.write_text('server_host = "filehost"\nbank_id = 4\nnum_slots = 6\n')
+    monkeypatch.setenv("REMSIM_BANKD_NUM_SLOTS", "5")
+    s = parse_args(["--config", str(config), "-b", "3"])
+    assert (s.server_host, s.bank_id, s.num_slots) == ("filehost", 3, 5)
 
 
 def test_server_host_is_required(capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,7 +188,8 @@ def test_server_host_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         parse_args([])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--server-host" in err and "required" in err and "usage:" in err
+    assert err.startswith("usage: remsim-bankd")  # as the original: the usage first
+    assert err.endswith("remsim-bankd: missing -i/--server-host (REMSIM_BANKD_SERVER_HOST)\n")
 
 
 @pytest.mark.parametrize(
@@ -176,17 +202,30 @@ def test_server_host_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         ["-G", "-2"],
         ["-n", "x"],
         ["-N", "n" * 33],
+        ["-e", "9"],
+        ["-d", "DMAIN,x"],
+        ["--card-driver", "usb"],
+        ["--tls-cert", "c.pem"],
     ],
 )
 def test_out_of_range_values_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_args(["-i", "srv", *argv])
     assert exc.value.code == 2
-    assert "error" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("remsim-bankd: bad ")
+
+
+def test_a_bad_value_names_its_option_and_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["-i", "srv", "-P", "abc"])
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "remsim-bankd: bad value 'abc' for -P/--bind-port (REMSIM_BANKD_BIND_PORT)"
+    )
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_args(["-V"])
     assert exc.value.code == 0
-    assert capsys.readouterr().out.startswith("remsim-bankd ")
+    assert capsys.readouterr().out == f"remsim-bankd {version('remsim-bankd')}\n"

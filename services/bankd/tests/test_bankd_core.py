@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from remsim_bankd.bankd import bankd_identity
@@ -18,6 +20,7 @@ from remsim_bankd.core import (
     Transmit,
 )
 from remsim_bankd.mapping import MappingTable
+from remsim_common import PeerIdentity
 from rspro import (
     BankSlot,
     ClientSlot,
@@ -402,6 +405,71 @@ def test_connect_client_req_for_a_client_slot_out_of_range_is_illegal(
     actions = core.receive(sid, ConnectClientReq(CLIENT, slot))
     assert sent(actions) == [ConnectClientRes(core.identity, ResultCode.ILLEGAL_CLIENT_ID)]
     assert actions[-1] == Close(sid, f"connectClientReq for {slot} (ids are 0..1023)")
+
+
+# --- identity: a TLS client is who its certificate names (issue 11) -------------------------
+
+C23_CERT = PeerIdentity("client", frozenset({23}), "commonName=client-23")
+C24_CERT = PeerIdentity("client", frozenset({24}), "commonName=client-24")
+
+
+def tls_connect(
+    core: BankdCore, identity: PeerIdentity | None, slot: ClientSlot = C23
+) -> tuple[int, list[Action]]:
+    sid = core.session_opened("127.0.0.1:40000")
+    core.session_secured(sid, identity)
+    return sid, core.receive(sid, ConnectClientReq(CLIENT, slot))
+
+
+def test_a_tls_client_gets_the_slot_its_certificate_names(core: BankdCore) -> None:
+    assert core.create_mapping(C23, B0)[0] is ResultCode.OK
+    sid, actions = tls_connect(core, C23_CERT)
+    assert actions == [OpenCard(sid, B0)]
+    several = PeerIdentity("client", frozenset({23, 24}), "commonName=modem-bay")
+    sid24, actions = tls_connect(core, several, C24)  # one certificate, several client ids
+    assert sent(actions) == [ConnectClientRes(core.identity, ResultCode.CARD_NOT_PRESENT)]
+    assert core.sessions[sid24].state is SessionState.CONN_CLIENT_WAIT_MAP
+
+
+@pytest.mark.parametrize(
+    ("identity", "named"),
+    [
+        (C24_CERT, "certificate 'commonName=client-24' (client:24)"),
+        (PeerIdentity("bankd", frozenset({1}), "commonName=bankd-1"),
+         "certificate 'commonName=bankd-1' (bankd:1)"),
+        (PeerIdentity("server", subject="commonName=server"),
+         "certificate 'commonName=server' (server)"),
+        (None, "a certificate naming no remsim peer"),
+    ],
+)  # fmt: skip
+def test_a_claim_the_certificate_does_not_name_is_refused_and_the_real_client_keeps_its_card(
+    core: BankdCore, identity: PeerIdentity | None, named: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = mapped_session(core)  # C23:0 on B1:0, card open
+    sid, actions = tls_connect(core, identity)  # claims C23:0
+    cause = f"{named} claims C23:0"
+    assert actions == [
+        Send(sid, ConnectClientRes(core.identity, ResultCode.ILLEGAL_CLIENT_ID)),
+        Close(sid, cause),
+    ]
+    assert core.sessions[sid].state is SessionState.CLOSED
+    (line,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.getMessage() == f"[{sid} CLOSED] connectClientReq refused: {cause}"
+    assert (line.peer, line.client_slot, line.bank_slot, line.cause) == (  # type: ignore[attr-defined]
+        "127.0.0.1:40000", "C23:0", "B1:0", cause,
+    )  # fmt: skip
+    # The real client's session is untouched: its TPDUs still reach the card.
+    assert core.sessions[real].state is SessionState.CONN_CLIENT_MAPPED_CARD
+    tpdu = TpduModemToCard(C23, B0, SELECT_MF)
+    assert core.receive(real, tpdu) == [Transmit(real, B0, tpdu)]
+    assert core.session_closed(sid) == []
+
+
+def test_without_tls_the_claim_alone_counts(core: BankdCore) -> None:
+    """Plaintext (the original's behaviour): no certificate, the newest connection wins."""
+    sid = mapped_session(core)
+    sid2, actions = connect(core)
+    assert Close(sid, f"replaced by a new connection for C23:0 (session {sid2})") in actions
 
 
 # --- reset (bankd.md §8) ----------------------------------------------------------------------

@@ -16,18 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from remsim_bankd import testing
 from remsim_bankd.bankd import Bankd, BankdConfig, bankd_identity
 from remsim_bankd.card import Card, CardUnresponsiveError
 from remsim_bankd.control import ControlLink
 from remsim_bankd.drivers import StaticCards
 from remsim_bankd.gsmtap import gsmtap_packet
 from remsim_bankd.sim import SimCardDriver, load_profile
-from remsim_bankd.testing import (
+from remsim_testing import bankd as peers
+from remsim_testing.bankd import (
     ScriptedServer,
     create_mapping,
     remove_mapping,
 )
+from remsim_testing.rspro_peers import ScriptedConnection, frame
 from rspro import (
     BankSlot,
     ClientSlot,
@@ -54,7 +55,6 @@ from rspro import (
     TpduModemToCard,
     decode,
 )
-from rspro.testing import ScriptedConnection, frame
 
 PROFILES = Path(__file__).parents[1] / "profiles"
 DATA = Path(__file__).parent / "data"
@@ -63,7 +63,7 @@ CARD1_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000101a4")
 RESET_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000201a7")  # after a cold reset
 C23, C24 = ClientSlot(23, 0), ClientSlot(24, 0)
 B0, B1 = BankSlot(1, 0), BankSlot(1, 1)
-SERVER, CLIENT = testing.SERVER_IDENTITY, testing.CLIENT_IDENTITY
+SERVER, CLIENT = peers.SERVER_IDENTITY, peers.CLIENT_IDENTITY
 SELECT_MF = bytes.fromhex("a0a40000023f00")
 PING, PONG = bytes.fromhex("0001fe00"), bytes.fromhex("0001fe01")
 
@@ -90,13 +90,13 @@ pytestmark = pytest.mark.timeout(30)
 async def connect_client(
     port: int, slot: ClientSlot = C23
 ) -> tuple[ScriptedConnection, list[Message]]:
-    return await testing.connect_client(port, slot)
+    return await peers.connect_client(port, slot)
 
 
 async def transceive(
     client: ScriptedConnection, data: bytes, slot: ClientSlot = C23, bank: BankSlot = B0
 ) -> bytes:
-    return await testing.transceive(client, data, slot, bank)
+    return await peers.transceive(client, data, slot, bank)
 
 
 def sim(name: str, *atr_cycle: bytes) -> SimCardDriver:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -15,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from remsim_bankd.config import parse_args
-from remsim_bankd.main import configure_logging, main
-from remsim_bankd.testing import ScriptedServer, connect_client, create_mapping, transceive
+from remsim_bankd.config import CATEGORIES, PROGRAM, parse_args
+from remsim_bankd.main import main
+from remsim_testing.bankd import ScriptedServer, connect_client, create_mapping, transceive
 from rspro import BankSlot, ClientSlot, ResultCode, SetAtrReq
 
 PROFILES = Path(__file__).parents[1] / "profiles"
@@ -28,7 +29,8 @@ C23, B0 = ClientSlot(23, 0), BankSlot(1, 0)
 def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    loggers = {n: logging.getLogger(n).level for n in ("remsim_bankd", "rspro")}
+    names = {name for names in CATEGORIES.values() for name in names}
+    loggers = {n: logging.getLogger(n).level for n in names}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -80,23 +82,50 @@ def test_a_broken_yaml_profile_is_one_log_line_not_a_traceback(
     assert run.returncode == status
     (line,) = run.stderr.splitlines()
     expected = "bad YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'"
-    assert line.endswith(f"cannot load profile {profile}: {expected}")
+    assert f"cannot load profile {profile}: {expected}" in line
 
 
 def test_debug_mask_sets_category_levels() -> None:
-    configure_logging(parse_args(["-i", "x", "-d", "DBANKDW,1:DRSPRO,7", "-T"]))
-    assert logging.getLogger("remsim_bankd.session").level == logging.DEBUG
+    PROGRAM.setup_logging(parse_args(["-i", "x", "-d", "DBANKDW,1:DRSPRO,7", "-T", "-L"]))
+    assert logging.getLogger("remsim.bankd.session").level == logging.DEBUG
+    assert logging.getLogger("remsim.bankd.clients").level == logging.DEBUG
     assert logging.getLogger("rspro").level == logging.ERROR
-    assert logging.getLogger("remsim_bankd").level > logging.CRITICAL  # not listed: off
-    formatter = logging.getLogger().handlers[0].formatter
-    assert formatter is not None and "asctime" in str(formatter._fmt)
+    assert logging.getLogger("remsim.bankd.control").level == logging.ERROR
+    assert logging.getLogger("remsim.bankd").level > logging.CRITICAL  # not listed: off
+    assert logging.getLogger("remsim.bankd.mapping").level > logging.CRITICAL
+
+
+def test_text_log_lines_carry_the_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    PROGRAM.setup_logging(parse_args(["-i", "x"]))
+    logging.getLogger("remsim.bankd.mapping").info(
+        "createMapping: OK", extra={"bank_slot": "B1:0", "client_slot": "C23:0"}
+    )
+    line = capsys.readouterr().err.strip()
+    assert line.endswith(
+        "INFO remsim.bankd.mapping: createMapping: OK client_slot=C23:0 bank_slot=B1:0"
+    )
 
 
 def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(parse_args(["-i", "x", "--log-format", "json"]))
-    logging.getLogger("remsim_bankd").info("hello %s", "there")
-    line = capsys.readouterr().err.strip()
-    assert '"message": "hello there"' in line and '"logger": "remsim_bankd"' in line
+    PROGRAM.setup_logging(parse_args(["-i", "x", "--log-format", "json"]))
+    logging.getLogger("remsim.bankd").info("hello %s", "there", extra={"bank": 1})
+    entry = json.loads(capsys.readouterr().err)
+    assert (entry["message"], entry["logger"], entry["level"]) == (
+        "hello there",
+        "remsim.bankd",
+        "INFO",
+    )
+    assert entry["bank"] == 1 and "time" in entry
+
+
+def test_unusable_tls_files_stop_start_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = [str(tmp_path / name) for name in ("bankd.pem", "bankd.key", "ca.pem")]
+    argv = ["-i", "127.0.0.1", "--card-driver", "sim", "--tls-cert", missing[0],
+            "--tls-key", missing[1], "--tls-ca", missing[2]]  # fmt: skip
+    assert main(argv) == 1
+    assert "cannot use the TLS files" in capsys.readouterr().err
 
 
 def free_port() -> int:

@@ -1,7 +1,8 @@
 """The bankd's /healthz, /readyz and /metrics over real HTTP, and its metrics moving with the
 control link and the TPDUs; the test bed's processes started from any thread.
 
-The metrics live in the process-wide registry, so the tests compare values before and after.
+The bankd's families live in one registry per process (``remsim_bankd.metrics``), shared by
+every ``Bankd`` of a test run, so the tests compare values before and after.
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from remsim_bankd.bankd import Bankd, BankdConfig, bankd_identity
 from remsim_bankd.config import parse_args
 from remsim_bankd.drivers import StaticCards
-from remsim_bankd.main import config_from, main
+from remsim_bankd.main import main
 from remsim_bankd.sim import SimCardDriver, load_profile
-from remsim_bankd.testbed import VirtualSimBank, can_isolate
-from remsim_bankd.testing import (
+from remsim_testing.bankd import (
     SERVER_IDENTITY,
     ScriptedServer,
     connect_client,
     create_mapping,
+    remove_mapping,
     transceive,
 )
+from remsim_testing.simbank import VirtualSimBank, can_isolate
 from rspro import BankSlot, ClientSlot, ConnectBankReq, ConnectBankRes, Keepalive, ResultCode
 
 PROFILES = Path(__file__).parents[1] / "profiles"
@@ -139,11 +141,39 @@ async def test_metrics_names_and_values_move_with_a_tpdu(server: ScriptedServer)
     assert value(after, "remsim_connections", role="client", state="CONN_CLIENT_MAPPED_CARD") == 1
     assert value(after, "remsim_build_info", component="remsim-bankd", version="1.2.3") == 1
     names = {name for name, _ in after}
-    assert {
-        "remsim_reconnects_total",
-        "remsim_keepalive_timeouts_total",
+    assert {"remsim_reconnects_total", "remsim_keepalive_timeouts_total"} <= names
+    assert value(after, "remsim_slotmaps", state="ACTIVE") == 1  # the bankd's own map
+
+
+async def test_slotmaps_count_the_maps_of_the_bankd(server: ScriptedServer) -> None:
+    async with running_bankd(server) as bankd:
+        peer = await server.bankd()
+        assert value(await scrape(bankd), "remsim_slotmaps", state="ACTIVE") == 0
+        assert await create_mapping(peer, C23, B0) is ResultCode.OK
+        assert await create_mapping(peer, ClientSlot(24, 0), BankSlot(1, 1)) is ResultCode.OK
+        assert value(await scrape(bankd), "remsim_slotmaps", state="ACTIVE") == 2
+        assert await remove_mapping(peer, C23, B0) is ResultCode.OK
+        assert value(await scrape(bankd), "remsim_slotmaps", state="ACTIVE") == 1
+
+
+async def test_metrics_are_the_bankds_own(server: ScriptedServer) -> None:
+    """Only the families the bankd measures, once each, next to the process collectors."""
+    async with running_bankd(server) as bankd:
+        response = await get(bankd, "/metrics")
+    families = [f.name for f in text_string_to_metric_families(response.text)]
+    created = {name for name in families if name.endswith("_created")}  # the counters' birth
+    remsim = sorted(name for name in set(families) - created if name.startswith("remsim_"))
+    assert len(families) == len(set(families))
+    assert remsim == [
+        "remsim_build_info",
+        "remsim_connections",
+        "remsim_keepalive_timeouts",
+        "remsim_reconnects",
         "remsim_slotmaps",
-    } <= names
+        "remsim_tpdu_roundtrip_seconds",
+        "remsim_tpdus_relayed",
+    ]
+    assert "process_cpu_seconds" in families
 
 
 async def test_a_waiting_client_is_counted_by_its_state(server: ScriptedServer) -> None:
@@ -193,11 +223,18 @@ async def test_server_link_keepalive_timeouts_are_counted(server: ScriptedServer
 
 
 def test_metrics_port_option_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert config_from(parse_args(["-i", "x"])).metrics is None  # off by default
-    options = ["-i", "x", "--metrics-port", "9996", "--metrics-host", "127.0.0.1"]
-    assert config_from(parse_args(options)).metrics == ("127.0.0.1", 9996)
+    monkeypatch.delenv("REMSIM_BANKD_METRICS_PORT", raising=False)
+
+    def config(*argv: str) -> BankdConfig:
+        return BankdConfig.from_settings(parse_args(["-i", "x", *argv]))
+
+    assert config().metrics is None  # off by default
+    assert config("--metrics-port", "9996", "--metrics-host", "127.0.0.1").metrics == (
+        "127.0.0.1",
+        9996,
+    )
     monkeypatch.setenv("REMSIM_BANKD_METRICS_PORT", "9996")
-    assert config_from(parse_args(["-i", "x"])).metrics == ("0.0.0.0", 9996)
+    assert config().metrics == ("0.0.0.0", 9996)
 
 
 def test_metrics_port_in_use_stops_start_up(capsys: pytest.CaptureFixture[str]) -> None:
@@ -235,7 +272,7 @@ def test_a_card_started_from_a_worker_thread_outlives_the_thread(
 
 BANK_IN_A_PROCESS = textwrap.dedent("""
     import threading, time
-    from remsim_bankd.testbed import VirtualSimBank
+    from remsim_testing.simbank import VirtualSimBank
 
     bank = VirtualSimBank()
     bank.start()

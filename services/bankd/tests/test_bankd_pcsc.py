@@ -23,13 +23,14 @@ from remsim_bankd.bankd import Bankd, BankdConfig, bankd_identity
 from remsim_bankd.config import parse_slots_csv
 from remsim_bankd.pcsc_card import PcscCards
 from remsim_bankd.sim import CardProfile, Milenage
-from remsim_bankd.testbed import VirtualSimBank
-from remsim_bankd.testing import (
+from remsim_testing.bankd import (
     ScriptedServer,
     connect_client,
     create_mapping,
     transceive,
 )
+from remsim_testing.rspro_peers import ScriptedConnection
+from remsim_testing.simbank import VirtualSimBank
 from rspro import (
     BankSlot,
     ClientSlot,
@@ -41,7 +42,6 @@ from rspro import (
     SlotPhysStatus,
     TpduModemToCard,
 )
-from rspro.testing import ScriptedConnection
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.timeout(60)]
 

@@ -9,7 +9,7 @@ import pytest
 
 from remsim_bankd.sim import CardProfile, Milenage
 from remsim_bankd.sim.fs import USIM_AID
-from remsim_bankd.testbed import ReaderConnection, VirtualSimBank
+from remsim_testing.simbank import ReaderConnection, VirtualSimBank
 
 pytestmark = pytest.mark.pcsc
 
@@ -110,8 +110,3 @@ def test_pcscd_restart(virtual_sim_bank: VirtualSimBank) -> None:
         assert conn.tx("a0a40000022fe2") == b"\x9f\x0f"
     finally:
         conn.close()
-
-
-def test_a_bank_holds_at_most_two_cards() -> None:
-    with pytest.raises(ValueError, match=r"1\.\.2 cards"):
-        VirtualSimBank(["a.json", "b.json", "c.json"])

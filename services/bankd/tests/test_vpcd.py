@@ -4,20 +4,22 @@ the remsim-vcard program. (The protocol itself is tested in libs/vpcd.)"""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from remsim_bankd.sim import SimCardDriver, load_profile
 from remsim_bankd.vpcd import CardAsVirtualCard
+from remsim_testing.vpcd_peers import FakeVpcd
 from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, VpcdCardRunner
-from vpcd.testing import FakeVpcd
 
 PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "card0.json"
 ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
@@ -136,3 +138,33 @@ def test_remsim_vcard_rejects_a_bad_profile(tmp_path: Path) -> None:
     result = subprocess.run(cmd, capture_output=True, timeout=10, check=False)
     assert result.returncode == 2
     assert b"cannot load profile" in result.stderr
+
+
+def test_remsim_vcard_logs_json_lines_naming_its_vpcd(vpcd: FakeVpcd) -> None:
+    cmd = [sys.executable, "-m", "remsim_bankd.vcard", "--profile", str(PROFILE)]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(vpcd.port), "--log-format", "json", "-e", "INFO"],
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        sock = vpcd.accept(timeout=10)
+        assert vpcd.exchange(sock, bytes([GET_ATR])) == ATR
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        sock.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr is not None
+    entries = [json.loads(line) for line in proc.stderr.read().decode().splitlines()]
+    assert [e["message"] for e in entries][-1] == "stopped"
+    assert {e["peer"] for e in entries} == {f"127.0.0.1:{vpcd.port}"}
+    assert {e["logger"] for e in entries} >= {"remsim.vcard", "vpcd.runner"}
+
+
+def test_remsim_vcard_version() -> None:
+    cmd = [sys.executable, "-m", "remsim_bankd.vcard", "--version"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True)
+    assert result.stdout == f"remsim-vcard {version('remsim-bankd')}\n"

@@ -1,10 +1,10 @@
-"""Scripted server and bankds (remsim_client.testing) on free ports of 127.0.0.1."""
+"""Scripted server and bankds (remsim_testing.client) on free ports of 127.0.0.1."""
 
 from collections.abc import AsyncIterator
 
 import pytest
 
-from remsim_client.testing import BANKD_IDENTITY, SERVER_IDENTITY, ScriptedPeer
+from remsim_testing.client import BANKD_IDENTITY, SERVER_IDENTITY, ScriptedPeer
 
 
 @pytest.fixture

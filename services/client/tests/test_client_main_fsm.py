@@ -231,11 +231,11 @@ class TestBankdLink:
     ) -> None:
         fsm = operational()
         fsm.server_message(config_bank(ip, port))  # port 0 on every unmap, or another bankd
-        with caplog.at_level(logging.DEBUG, logger="DMAIN"):
-            caplog.clear()  # only what the losses log: other tests may have left DMAIN at INFO
+        with caplog.at_level(logging.DEBUG, logger="remsim.client"):
+            caplog.clear()  # only what the losses log: other tests may have left it at INFO
             assert fsm.bankd_lost() == []
             assert fsm.bankd_lost() == []  # a second one is unexpected
-        assert [r.levelno for r in caplog.records if r.name == "DMAIN"] == [
+        assert [r.levelno for r in caplog.records if r.name == "remsim.client"] == [
             logging.DEBUG,
             logging.ERROR,
         ]

@@ -1,25 +1,28 @@
-"""The client's small parts: hex formats, options, log mask, shell input, event script."""
+"""The client's small parts: hex formats, options, logging, shell input, event script."""
 
 from __future__ import annotations
 
 import io
+import ipaddress
+import json
 import logging
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from remsim_client.config import hexdump, parse_atr
+from remsim_client.config import hexdump, package_version, parse_atr
 from remsim_client.errors import ConfigError
 from remsim_client.frontend import POWER_OFF
-from remsim_client.logs import NOTICE, parse_debug_mask
-from remsim_client.main_fsm import NO_STATUS
-from remsim_client.options import build_parser, load_settings
+from remsim_client.main_fsm import NO_STATUS, ClientFsm
+from remsim_client.options import ClientSettings, client_parser
 from remsim_client.script import ScriptRunner, remsim_env
-from remsim_client.shell import LineSplitter, ShellFrontend, main
-from rspro import BankSlot, ClientSlot, SlotPhysStatus
+from remsim_client.shell import PROGRAM, LineSplitter, ShellFrontend, main
+from remsim_common import NOTICE, TransportSecurity
+from rspro import BankSlot, ClientSlot, ConfigClientBankReq, IpPort, SlotPhysStatus
 
 
 class TestHex:
@@ -37,14 +40,20 @@ class TestHex:
             parse_atr(text)
 
 
-class TestOptions:
-    def settings(self, *argv: str):  # type: ignore[no-untyped-def]
-        return load_settings(build_parser("t", "t").parse_args(list(argv)))
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No REMSIM_* variables from the environment the tests run in."""
+    for key in list(os.environ):
+        if key.startswith("REMSIM_"):
+            monkeypatch.delenv(key)
 
-    def test_defaults_are_the_originals(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        for key in list(os.environ):
-            if key.startswith("REMSIM_CLIENT_"):
-                monkeypatch.delenv(key)
+
+@pytest.mark.usefixtures("clean_env")
+class TestOptions:
+    def settings(self, *argv: str) -> ClientSettings:
+        return PROGRAM.load(ClientSettings, client_parser(PROGRAM, "t"), list(argv))
+
+    def test_defaults_are_the_originals(self) -> None:
         cfg = self.settings().client_config()
         assert (cfg.server_host, cfg.server_port) == ("127.0.0.1", 9998)
         assert cfg.client_slot == ClientSlot(0, 0)  # -1 ("not set") goes out as 0
@@ -86,11 +95,41 @@ class TestOptions:
         assert cfg.client_slot == ClientSlot(7, 0)
         assert cfg.atr_ignore_rspro
 
+    def test_a_config_file_below_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        config = tmp_path / "client.toml"
+        config.write_text('server_host = "10.1.1.1"\nclient_id = 23\natr = "3b 02 1122"\n')
+        monkeypatch.setenv("REMSIM_CLIENT_CLIENT_ID", "24")
+        cfg = self.settings("--config", str(config)).client_config()
+        assert cfg.server_host == "10.1.1.1"
+        assert cfg.client_slot == ClientSlot(24, 0)
+        assert cfg.atr == bytes.fromhex("3b021122")
+
+    def test_the_shared_logging_and_tls_options_come_from_remsim_too(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("REMSIM_LOG_FORMAT", "json")
+        monkeypatch.setenv("REMSIM_LOG_LEVEL", "NOTICE")
+        settings = self.settings()
+        assert settings.log_format == "json" and settings.log_level == NOTICE
+        assert TransportSecurity.from_settings(settings) is TransportSecurity.PLAINTEXT
+
+    @pytest.mark.parametrize("level", ["INFO", "3", "info"])
+    def test_the_log_level_is_a_name_or_a_libosmocore_number(self, level: str) -> None:
+        assert self.settings("--log-level", level).log_level == logging.INFO
+
+    def test_e_stays_the_event_script(self) -> None:
+        settings = self.settings("-e", "3")
+        assert settings.event_script == "3" and settings.log_level is None
+
     def test_malformed_atr_exits_with_status_2(self, capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as exc:
             main(["-a", "3b0"])
         assert exc.value.code == 2
-        assert "ATR malformed" in capsys.readouterr().err
+        assert capsys.readouterr().err == (
+            "remsim-client-shell: bad value '3b0' for -a/--atr (REMSIM_CLIENT_ATR): ATR malformed\n"
+        )
 
     @pytest.mark.parametrize(
         "argv", [["-c", "5000"], ["-n", "1024"], ["--client-id=-2"], ["-n", "x"], ["-c", "0x17"]]
@@ -101,7 +140,9 @@ class TestOptions:
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
-        assert "--client-" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("remsim-client-shell: bad value ") and "--client-" in err
+        assert err.count("\n") == 1
 
     def test_edges_of_the_range(self) -> None:
         cfg = self.settings("-c", "1023", "-n", "0").client_config()
@@ -122,26 +163,84 @@ class TestOptions:
             main(["--no-such-option"])
         assert exc.value.code == 2
 
-    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_half_the_tls_files_is_a_usage_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         with pytest.raises(SystemExit) as exc:
-            main(["-v"])
+            main(["--tls-cert", str(tmp_path / "c.pem")])
+        assert exc.value.code == 2
+        assert "TLS needs all three" in capsys.readouterr().err
+
+    def test_unusable_tls_files_are_one_line_and_status_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        files = [tmp_path / name for name in ("c.pem", "k.pem", "ca.pem")]
+        for file in files:
+            file.write_text("not PEM\n")
+        with pytest.raises(SystemExit) as exc:
+            main(
+                [
+                    f"--tls-{kind}={file}"
+                    for kind, file in zip(("cert", "key", "ca"), files, strict=True)
+                ]
+            )
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("remsim-client-shell: cannot use the TLS files: ")
+        assert err.count("\n") == 1
+
+    @pytest.mark.parametrize("flag", ["-v", "--version"])
+    def test_version(self, flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exc:
+            main([flag])
         assert exc.value.code == 0
-        assert capsys.readouterr().out.startswith("remsim-client version ")
+        assert capsys.readouterr().out == f"remsim-client-shell {package_version()}\n"
 
 
-class TestDebugMask:
-    def test_levels_are_libosmocore_numbers(self) -> None:
-        assert parse_debug_mask("DMAIN,5:DRSPRO,1") == {"DMAIN": NOTICE, "DRSPRO": logging.DEBUG}
-        assert parse_debug_mask("dst2") == {"DST2": logging.DEBUG}
-        assert parse_debug_mask("DMAIN,3:DST2,7:DRSPRO,8") == {
-            "DMAIN": logging.INFO,
-            "DST2": logging.ERROR,
-            "DRSPRO": logging.CRITICAL,
-        }
+@pytest.mark.usefixtures("clean_env")
+class TestLogging:
+    """-d maps the original's categories to the client's loggers; text or JSON on stderr."""
 
-    def test_unknown_category(self) -> None:
-        with pytest.raises(ValueError):
-            parse_debug_mask("DFOO,1")
+    def setup(self, *argv: str) -> io.StringIO:
+        settings = PROGRAM.load(ClientSettings, client_parser(PROGRAM, "t"), list(argv))
+        stream = io.StringIO()
+        PROGRAM.setup_logging(settings, stream)
+        return stream
+
+    @pytest.fixture(autouse=True)
+    def _restore_logging(self) -> Iterator[None]:
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        yield
+        root.handlers[:], root.level = handlers, level
+        logging.captureWarnings(False)
+        for name in ("remsim.client", "rspro"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+    def test_categories_are_the_client_and_rspro_loggers(self) -> None:
+        self.setup("-d", "DMAIN,1:DRSPRO,7")
+        assert logging.getLogger("remsim.client").getEffectiveLevel() == logging.DEBUG
+        assert logging.getLogger("remsim.client.vpcd").getEffectiveLevel() == logging.DEBUG
+        assert logging.getLogger("rspro.link").getEffectiveLevel() == logging.ERROR
+
+    def test_a_category_left_out_of_the_mask_is_off(self) -> None:
+        stream = self.setup("-d", "DMAIN,3")
+        logging.getLogger("rspro.link").error("not shown")
+        logging.getLogger("remsim.client").info("shown")
+        assert stream.getvalue().count("\n") == 1 and "shown" in stream.getvalue()
+
+    def test_json_lines_carry_the_slots_as_fields(self) -> None:
+        stream = self.setup("--log-format", "json")
+        fsm = ClientFsm(ClientSlot(23, 0))
+        fsm.server_connected()
+        fsm.config_bank(
+            ConfigClientBankReq(BankSlot(1, 5), IpPort(ipaddress.IPv4Address("10.0.0.2"), 9999))
+        )
+        entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+        rx = next(e for e in entries if e["message"].startswith("Rx configClientBankReq"))
+        assert rx["logger"] == "remsim.client" and rx["level"] == "INFO"
+        assert rx["message"] == "Rx configClientBankReq(10.0.0.2:9999)"
+        assert (rx["client_slot"], rx["bank_slot"]) == ("C23:0", "B1:5")
 
 
 class RecordingCore:

@@ -1,6 +1,6 @@
 """The client over real TCP on 127.0.0.1, against scripted server and bankd peers.
 
-The peers (``remsim_client.testing``) record every frame exactly as it arrived, so the
+The peers (``remsim_testing.client``) record every frame exactly as it arrived, so the
 bytes can be compared with the recordings of the original
 (reference/upstream-1.0.0/README.md): identity "vm", swVersion "1.0.0", client C23:0.
 Covers the shell as a real process (stdin/stdout, event script), the ``Client`` core with
@@ -28,7 +28,7 @@ from remsim_client import (
     RemoteCard,
 )
 from remsim_client.frontend import POWER_OFF
-from remsim_client.testing import (
+from remsim_testing.client import (
     B1_0,
     BANKD_IDENTITY,
     C23,
@@ -38,6 +38,7 @@ from remsim_client.testing import (
     config_bank,
     eventually,
 )
+from remsim_testing.rspro_peers import ScriptedConnection
 from rspro import (
     BankSlot,
     ClientSlotStatusInd,
@@ -51,7 +52,6 @@ from rspro import (
     ipa,
 )
 from rspro.link import LinkState
-from rspro.testing import ScriptedConnection
 
 CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 

@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import socket
-import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +19,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from remsim_client import Client, ClientConfig, MainState
-from remsim_client.testing import (
+from remsim_client.vpcd import VpcdFrontend
+from remsim_client.vpcd.cli import main
+from remsim_testing.client import (
     B1_0,
     TIMEOUT,
     ScriptedPeer,
@@ -28,7 +29,7 @@ from remsim_client.testing import (
     config_bank,
     eventually,
 )
-from remsim_client.vpcd_client import VpcdFrontend, main
+from remsim_testing.rspro_peers import ScriptedConnection
 from rspro import (
     ClientSlot,
     ClientSlotStatusInd,
@@ -40,7 +41,6 @@ from rspro import (
     TpduModemToCard,
     decode,
 )
-from rspro.testing import ScriptedConnection
 from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET
 
 C24 = ClientSlot(24, 0)
@@ -358,10 +358,11 @@ class TestFailures:
             finally:
                 await again.stop()
 
-    async def test_apdus_are_fast_against_a_nagling_vpcd(
+    async def test_apdus_flow_against_a_nagling_vpcd(
         self, server: ScriptedPeer, bankd: ScriptedPeer, vpcd: FakeVpcd
     ) -> None:
-        """TCP_NODELAY + TCP_QUICKACK: no ~40 ms delayed-ACK stall per message."""
+        """APDU after APDU with a vpcd that writes length and body apart (Nagle on). How
+        fast (TCP_NODELAY + TCP_QUICKACK: no ~40 ms delayed-ACK stall) is for bench/."""
         async with vpcd_client(server, vpcd) as (client, _):
             _, bk = await map_card(client, server, bankd)
             card = await vpcd.accept()
@@ -371,13 +372,9 @@ class TestFailures:
                     await answer(bk, b"\x9f\x16")
 
             bank_task = asyncio.create_task(bank())
-            times = []
             for _ in range(30):
-                start = time.perf_counter()
                 assert await card.exchange(SELECT_MF) == b"\x9f\x16"
-                times.append(time.perf_counter() - start)
             bank_task.cancel()
-            assert statistics.median(times) < 0.010, times
 
 
 # --- the executable --------------------------------------------------------------------------
@@ -387,7 +384,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subp
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "remsim_client.vpcd_client",
+        "remsim_client.vpcd",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

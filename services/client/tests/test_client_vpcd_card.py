@@ -8,7 +8,7 @@ import pytest
 
 from remsim_client.frontend import POWER_OFF as STATUS_POWER_OFF
 from remsim_client.frontend import POWER_ON as STATUS_POWER_ON
-from remsim_client.vpcd_client import (
+from remsim_client.vpcd import (
     STATUS_RESET,
     ConnectVpcd,
     DisconnectVpcd,

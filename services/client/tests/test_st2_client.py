@@ -12,9 +12,15 @@ from typing import Any, TypeVar
 
 from remsim_client import Client, MainState
 from remsim_client.st2.frontend import St2Frontend
-from remsim_client.st2.protocol import CardInsert, ModemReset, ResetAction, SetAtr, SimSelect
-from remsim_client.st2.simulator import SimulatedBackend, SimulatedDevice
-from remsim_client.testing import (
+from remsim_client.st2.protocol import (
+    CardInsert,
+    Config,
+    ModemReset,
+    ResetAction,
+    SetAtr,
+    SimSelect,
+)
+from remsim_testing.client import (
     C23,
     TIMEOUT,
     ScriptedPeer,
@@ -22,6 +28,8 @@ from remsim_client.testing import (
     config_bank,
     eventually,
 )
+from remsim_testing.rspro_peers import ScriptedConnection
+from remsim_testing.st2_firmware import SimulatedBackend, SimulatedDevice
 from rspro import (
     BankSlot,
     ClientSlotStatusInd,
@@ -31,7 +39,6 @@ from rspro import (
     TpduCardToModem,
     TpduModemToCard,
 )
-from rspro.testing import ScriptedConnection
 
 T = TypeVar("T")
 B1_5 = BankSlot(1, 5)
@@ -54,6 +61,11 @@ REF_STATUS_RUNNING = bytes.fromhex(  # rst=0 vcc=1 clk=1, card presence not sent
 EVENT_SCRIPT = """#!/bin/sh
 echo "$1 $REMSIM_USB_PATH $REMSIM_USB_INTERFACE" > "%s/$$-$1"
 """
+
+
+def written(runs: Path) -> list[str]:
+    """The lines of the event scripts that have written theirs."""
+    return [text for path in runs.iterdir() if (text := path.read_text()).endswith("\n")]
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -106,7 +118,8 @@ async def test_st2_client_session(
             bk.send(SetAtrReq(C23, CARD_ATR))
             await bk.expect(SetAtrRes, skip=(ClientSlotStatusInd,))
             await frontend.drain()
-            assert slot.host_messages[1:] == operational_entry(CARD_ATR)
+            assert slot.host_messages[:2] == [Config(1, 0, 0)] * 2  # CONFIG first, twice
+            assert slot.host_messages[2:] == operational_entry(CARD_ATR)
             assert await in_thread(modem.cold_reset) == CARD_ATR
             await running_after_reset(bk)
 
@@ -144,14 +157,15 @@ async def test_st2_client_session(
             bk.send(TpduCardToModem(B1_5, C23, bytes.fromhex("9f17")))
             assert await transact == bytes.fromhex("9f17")
             assert client.state is MainState.OPERATIONAL
-            await eventually(lambda: len(list(runs.iterdir())) >= 14)
+            # (a script's file exists a moment before its line is in it)
+            await eventually(lambda: len(written(runs)) >= 14)
     finally:
         await frontend.aclose()
         await asyncio.wait_for(run, TIMEOUT)
 
     causes = {}
-    for path in runs.iterdir():
-        cause, usb_path, interface = path.read_text().split()
+    for line in written(runs):
+        cause, usb_path, interface = line.split()
         causes[cause] = (usb_path, interface)
     assert set(causes) >= {
         "event-server-connect",

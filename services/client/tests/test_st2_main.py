@@ -13,10 +13,10 @@ import pytest
 from remsim_client.config import ClientConfig
 from remsim_client.st2.cli import St2Options
 from remsim_client.st2.protocol import CardInsert, ModemReset, ResetAction, SimSelect
-from remsim_client.st2.simulator import SimulatedBackend, SimulatedDevice
 from remsim_client.st2.usb import Selector
 from remsim_client.st2_client import run_st2_client
-from remsim_client.testing import C23, ScriptedPeer, config_bank, eventually
+from remsim_testing.client import C23, ScriptedPeer, config_bank, eventually
+from remsim_testing.st2_firmware import SimulatedBackend, SimulatedDevice
 from rspro import ClientSlot, ConfigClientBankRes, SetAtrReq, SetAtrRes
 
 ANY = St2Options(Selector(), None)

@@ -1,7 +1,7 @@
 """Scripted modem sessions: the real client on a simulated SIMtrace2, scripted peers.
 
 Each session runs the whole client: the ``Client`` core over TCP on 127.0.0.1 with a
-scripted server and bankd (``remsim_client.testing``), the st2 front-end through pyusb on
+scripted server and bankd (``remsim_testing.client``), the st2 front-end through pyusb on
 the firmware simulator, and a modem speaking T=0 on the other side of the board. The bankd
 answers TPDUs with a small SIM (:func:`card`) and collects the modem status the client
 reports.
@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -25,26 +26,30 @@ from remsim_client.st2.protocol import (
     CardInsert,
     Config,
     ModemReset,
+    Pts,
     ResetAction,
     SetAtr,
     SimSelect,
-    StatusRequest,
+    Status,
+    StatusFlags,
     TxData,
+    decode,
 )
-from remsim_client.st2.simulator import (
-    FirmwareSlot,
-    ModemError,
-    SimulatedBackend,
-    SimulatedDevice,
-    SimulatedModem,
-)
-from remsim_client.st2.usb import Selector
-from remsim_client.testing import (
+from remsim_client.st2.usb import BULK_IN_QUEUE, Selector
+from remsim_testing.client import (
     C23,
     ScriptedPeer,
     client_config,
     config_bank,
     eventually,
+)
+from remsim_testing.rspro_peers import ScriptedConnection
+from remsim_testing.st2_firmware import (
+    FirmwareSlot,
+    ModemError,
+    SimulatedBackend,
+    SimulatedDevice,
+    SimulatedModem,
 )
 from rspro import (
     BankSlot,
@@ -56,7 +61,6 @@ from rspro import (
     TpduCardToModem,
     TpduModemToCard,
 )
-from rspro.testing import ScriptedConnection
 
 T = TypeVar("T")
 B1_5 = BankSlot(1, 5)
@@ -97,7 +101,10 @@ class Bank:
 
     async def _serve(self) -> None:
         while True:
-            msg, _ = await self.conn.recv(timeout=None)
+            try:
+                msg, _ = await self.conn.recv(timeout=None)
+            except ConnectionError:
+                return  # the client (or the test) closed this bankd connection
             match msg:
                 case TpduModemToCard(data=data):
                     self.tpdus.append(data)
@@ -187,9 +194,10 @@ async def open_rig(server: ScriptedPeer, bankd: ScriptedPeer) -> AsyncIterator[O
         board: str = "SIMtrace 2",
         selector: Selector | None = None,
         presence_high: bool | None = None,
+        sim: SimulatedDevice | None = None,  # a board used before (a restart)
         **config: Any,
     ) -> Rig:
-        sim = SimulatedDevice(board, bus=2, address=5, ports=(1, 1))
+        sim = sim or SimulatedDevice(board, bus=2, address=5, ports=(1, 1))
         frontend = await St2Frontend.open(
             selector, backend=SimulatedBackend([sim]), presence_high=presence_high
         )
@@ -229,7 +237,9 @@ async def test_startup_enables_status_irq_with_presence_polarity(
 ) -> None:
     rig = await open_rig(presence_high=presence_high)
     config = bytes.fromhex("01 08 00 00 00 00 0e 00 01 00 00 00 00" + pres_pol)
-    assert rig.slot.transfers == [config]  # and nothing else before the card is mapped
+    # CONFIG comes first, twice (a restart may lose the first packet of each endpoint),
+    # and nothing else is sent before the card is mapped.
+    assert rig.slot.transfers == [config, config]
     assert rig.slot.features == 1
     if presence_high is not None:
         assert rig.slot.presence_high is presence_high
@@ -240,10 +250,10 @@ async def test_mapping_and_unmapping_send_upstreams_sequence(
 ) -> None:
     rig = await open_rig()
     bank = await rig.map()
-    with caplog.at_level(logging.DEBUG, logger="DMAIN"):
+    with caplog.at_level(logging.DEBUG, logger="remsim.client"):
         await rig.unmap()
         await bank.conn.wait_closed()
-    assert rig.slot.host_messages[1:] == [
+    assert rig.slot.host_messages[2:] == [
         SimSelect(True),
         SetAtr(b"\x3b\x00"),
         CardInsert(True),
@@ -253,7 +263,7 @@ async def test_mapping_and_unmapping_send_upstreams_sequence(
         SimSelect(False),
         RESET_PULSE,
     ]
-    assert rig.slot.transfers[1:5] == [
+    assert rig.slot.transfers[2:6] == [
         bytes.fromhex("02 02 00 00 00 00 09 00 01"),
         bytes.fromhex("01 02 00 00 00 00 0b 00 02 3b 00"),
         bytes.fromhex("01 05 00 00 00 00 09 00 01"),
@@ -291,10 +301,29 @@ async def test_atr_ignore_rspro_keeps_the_configured_atr(open_rig: Opener) -> No
     ]
 
 
-async def test_an_atr_longer_than_33_bytes_is_ignored_by_the_firmware(open_rig: Opener) -> None:
+async def test_an_atr_over_33_bytes_is_refused_with_an_error_and_the_event_script(
+    open_rig: Opener, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The firmware would silently keep the previous ATR: the client says so instead."""
+    causes = tmp_path / "causes"
+    script = tmp_path / "event-script"
+    script.write_text(f'#!/bin/sh\necho "$1" >> "{causes}"\n')
+    script.chmod(0o755)
+    rig = await open_rig(event_script=str(script))
+    too_long = b"\x3b" + bytes(33)
+    with caplog.at_level(logging.ERROR):
+        await rig.map(atr=too_long)
+    assert SetAtr(too_long) not in rig.slot.host_messages  # never sent
+    assert "has 34 bytes, the card emulator takes at most 33: not sent" in caplog.text
+    await eventually(lambda: causes.exists() and "event-atr-rejected" in causes.read_text())
+    assert await in_thread(rig.modem.cold_reset) == b"\x3b\x00"  # the previous ATR
+
+
+async def test_an_atr_of_33_bytes_is_used(open_rig: Opener) -> None:
     rig = await open_rig()
-    await rig.map(atr=b"\x3b" + bytes(54))
-    assert await in_thread(rig.modem.cold_reset) == b"\x3b\x00"
+    longest = b"\x3b" + bytes(range(32))
+    await rig.map(atr=longest)
+    assert await in_thread(rig.modem.cold_reset) == longest
 
 
 async def test_no_atr_before_the_card_is_mapped(open_rig: Opener) -> None:
@@ -377,7 +406,7 @@ async def test_pts_is_answered_by_the_firmware_and_logged(
     open_rig: Opener, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig = await running(open_rig)
-    with caplog.at_level(logging.INFO, logger="DMAIN"):
+    with caplog.at_level(logging.INFO, logger="remsim.client"):
         assert await in_thread(rig.modem.pps, bytes.fromhex("ff109679")) == bytes.fromhex(
             "ff109679"
         )
@@ -390,7 +419,7 @@ async def test_pps_with_a_bad_checksum_is_dropped(
     open_rig: Opener, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig = await running(open_rig)
-    with caplog.at_level(logging.INFO, logger="DMAIN"), pytest.raises(ModemError):
+    with caplog.at_level(logging.INFO, logger="remsim.client"), pytest.raises(ModemError):
         await in_thread(rig.modem.pps, bytes.fromhex("ff109678"), 0.2)
     assert "PTS Indication" not in caplog.text
 
@@ -506,7 +535,6 @@ async def test_a_clean_stop_gives_the_modem_its_own_sim_back(open_rig: Opener) -
         CardInsert(False),
         SimSelect(False),
         RESET_PULSE,
-        StatusRequest(),  # closing: wakes the bulk IN reader
     ]
     assert rig.modem.card_present is False  # the modem sees the card removed
     assert not rig.slot.enabled  # and is back on its local SIM
@@ -519,7 +547,7 @@ async def test_a_stop_without_a_card_sends_nothing(open_rig: Opener) -> None:
     rig = await open_rig()
     await rig.client.aclose()
     await rig.frontend.drain()
-    assert rig.slot.host_messages == [Config(1, 0, 0)]
+    assert rig.slot.host_messages == [Config(1, 0, 0)] * 2
 
 
 # --- the event loop, the device, the script environment --------------------------------------
@@ -631,3 +659,114 @@ async def test_a_failed_write_ends_run(open_rig: Opener) -> None:
     await rig.frontend.aclose()  # still stops its reader threads
     assert time.monotonic() - start < 0.5
     assert rig.sim.claimed == set()
+
+
+# --- the USB as a real board has it ------------------------------------------------------
+
+
+def update_binary(length: int) -> bytes:
+    """UPDATE BINARY (case 3) with ``length`` bytes: RX_DATA of 14 + ``length`` bytes."""
+    return bytes([0x00, 0xD6, 0x00, 0x00, length]) + bytes(i & 0xFF for i in range(length))
+
+
+@pytest.mark.parametrize("length", [0, 1, 50, 113, 114, 178, 242, 255])
+async def test_command_data_of_every_size_is_forwarded_and_answered(
+    open_rig: Opener, length: int
+) -> None:
+    """The firmware ends a message of 64 bytes (50 data bytes) with a zero-length packet,
+    one of 128, 192 or 256 bytes (114, 178, 242) on a full packet with nothing after it;
+    P3 = 0 forwards the header alone (the firmware would wait for data after an ACK)."""
+    rig = await running(open_rig)
+    tpdu = update_binary(length)
+    assert await in_thread(rig.modem.transact, tpdu) == b"\x90\x00"
+    assert rig.bank is not None and rig.bank.tpdus == [tpdu]
+    sent = [m.data for m in rig.sim.in_messages if m.endpoint == 0x85]
+    assert len(sent[-1]) == (14 + length if length else 19)  # the last RX_DATA, as one message
+    assert rig.slot.errors == []
+
+
+async def test_one_message_over_three_reads(open_rig: Opener) -> None:
+    rig = await running(open_rig)
+    assert await in_thread(rig.modem.transact, update_binary(178)) == b"\x90\x00"
+    final = rig.sim.in_messages[-1].data
+    assert len(final) == 192
+    reads = [r.data for r in rig.sim.reads_done if r.endpoint == 0x85][-3:]
+    assert reads == [final[:64], final[64:128], final[128:]]
+
+
+async def test_several_messages_in_one_read(
+    open_rig: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A device that packed its messages (the firmware does not) would be understood too."""
+    rig = await running(open_rig)
+    pts = Pts(4, bytes.fromhex("ff109679"), bytes.fromhex("ff109679"))
+    with caplog.at_level(logging.DEBUG):
+        rig.slot.send_packed(pts, Status(StatusFlags.VCC_PRESENT), Config(1, 0, 3))
+        await eventually(lambda: "firmware config" in caplog.text)
+    assert "PTS Indication (ff109679)" in caplog.text and "firmware status" in caplog.text
+    (read,) = [r for r in rig.sim.reads_done if len(r.data) == 21 + 21 + 14]  # one packet
+    assert read.endpoint == 0x85
+    assert await in_thread(rig.modem.transact, bytes.fromhex("a0b0000002")) == b"\x00\x01\x90\x00"
+
+
+async def test_a_pps_followed_at_once_by_a_tpdu_is_answered(open_rig: Opener) -> None:
+    """What once hung upstream with a Quectel EC20 and a single queued read."""
+    rig = await running(open_rig)
+    modem = rig.modem
+
+    def pps_then_select() -> bytes:
+        assert modem.pps(bytes.fromhex("ff109679")) == bytes.fromhex("ff109679")
+        return modem.transact(bytes.fromhex("a0a40000023f00"))
+
+    assert await in_thread(pps_then_select) == b"\x9f\x17"
+    assert rig.slot.d_index == 6
+
+
+async def test_reads_stay_queued_on_bulk_in_during_a_tpdu_exchange(open_rig: Opener) -> None:
+    """Seen from the board: when it sends each RX_DATA, the host has reads waiting."""
+    rig = await running(open_rig)
+    start = len(rig.sim.in_messages)
+    assert await in_thread(rig.modem.transact, update_binary(178)) == b"\x90\x00"
+    assert await in_thread(rig.modem.transact, bytes.fromhex("a0b0000004")) == bytes.fromhex(
+        "00010203 9000"
+    )
+    exchanged = [m for m in rig.sim.in_messages[start:] if m.endpoint == 0x85]
+    assert len(exchanged) == 3  # header + data, header
+    assert [m.reads_queued for m in exchanged] == [BULK_IN_QUEUE] * 3
+    assert BULK_IN_QUEUE >= 2
+
+
+@pytest.mark.parametrize(
+    ("out_lost", "in_lost"),
+    [(True, True), (True, False), (False, True)],
+    ids=["both-lose-one", "out-loses-one", "in-loses-one"],
+)
+async def test_a_restart_after_set_interfaces_stall_works_because_config_comes_first(
+    open_rig: Opener, out_lost: bool, in_lost: bool
+) -> None:
+    """SET_INTERFACE's STALL resets the host's data toggles, not the firmware's: after a
+    restart the first packet on an endpoint is lost when its toggle count was odd. The
+    client starts with two CONFIGs, so what is lost is always a CONFIG or its answer."""
+    first = await running(open_rig)
+    assert await in_thread(first.modem.transact, update_binary(3)) == b"\x90\x00"
+    await first.client.aclose()
+    await first.frontend.aclose()
+    sim = first.sim
+    # The toggles the first session left, as after an odd (lost) or even number of packets
+    # on each endpoint; the interrupt endpoint's goes with bulk IN.
+    for ep, odd in ((0x04, out_lost), (0x85, in_lost), (0x86, in_lost)):
+        sim.endpoints[ep].device_toggle = sim.endpoints[ep].host_toggle = int(odd)
+    sim.dropped.clear()
+
+    second = await open_rig(sim=sim)
+    assert sim.set_interface_requests == 2
+    bank = await second.map()
+    assert await in_thread(second.modem.cold_reset) == USIM_ATR
+    # The modem was still running: (0, 1, 1) on SIM_SELECT already. Wait for the reset's.
+    assert await bank.statuses_until((1, 1, 1))
+    assert await bank.statuses_until((0, 1, 1))
+    assert await in_thread(second.modem.transact, bytes.fromhex("a0a40000023f00")) == b"\x9f\x17"
+    assert bank.tpdus == [bytes.fromhex("a0a40000023f00")]
+    lost = {ep: [decode(d.data) for d in sim.dropped if d.endpoint == ep] for ep in (4, 0x85)}
+    assert lost == {0x04: [Config(1, 0, 0)] * out_lost, 0x85: [Config(1, 0, 3)] * in_lost}
+    assert second.slot.host_messages[0] == Config(1, 0, 0)

@@ -1,16 +1,14 @@
 """Descriptors, device selection and opening, through pyusb with the simulator backend."""
 
 import io
-import threading
 
 import pytest
 import usb.core
 import usb.util
 
 from remsim_client.st2.cli import build_parser, main, st2_options
-from remsim_client.st2.errors import DeviceError, SelectionError, St2Error
-from remsim_client.st2.protocol import Status, StatusFlags, encode
-from remsim_client.st2.simulator import SimulatedBackend, SimulatedDevice
+from remsim_client.st2.errors import DeviceError, SelectionError
+from remsim_client.st2.transfers import Completion, TransferStatus
 from remsim_client.st2.usb import (
     CardemDevice,
     Endpoints,
@@ -20,6 +18,7 @@ from remsim_client.st2.usb import (
     select_candidate,
     usb_path,
 )
+from remsim_testing.st2_firmware import SimulatedBackend, SimulatedDevice
 
 
 def simtrace(address: int = 5, ports: tuple[int, ...] = (1, 1)) -> SimulatedDevice:
@@ -118,6 +117,17 @@ def test_path_or_address_picks_one_of_several_devices() -> None:
         select_candidate(Selector(address=0), backend)
 
 
+def test_given_both_path_and_address_either_one_matching_selects_as_upstream() -> None:
+    backend = SimulatedBackend([simtrace(5, (1, 1)), simtrace(9, (1, 4))])
+    # a stale -A next to the right -H (the address changes when the device re-enumerates)
+    assert select_candidate(Selector(address=7, path="2-1.4"), backend).address == 9
+    assert select_candidate(Selector(address=9, path="2-9"), backend).path == "2-1.4"
+    assert select_candidate(Selector(address=9, path="2-1.4"), backend).address == 9
+    # naming two different devices is ambiguous (upstream would open the last one)
+    with pytest.raises(SelectionError, match="2 card-emulation interfaces"):
+        select_candidate(Selector(address=5, path="2-1.4"), backend)
+
+
 def test_a_two_slot_board_needs_the_interface_option() -> None:
     backend = SimulatedBackend([SimulatedDevice("sysmoQMOD (Quad Modem)", bus=2, ports=(1, 1))])
     with pytest.raises(SelectionError) as error:
@@ -190,31 +200,30 @@ def test_an_interface_claimed_elsewhere_cannot_be_opened() -> None:
     first.close()
 
 
-def test_releasing_the_interface_ends_a_pending_interrupt_read_which_takes_nothing() -> None:
-    """How the st2 transport stops its interrupt reader, which waits without a timeout (a
-    timed-out libusb transfer may lose the STATUS it was receiving)."""
+def test_the_reads_are_queued_on_the_opened_device() -> None:
+    """The st2 transport's one-packet reads: queued on the pyusb device's own handle."""
     sim = simtrace()
     device = open_cardem(backend=SimulatedBackend([sim]))
-    irq = device.endpoints.irq_in
-    ended: list[St2Error] = []
-
-    def read() -> None:
-        try:
-            device.read(irq, 64, 0)
-        except St2Error as exc:
-            ended.append(exc)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    status = encode(Status(StatusFlags.VCC_PRESENT))
-    with sim.cond:  # a STATUS arrives just as the interface is released
-        sim.slots[0].irq_in.append(status)
-        device.release()
-    reader.join(2)
-    assert not reader.is_alive() and len(ended) == 1
-    assert device.read(irq, 64, 0) == status  # still there for the next read
+    assert (device.endpoints.bulk_in_packet, device.endpoints.irq_in_packet) == (64, 64)
+    transfers = device.in_transfers()
+    done: list[Completion] = []
+    transfers.submit(device.endpoints.irq_in, 64, done.append, interrupt=True)
+    assert sim.reads_queued(0x86) == 1
+    transfers.cancel_all()
+    transfers.handle_events(1.0)
+    assert [c.status for c in done] == [TransferStatus.CANCELLED]
     device.close()
     assert sim.claimed == set()
+
+
+def test_a_backend_without_queued_transfers_is_an_error() -> None:
+    class Blocking(SimulatedBackend):
+        in_transfers = None  # like pyusb's libusb0 and openusb backends
+
+    device = open_cardem(backend=Blocking([simtrace()]))
+    with pytest.raises(DeviceError, match="cannot queue transfers"):
+        device.in_transfers()
+    device.close()
 
 
 def test_missing_endpoint_is_an_error() -> None:
@@ -279,6 +288,25 @@ def test_list_prints_every_interface() -> None:
     assert lines[0].startswith("2-1.1 (address 5) 1d50:60e3 SIMtrace 2, config 1, interface 0")
     assert "OWHW" in lines[1] and "interface 0" in lines[1]
     assert "'CardEmulator Modem 2'" in lines[2]
+
+
+def test_list_tells_the_two_sam3_devices_of_a_qmod_apart_by_path() -> None:
+    """Both SAM3 devices of a sysmoQMOD name their interfaces "CardEmulator Modem 1/2":
+    modems 3 and 4 differ from 1 and 2 only by the USB path (-H)."""
+    qmod = "sysmoQMOD (Quad Modem)"
+    backend = SimulatedBackend([
+        SimulatedDevice(qmod, bus=2, address=7, ports=(1, 1)),
+        SimulatedDevice(qmod, bus=2, address=8, ports=(1, 2)),
+    ])  # fmt: skip
+    out = io.StringIO()
+    assert main(["--list"], backend=backend, stdout=out) == 0
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == ["2-1.1", "2-1.1", "2-1.2", "2-1.2"]
+    assert "'CardEmulator Modem 1'" in lines[2] and lines[2].endswith("-I 0 -H 2-1.2]")
+    assert "'CardEmulator Modem 2'" in lines[3] and lines[3].endswith("-I 1 -H 2-1.2]")
+    out = io.StringIO()
+    assert main(["-H", "2-1.2", "-I", "1"], backend=backend, stdout=out) == 0
+    assert out.getvalue().startswith("2-1.2 (address 8)")
 
 
 def test_list_with_nothing_found_fails() -> None:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from remsim_server.server import RemsimServer
-from remsim_server.testing import running_server
+from remsim_testing.server import running_server
 
 
 @pytest.fixture

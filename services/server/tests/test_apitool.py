@@ -2,13 +2,14 @@
 
 import asyncio
 import socket
+from importlib import metadata
 
 import pytest
 
 import rspro
 from remsim_api import apitool
 from remsim_server.server import RemsimServer
-from remsim_server.testing import connect_bankd, connect_client
+from remsim_testing.server import connect_bankd, connect_client
 
 
 async def run(*argv: str) -> int:
@@ -107,3 +108,11 @@ def test_commands_are_mutually_exclusive(capsys: pytest.CaptureFixture[str]) -> 
     assert exited.value.code == 2
     args = apitool.build_parser().parse_args(["-P", "1234", "-c", "23"])
     assert (args.port, args.show_clients) == (1234, "23")
+
+
+def test_version_and_the_default_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        apitool.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"remsim-apitool {metadata.version('remsim-api')}\n"
+    assert apitool.build_parser().parse_args([]).port == 9997

@@ -10,21 +10,21 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
 
 import rspro
 from remsim_control import BankSlot, ClientSlot, MemoryBus, MemoryStore, SlotmapEvent, SlotmapState
 from remsim_control.backends import open_backends
 from remsim_control.nats_bus import NatsBus
+from remsim_server import metrics as server_metrics
 from remsim_server.server import RemsimServer
-from remsim_server.testing import (
+from remsim_testing.rspro_peers import ScriptedConnection
+from remsim_testing.server import (
     BANKD_IDENTITY,
     connect_bankd,
     connect_client,
     running_server,
     server_settings,
 )
-from rspro.testing import ScriptedConnection
 from tests.fixtures.servers import ServiceFixture
 
 OK = rspro.ResultCode.OK
@@ -160,7 +160,9 @@ async def test_the_core_counts_its_connections_by_role_and_state() -> None:
 
 async def test_keepalive_timeouts_are_counted_by_peer() -> None:
     def timeouts() -> float:
-        value = REGISTRY.get_sample_value("remsim_keepalive_timeouts_total", {"link": "bankd"})
+        value = server_metrics.REGISTRY.get_sample_value(
+            "remsim_keepalive_timeouts_total", {"link": "bankd"}
+        )
         return value or 0.0
 
     before = timeouts()

@@ -1,15 +1,21 @@
 """remsim-server's command line and environment, and the process itself."""
 
 import asyncio
+import io
+import json
+import logging
 import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
 
 import httpx
 import pytest
 
-from remsim_server.main import parse_args
+from remsim_server.main import CATEGORIES, PROGRAM, parse_args
 
 
 def free_port() -> int:
@@ -39,21 +45,113 @@ def test_options_come_from_the_environment_and_flags_win(monkeypatch: pytest.Mon
     assert settings.rest_host == "::1"
     assert settings.bankd_addresses == {1: "203.0.113.5:9999"}
     assert settings.identity_name == "fixme-name"
-    assert settings.log_level == "DEBUG"
+    assert settings.log_level == logging.DEBUG
 
 
-def test_bankd_addresses_are_given_per_bank() -> None:
+def test_options_come_from_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('rspro_port = 19998\nbankd_addresses = {1 = "bankd1.example"}\n')
+    settings = parse_args(["--config", str(config), "--rest-port", "19997"])
+    assert (settings.rspro_port, settings.rest_port) == (19998, 19997)
+    assert settings.bankd_addresses == {1: "bankd1.example"}
+
+
+def test_bankd_addresses_are_given_per_bank(capsys: pytest.CaptureFixture[str]) -> None:
     settings = parse_args(["--bankd-address", "1=bankd1.example", "--bankd-address", "2=[::1]:7"])
     assert settings.bankd_addresses == {1: "bankd1.example", 2: "[::1]:7"}
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         parse_args(["--bankd-address", "bankd1.example"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "remsim-server: bad value ['bankd1.example'] for --bankd-address "
+        "(REMSIM_BANKD_ADDRESSES): expected BANK_ID=HOST[:PORT], got 'bankd1.example'\n"
+    )
 
 
-def test_the_originals_debug_mask_sets_the_log_level() -> None:
-    assert parse_args(["-d", "DMAIN,1:DRSPRO,3"]).log_level == "DEBUG"
-    assert parse_args(["-d", "DMAIN,7"]).log_level == "ERROR"
-    assert parse_args(["-d", "DMAIN,3", "--log-level", "WARNING"]).log_level == "WARNING"
-    assert parse_args(["-L"]).log_level == "INFO"
+def test_a_bad_value_is_one_line_naming_the_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REMSIM_RSPRO_PORT", "abc")
+    with pytest.raises(SystemExit) as exited:
+        parse_args([])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("remsim-server: bad value 'abc' for --rspro-port (REMSIM_RSPRO_PORT): ")
+    assert error.count("\n") == 1 and "pydantic" not in error
+    with pytest.raises(SystemExit):
+        parse_args(["--rspro-port", "1", "-e", "LOUD"])
+    assert capsys.readouterr().err.startswith(
+        "remsim-server: bad value 'LOUD' for -e/--log-level (REMSIM_LOG_LEVEL): "
+    )
+
+
+def test_log_levels_are_names_or_the_originals_numbers() -> None:
+    assert parse_args(["-e", "INFO"]).log_level == logging.INFO
+    assert parse_args(["-e", "3"]).log_level == logging.INFO
+    assert parse_args(["--log-level", "7"]).log_level == logging.ERROR
+    assert parse_args(["-L", "-T"]).log_level is None  # accepted, and INFO by default
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(n) for ns in CATEGORIES.values() for n in ns),
+    ]
+    saved = [(logger, logger.level, logger.handlers[:]) for logger in loggers]
+    yield
+    for logger, level, handlers in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+    logging.captureWarnings(False)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_the_originals_debug_mask_selects_categories() -> None:
+    settings = parse_args(["-d", "DMAIN,1:DRSPRO,7"])
+    PROGRAM.setup_logging(settings, stream=io.StringIO())
+    assert logging.getLogger("remsim.server").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("rspro").isEnabledFor(logging.WARNING)
+    assert logging.getLogger("rspro").isEnabledFor(logging.ERROR)
+    assert not logging.getLogger("remsim.api").isEnabledFor(logging.CRITICAL)  # not listed
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_logs_carry_the_fields() -> None:
+    out = io.StringIO()
+    PROGRAM.setup_logging(parse_args(["--log-format", "json"]), stream=out)
+    logging.getLogger("remsim.server").info("bankd connected", extra={"bank": 1})
+    line = json.loads(out.getvalue())
+    assert (line["level"], line["logger"], line["message"], line["bank"]) == (
+        "INFO",
+        "remsim.server",
+        "bankd connected",
+        1,
+    )
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_dslotmap_selects_the_slotmap_life_cycle() -> None:
+    PROGRAM.setup_logging(parse_args(["-d", "DSLOTMAP,3"]), stream=io.StringIO())
+    for name in ("remsim.server.slotmap", "remsim.api.slotmap"):
+        assert logging.getLogger(name).isEnabledFor(logging.INFO)
+        assert not logging.getLogger(name).isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("remsim.server").isEnabledFor(logging.CRITICAL)
+
+
+def test_tls_needs_its_three_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("REMSIM_TLS_CERT", "REMSIM_TLS_KEY", "REMSIM_TLS_CA", "REMSIM_REQUIRE_TLS"):
+        monkeypatch.delenv(name, raising=False)
+    assert parse_args([]).tls_cert is None  # plaintext by default
+    monkeypatch.setenv("REMSIM_TLS_CA", str(tmp_path / "ca.pem"))
+    settings = parse_args(["--tls-cert", "server.pem", "--tls-key", "server.key"])
+    assert (settings.tls_cert, settings.tls_ca) == (Path("server.pem"), tmp_path / "ca.pem")
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--tls-cert", "server.pem"])
+    assert exited.value.code == 2
+    assert "TLS needs all three" in capsys.readouterr().err
 
 
 def test_the_shared_store_and_bus_and_the_core_id(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,10 +173,11 @@ def test_the_shared_store_and_bus_and_the_core_id(monkeypatch: pytest.MonkeyPatc
 
 
 def test_version_and_positional_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        parse_args(["-V"])
-    assert exited.value.code == 0
-    assert capsys.readouterr().out.startswith("remsim-server version ")
+    for flag in ("-V", "--version"):
+        with pytest.raises(SystemExit) as exited:
+            parse_args([flag])
+        assert exited.value.code == 0
+        assert capsys.readouterr().out == f"remsim-server {metadata.version('remsim-server')}\n"
     with pytest.raises(SystemExit) as exited:
         parse_args(["extra"])
     assert exited.value.code == 2
@@ -113,7 +212,13 @@ async def test_the_process_serves_both_ports_and_stops_on_sigterm() -> None:
             ready = await http.get("/readyz")
             assert (ready.status_code, ready.json()) == (200, {"store": True})
             metrics = (await http.get("/metrics")).text
+        # the core's and the API's families, once, and no card traffic
+        assert metrics.count("remsim_build_info{") == 1
         assert 'remsim_build_info{component="remsim-server",version="' in metrics
+        assert "# TYPE remsim_connections gauge" in metrics
+        assert 'remsim_keepalive_timeouts_total{link="bankd"} 0.0' in metrics
+        assert 'remsim_slotmaps{state="ACTIVE"} 0.0' in metrics
+        assert "remsim_tpdu" not in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 10) == 0
@@ -135,3 +240,15 @@ async def test_nats_without_redis_exits_1() -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 1
     assert b"cannot start" in stderr and b"REMSIM_REDIS_URL" in stderr
+
+
+async def test_tls_files_that_cannot_be_used_exit_1(tmp_path: Path) -> None:
+    missing = [str(tmp_path / name) for name in ("server.pem", "server.key", "ca.pem")]
+    process = await start(
+        "--rspro-port", "0", "--rest-port", "0",
+        "--tls-cert", missing[0], "--tls-key", missing[1], "--tls-ca", missing[2],
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 1
+    assert b"cannot start: the TLS files cannot be used" in stderr
+    assert b"Traceback" not in stderr

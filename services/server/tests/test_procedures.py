@@ -14,9 +14,11 @@ import httpx
 import pytest
 
 import rspro
+from remsim_common.logs import FIELDS
 from remsim_control import ClientSlot, MemoryBus, MemoryStore
 from remsim_server.server import RemsimServer
-from remsim_server.testing import (
+from remsim_testing.rspro_peers import ScriptedConnection
+from remsim_testing.server import (
     BANKD_IDENTITY,
     CLIENT_IDENTITY,
     connect_bankd,
@@ -24,7 +26,6 @@ from remsim_server.testing import (
     running_server,
     server_settings,
 )
-from rspro.testing import ScriptedConnection
 
 OK = rspro.ResultCode.OK
 ILLEGAL_SLOT = rspro.ResultCode.ILLEGAL_SLOT_ID
@@ -151,7 +152,12 @@ async def test_a_duplicate_identity_is_refused_with_identity_in_use(
         answer = (await second.expect(rspro.ConnectClientRes))[0]
     assert answer.result is rspro.ResultCode.IDENTITY_IN_USE  # type: ignore[attr-defined]
     await second.expect_closed(timeout=3)  # 1 s later, as the original
-    assert "identityInUse" in caplog.text
+    (refusal,) = [r for r in caplog.records if "identityInUse" in r.getMessage()]
+    if kind == "bankd":
+        assert refusal.bank == 1  # type: ignore[attr-defined]
+    else:
+        assert refusal.client_slot == "C23:0"  # type: ignore[attr-defined]
+    assert refusal.peer.startswith("127.0.0.1:")  # type: ignore[attr-defined]
     listed = (await rest.get(f"/{kind.removesuffix('d')}s")).json()
     assert len(next(iter(listed.values()))) == 1
     await first.aclose()
@@ -443,10 +449,43 @@ async def test_unexpected_messages_are_logged_and_the_connection_kept(
     with caplog.at_level(logging.WARNING, logger="remsim.server"):
         bankd.send(rspro.CreateMappingRes(OK))  # nothing outstanding
         bankd.send(rspro.ResetStateRes(OK))
-        await eventually(lambda: _logged(caplog, "resetStateRes"))
-    assert "without an outstanding createMappingReq" in caplog.text
+        await eventually(lambda: _ignored(caplog, 2))
+    nothing_outstanding, reset = [r for r in caplog.records if r.getMessage() == "message ignored"]
+    assert nothing_outstanding.cause == (  # type: ignore[attr-defined]
+        "createMappingRes without an outstanding createMappingReq"
+    )
+    assert reset.cause.startswith("resetStateRes")  # type: ignore[attr-defined]
+    assert (reset.bank, reset.peer) == (1, nothing_outstanding.peer)  # type: ignore[attr-defined]
     await create(rest, 1, 0, 23, 0)
     await bankd.expect(rspro.CreateMappingReq)
+
+
+async def test_log_lines_carry_the_ids_as_fields(
+    server: RemsimServer, rest: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "remsim")
+    bankd = await connect_bankd(server.rspro_port)
+    client = await connect_client(server.rspro_port)
+    await map_and_activate(rest, bankd, client)
+    slot_map = {"map": 65536, "bank_slot": "B1:0", "client_slot": "C23:0"}
+    assert _fields(caplog, "remsim.api.slotmap", "slotmap added") == slot_map
+    for change in ("NEW -> UNACKNOWLEDGED", "UNACKNOWLEDGED -> ACTIVE"):
+        assert _fields(caplog, "remsim.server.slotmap", f"slotmap state change: {change}") == (
+            slot_map
+        )
+    bank = _fields(caplog, "remsim.server", "bankd connected")
+    assert bank.pop("peer").startswith("127.0.0.1:") and bank == {"bank": 1}
+    config = _fields(caplog, "remsim.server", "Tx configClientBankReq(127.0.0.1:9999)")
+    assert config.pop("peer").startswith("127.0.0.1:")
+    assert config == {"client_slot": "C23:0", "bank_slot": "B1:0"}
+
+
+def _fields(caplog: pytest.LogCaptureFixture, logger: str, message: str) -> dict[str, Any]:
+    """The structured fields of the one line of ``logger`` whose message starts so."""
+    (record,) = [
+        r for r in caplog.records if r.name == logger and r.getMessage().startswith(message)
+    ]
+    return {key: getattr(record, key) for key in FIELDS if hasattr(record, key)}
 
 
 async def _empty(rest: httpx.AsyncClient, path: str, key: str) -> bool:
@@ -461,8 +500,8 @@ async def _has_config(store: MemoryStore) -> bool:
     return await store.get_client_config(ClientSlot(client_id=23, slot_nr=0)) is not None
 
 
-async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
-    return text in caplog.text
+async def _ignored(caplog: pytest.LogCaptureFixture, count: int) -> bool:
+    return [r.getMessage() for r in caplog.records].count("message ignored") == count
 
 
 def ipv6_loopback() -> bool:

@@ -17,14 +17,14 @@ from remsim_control import BackendUnavailable, MemoryBus, MemoryStore
 from remsim_control.backends import open_backends
 from remsim_control.bus import Event
 from remsim_server.core import ControlCore
-from remsim_server.testing import (
+from remsim_testing.rspro_peers import ScriptedConnection
+from remsim_testing.server import (
     BANKD_IDENTITY,
     CLIENT_IDENTITY,
     connect_bankd,
     running_server,
     server_settings,
 )
-from rspro.testing import ScriptedConnection
 
 MAP = {"bank": {"bankId": 1, "slotNr": 0}, "client": {"clientId": 23, "slotNr": 0}}
 SERVER_IDENTITY = rspro.ComponentIdentity(

@@ -2,9 +2,10 @@
 
 Models (slots, identities, slotmaps, registry records), the ``Store`` and ``Bus``
 interfaces and their in-memory implementations; Redis and NATS ones in ``redis_store`` and
-``nats_bus``, chosen by ``backends.open_backends``; metrics and health in ``metrics``.
+``nats_bus``, chosen by ``backends.open_backends``.
 """
 
+from remsim_control.audit import AuditEntry, AuditKind, AuditQuery
 from remsim_control.bus import Bus, Event, ResetEvent, SlotmapEvent, decode_event, encode_event
 from remsim_control.errors import BackendUnavailable, ControlError, IdentityInUse, SlotInUse
 from remsim_control.memory_bus import MemoryBus
@@ -29,6 +30,9 @@ from remsim_control.store import Store
 
 __all__ = [
     "SLOT_MAX",
+    "AuditEntry",
+    "AuditKind",
+    "AuditQuery",
     "BackendUnavailable",
     "BankRecord",
     "BankSlot",

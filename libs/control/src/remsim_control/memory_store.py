@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Collection
 
+from remsim_control.audit import AuditEntry, AuditQuery
 from remsim_control.errors import IdentityInUse, SlotInUse
 from remsim_control.models import (
     BankRecord,
@@ -28,6 +29,8 @@ class MemoryStore:
         self._banks: dict[int, BankRecord] = {}
         self._clients: dict[ClientSlot, ClientRecord] = {}
         self._client_configs: dict[ClientSlot, ClientConfig] = {}
+        self._audit: list[AuditEntry] = []
+        self._audit_seqs = itertools.count(1)
 
     # --- slotmaps ---------------------------------------------------------------------
 
@@ -174,6 +177,23 @@ class MemoryStore:
             return False
         self._client_configs.pop(record.client, None)
         return True
+
+    # --- the audit log ------------------------------------------------------------------
+
+    async def add_audit(self, entry: AuditEntry) -> AuditEntry:
+        entry = entry.model_copy(update={"seq": next(self._audit_seqs)})
+        self._audit.append(entry)
+        return entry
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        found = (entry for entry in self._audit if query.matches(entry))
+        return list(itertools.islice(found, query.limit))
+
+    async def prune_audit(self, before: float) -> int:
+        kept = [entry for entry in self._audit if entry.time >= before]
+        dropped = len(self._audit) - len(kept)
+        self._audit = kept
+        return dropped
 
     async def close(self) -> None:
         pass

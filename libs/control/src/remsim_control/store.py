@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
+from remsim_control.audit import AuditEntry, AuditQuery
 from remsim_control.models import (
     BankRecord,
     BankSlot,
@@ -138,6 +139,20 @@ class Store(Protocol):
         """Forget what the client acknowledged, but only if ``record`` is still its registry
         entry (a late cleanup of an old connection never touches a newer one's). True if
         forgotten."""
+        ...
+
+    # --- the audit log (remsim_control.audit) ---------------------------------------------
+
+    async def add_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Append ``entry``; returns it with its ``seq`` assigned."""
+        ...
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        """Entries matching ``query``, in ``seq`` order, at most ``query.limit``."""
+        ...
+
+    async def prune_audit(self, before: float) -> int:
+        """Drop the entries older than ``before`` (epoch seconds); returns how many."""
         ...
 
     async def close(self) -> None: ...

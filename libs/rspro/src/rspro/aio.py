@@ -30,6 +30,9 @@ log = logging.getLogger("rspro")
 
 Handler = Callable[["RsproStream"], Awaitable[None]]
 
+TLS_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds an accepted connection has to complete its TLS handshake."""
+
 
 def tune_socket(sock: socket.socket | None) -> None:
     """Low-latency options for an RSPRO socket."""
@@ -240,6 +243,87 @@ class RsproStream(asyncio.Protocol):
             self._waiter.set_result(None)
 
 
+class _TlsAccept(asyncio.Protocol):
+    """The server side of a TLS handshake, before ``stream`` sees the connection.
+
+    asyncio's own TLS accept drops a peer that fails the handshake (a plaintext RSPRO peer
+    on a TLS port, a certificate from another CA) without a word: this closes it with one
+    log line. Whatever arrives between the handshake and ``stream`` taking over is passed
+    on to it, in order.
+    """
+
+    def __init__(
+        self,
+        stream: RsproStream,
+        context: _ssl.SSLContext,
+        keep: Callable[[asyncio.Task[None]], None],
+    ) -> None:
+        self._stream = stream
+        self._context = context
+        self._keep = keep
+        self._early: list[bytes] = []
+        self._eof = False
+        self._lost: list[Exception | None] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # the ClientHello waits in the socket for start_tls
+        self._keep(asyncio.get_running_loop().create_task(self._handshake(transport)))
+
+    # the TLS transport's events until the handshake's caller hands over to the stream
+    def data_received(self, data: bytes) -> None:
+        self._early.append(data)
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost.append(exc)
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        host, port = (transport.get_extra_info("peername") or ("", 0))[:2]
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                transport,
+                self,
+                self._context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.warning("closing connection from %s:%s: TLS handshake failed: %s",
+                        host, port, _tls_failure(exc))  # fmt: skip
+            transport.abort()
+            return
+        assert tls is not None
+        tls.set_protocol(self._stream)
+        self._stream.connection_made(tls)
+        for data in self._early:
+            self._stream.data_received(data)
+        if self._eof:
+            self._stream.eof_received()
+        for error in self._lost:
+            self._stream.connection_lost(error)
+
+
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL"})
+"""OpenSSL's reasons for a first record that is not TLS."""
+
+
+def _tls_failure(exc: BaseException) -> str:
+    """What went wrong in a handshake, in a few words."""
+    if isinstance(exc, _ssl.SSLCertVerificationError):
+        return f"certificate refused: {exc.verify_message}"
+    if isinstance(exc, _ssl.SSLError) and exc.reason:
+        reason = str(exc.reason)
+        return f"the peer does not speak TLS ({reason})" if reason in _NOT_TLS else reason
+    if isinstance(exc, ConnectionResetError):
+        return "the peer reset the connection"
+    return str(exc) or type(exc).__name__
+
+
 async def open_connection(
     host: str,
     port: int,
@@ -278,10 +362,15 @@ async def start_server(
     """Serve RSPRO: ``handler(stream)`` runs as one task per accepted connection.
 
     The stream is closed when the handler returns or raises; a handler's exception is
-    logged and never reaches another connection.
+    logged and never reaches another connection. With ``ssl`` every connection does the
+    TLS handshake first; one that fails it is closed with a log line.
     """
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
+
+    def keep(task: asyncio.Task[None]) -> None:
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def run(stream: RsproStream) -> None:
         try:
@@ -294,12 +383,11 @@ async def start_server(
             stream.close()
 
     def spawn(stream: RsproStream) -> None:
-        task = loop.create_task(run(stream))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        keep(loop.create_task(run(stream)))
 
-    def factory() -> RsproStream:
+    def factory() -> asyncio.Protocol:
         conn = RsproConnection(initiator=False, keepalive=keepalive)
-        return RsproStream(conn, spawn, drop_invalid=drop_invalid)
+        stream = RsproStream(conn, spawn, drop_invalid=drop_invalid)
+        return stream if ssl is None else _TlsAccept(stream, ssl, keep)
 
-    return await loop.create_server(factory, host, port, ssl=ssl, reuse_address=reuse_address)
+    return await loop.create_server(factory, host, port, reuse_address=reuse_address)

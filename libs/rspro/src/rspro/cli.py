@@ -4,6 +4,7 @@
 * ``rspro pcap FILE`` prints every RSPRO and IPA CCM message of the capture's TCP streams
   (ports 9998 and 9999 unless ``--ports`` says otherwise) with time, direction and content,
   as text or, with ``--json``, as JSON lines.
+* ``rspro --version`` prints ``rspro VERSION``.
 
 The JSON uses the field names of the reference recordings (``messages.jsonl``) and renders
 a PDU as asn1tools does (a CHOICE is ``{"alternative": value}``, an OCTET STRING is hex),
@@ -19,6 +20,7 @@ import ipaddress
 import json
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +303,14 @@ def _cmd_pcap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed ``rspro`` distribution's version (rspro depends on no remsim package)."""
+    try:
+        return metadata.version("rspro")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rspro",
@@ -309,6 +319,7 @@ def _parser() -> argparse.ArgumentParser:
         "          rspro pcap capture.pcapng --ports 9998,9999,10000 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("-V", "--version", action="version", version=f"rspro {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("decode", help="decode IPA frames / RSPRO PDUs given in hex")
     p.add_argument("hex", nargs="*", help="hex bytes (read from stdin when absent)")

@@ -3,6 +3,9 @@
 ``LinkFsm`` is the sans-IO state machine of the deployed components' current version
 (procedures.md §3.1): connect, send the connect*Req, wait for its response, and on any
 loss reconnect with the original's back-off. ``RsproLink`` drives it with asyncio.
+
+With TLS, ``RsproLink(accept_peer=...)`` judges who answered before the connect*Req goes
+out: a peer it refuses is closed (one log line) and retried as a connect that failed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import ssl as _ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .aio import RsproStream, open_connection
 from .connection import DEFAULT_KEEPALIVE, Keepalive
@@ -163,7 +167,11 @@ class RsproLink:
         on_lost: Callable[[], None] | None = None,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
         ssl: _ssl.SSLContext | None = None,
+        accept_peer: Callable[[Any], str | None] | None = None,
     ) -> None:
+        """``accept_peer(ssl_object)`` (TLS: the handshake's ``ssl.SSLObject``, plaintext:
+        None) runs on every connection before the connect*Req: a string says why the peer
+        is refused; None accepts it."""
         self.name = name
         self.host = ""
         self.port = 0
@@ -173,6 +181,7 @@ class RsproLink:
         self._on_lost = on_lost
         self._keepalive = keepalive
         self._ssl = ssl
+        self._accept_peer = accept_peer
         self._fsm = LinkFsm(peer_type)
         self._loop = asyncio.get_running_loop()
         self._stream: RsproStream | None = None
@@ -261,18 +270,17 @@ class RsproLink:
                 self.host, self.port, keepalive=self._keepalive, ssl=self._ssl, drop_invalid=True
             )
         except OSError as exc:  # TimeoutError included
-            # The first failure and then about one a minute are worth an operator's eye.
-            level = logging.WARNING if self._failed_connects % 6 == 0 else logging.DEBUG
-            self._failed_connects += 1
-            log.log(
-                level, "%s link: connect to %s:%s failed: %s", self.name, self.host, self.port, exc
-            )
-            if self._task is me:
-                self._run(self._fsm.tcp_down(self._loop.time()))
+            self._connect_failed(me, f"connect to {self.host}:{self.port} failed: {exc}")
             return
         if self._task is not me:  # superseded while connecting
             stream.close()
             return
+        if self._accept_peer is not None:
+            refusal = self._accept_peer(stream.get_extra_info("ssl_object"))
+            if refusal is not None:
+                stream.close()
+                self._connect_failed(me, f"refusing {self.host}:{self.port}: {refusal}")
+                return
         self._stream = stream
         self._failed_connects = 0
         stream.set_receiver(self._dispatch)
@@ -285,6 +293,14 @@ class RsproLink:
             else:
                 log.debug("%s link: %s", self.name, stream.error)
             self._stream = None
+            self._run(self._fsm.tcp_down(self._loop.time()))
+
+    def _connect_failed(self, me: asyncio.Task[None] | None, why: str) -> None:
+        # The first failure and then about one a minute are worth an operator's eye.
+        level = logging.WARNING if self._failed_connects % 6 == 0 else logging.DEBUG
+        self._failed_connects += 1
+        log.log(level, "%s link: %s", self.name, why)
+        if self._task is me:
             self._run(self._fsm.tcp_down(self._loop.time()))
 
     def _dispatch(self, pdu: RsproPdu) -> None:

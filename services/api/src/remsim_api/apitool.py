@@ -1,4 +1,5 @@
-"""``remsim-apitool``: the original's osmo-remsim-apitool, same flags and output.
+"""``remsim-apitool``: the original's osmo-remsim-apitool, same flags and output (and
+``--version``: ``remsim-apitool VERSION``).
 
 Successful GETs print ``<path>: <Python repr of the JSON>`` on stdout, as the original.
 Unlike the original, a failure (server unreachable, HTTP error) is one line on stderr and
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+
+from remsim_common import REST_PORT, version_line
 
 PREFIX = "/api/backend/v1"
 
@@ -86,8 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="remsim-apitool", description="Talk to the remsim server's REST API."
     )
+    parser.add_argument(
+        "--version", action="version", version=version_line("remsim-apitool", "remsim-api")
+    )
     parser.add_argument("-H", "--host", default="127.0.0.1", help="server host (127.0.0.1)")
-    parser.add_argument("-p", "-P", "--port", type=_port, default=9997, help="REST port (9997)")
+    parser.add_argument(
+        "-p", "-P", "--port", type=_port, default=REST_PORT, help=f"REST port ({REST_PORT})"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="show requests")
     commands = parser.add_mutually_exclusive_group()
     commands.add_argument("-r", "--reset", action="store_true", help="delete all slotmaps")

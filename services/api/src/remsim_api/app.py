@@ -7,7 +7,10 @@ bus does not answer, changes are refused with 503 (nothing is written), since no
 hear of them.
 
 Next to the API, outside its OpenAPI document: ``/healthz``, ``/readyz`` and ``/metrics``
-(see ``remsim_control.metrics``).
+(``remsim_common.HealthEndpoint``; the families in ``remsim_api.metrics``), and its
+documentation, ``/docs`` (Swagger UI) and ``/redoc``, whose scripts and styles are served
+from ``/docs/static`` (fastapi-offline's copies), so the pages work where no CDN can be
+reached.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CollectorRegistry
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from remsim_api import problems
+from remsim_api import metrics, problems
 from remsim_api.problems import ApiError
 from remsim_api.schemas import (
     Bank,
@@ -33,25 +39,39 @@ from remsim_api.schemas import (
     SlotmapList,
     SlotmapOut,
 )
+from remsim_common import HealthEndpoint
+from remsim_common.health import HEALTH_PATHS
 from remsim_control import (
     SLOT_MAX,
     BackendUnavailable,
+    BankSlot,
     Bus,
+    ClientSlot,
     Event,
     ResetEvent,
     SlotInUse,
+    Slotmap,
     SlotmapEvent,
     Store,
+    slotmap_id,
 )
 from remsim_control.backends import backends_ready, require_ready
-from remsim_control.metrics import METRICS, health_response
 
 log = logging.getLogger("remsim.api")
+maplog = logging.getLogger("remsim.api.slotmap")
+"""Slotmaps added and deleted (the original's DSLOTMAP)."""
 
 PREFIX = "/api/backend/v1"
 MAX_SLOTMAP_ID = SLOT_MAX << 16 | SLOT_MAX
+DOCS_STATIC = "/docs/static"
 
-router = APIRouter(prefix=PREFIX)
+
+def _operation_id(route: APIRoute) -> str:
+    """An operation's id in the OpenAPI document is its function's name: ``list_banks``."""
+    return route.name
+
+
+router = APIRouter(prefix=PREFIX, generate_unique_id_function=_operation_id)
 
 
 def _store(request: Request) -> Store:
@@ -103,7 +123,21 @@ async def _announce(bus: Bus, event: Event) -> None:
     try:
         await bus.publish(event)
     except BackendUnavailable as exc:
-        log.warning("%s not announced (%s); the cores re-read the store later", event, exc)
+        fields = _map_fields(event.bank, event.client) if isinstance(event, SlotmapEvent) else {}
+        log.warning(
+            "%s event not announced; the cores re-read the store later",
+            event.kind,
+            extra=fields | {"cause": str(exc)},
+        )
+
+
+def _map_fields(bank: BankSlot, client: ClientSlot) -> dict[str, object]:
+    """``extra=`` for a slotmap's log lines: its ``map`` id, ``bank_slot``, ``client_slot``."""
+    return {"map": slotmap_id(bank), "bank_slot": str(bank), "client_slot": str(client)}
+
+
+def _slotmap_fields(slotmap: Slotmap) -> dict[str, object]:
+    return _map_fields(slotmap.bank, slotmap.client)
 
 
 # --- banks and clients ---------------------------------------------------------------------
@@ -178,7 +212,7 @@ async def create_slotmap(
     except SlotInUse as exc:
         existing = SlotmapOut.of(exc.existing).model_dump(exclude_none=True)
         raise ApiError(409, str(exc), slotmap=existing) from exc
-    log.info("%s added", slotmap)
+    maplog.info("slotmap added", extra=_slotmap_fields(slotmap))
     await _announce(bus, SlotmapEvent.of(slotmap))
     response.headers["Location"] = f"{PREFIX}/slotmaps/{slotmap.id}"
     return SlotmapOut.of(slotmap)
@@ -211,7 +245,7 @@ async def delete_slotmap(slotmap_id: SlotmapId, store: StoreDep, bus: BusDep) ->
     slotmap = await store.request_removal(slotmap_id)
     if slotmap is None:
         raise ApiError(404, f"no slotmap with id {slotmap_id}")
-    log.info("%s deleted (was %s)", slotmap, slotmap.state)
+    maplog.info("slotmap deleted (was %s)", slotmap.state, extra=_slotmap_fields(slotmap))
     await _announce(bus, SlotmapEvent.of(slotmap))
     return Response(status_code=200)
 
@@ -226,7 +260,7 @@ async def delete_slotmap(slotmap_id: SlotmapId, store: StoreDep, bus: BusDep) ->
 async def global_reset(store: StoreDep, bus: BusDep) -> Response:
     for slotmap in await store.list_slotmaps(visible_only=True):
         if await store.request_removal(slotmap.id) is not None:
-            log.info("%s deleted by global reset", slotmap)
+            maplog.info("slotmap deleted by global reset", extra=_slotmap_fields(slotmap))
     await _announce(bus, ResetEvent())
     return Response(status_code=200)
 
@@ -244,10 +278,12 @@ async def restart_counter() -> Response:
 # --- health and metrics ---------------------------------------------------------------------
 
 
-def health_routes(store: Store, bus: Bus, *, ready_needs_bus: bool = True) -> list[Route]:
+def health_routes(
+    store: Store, bus: Bus, registry: CollectorRegistry, *, ready_needs_bus: bool = True
+) -> list[Route]:
     """``/healthz`` (the process runs), ``/readyz`` (the store and, unless not
-    ``ready_needs_bus``, the bus answer) and ``/metrics`` (Prometheus), for probes and
-    scrapers rather than API clients."""
+    ``ready_needs_bus``, the bus answer) and ``/metrics`` (``registry``, with the slotmaps
+    counted in the store first), for probes and scrapers rather than API clients."""
 
     async def ready() -> dict[str, bool]:
         checks = await backends_ready(store, bus)
@@ -256,15 +292,11 @@ def health_routes(store: Store, bus: Bus, *, ready_needs_bus: bool = True) -> li
         return checks
 
     async def count_slotmaps() -> None:
-        METRICS.count_slotmaps(slotmap.state for slotmap in await store.list_slotmaps())
+        await metrics.count_slotmaps(store)
 
-    async def endpoint(request: Request) -> Response:
-        answer = await health_response(request.url.path, ready, before_scrape=count_slotmaps)
-        assert answer is not None, request.url.path
-        status, body, content_type = answer
-        return Response(body, status_code=status, media_type=content_type)
-
-    return [Route(path, endpoint, methods=["GET"]) for path in ("/healthz", "/readyz", "/metrics")]
+    endpoint = HealthEndpoint(registry, ready, before_scrape=count_slotmaps)
+    # methods: a 405 is answered as a problem, with Allow, like the API's
+    return [Route(path, endpoint, methods=["GET"]) for path in HEALTH_PATHS]
 
 
 # --- the app -------------------------------------------------------------------------------
@@ -293,13 +325,23 @@ def _package_version() -> str:
         return "0"
 
 
-def create_app(store: Store, bus: Bus, *, ready_needs_bus: bool = True) -> FastAPI:
+def create_app(
+    store: Store,
+    bus: Bus,
+    *,
+    ready_needs_bus: bool = True,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
     """The REST API over ``store`` and ``bus``; the caller owns (and closes) both.
 
     ``/readyz`` checks the store and the bus: the API cannot change anything without both.
     A server core embedding the API passes ``ready_needs_bus=False``: it serves its bankds
-    and clients while NATS is away, so it stays in its load balancer's rotation."""
-    app = FastAPI(
+    and clients while NATS is away, so it stays in its load balancer's rotation.
+    ``registry``: what ``/metrics`` shows (default: a ``remsim-api`` process's,
+    ``remsim_api.metrics.exposition()``)."""
+    app = FastAPIOffline(
+        static_url=DOCS_STATIC,
+        swagger_ui_parameters={"validatorUrl": None},  # Swagger UI's default is an external host
         title="remsim RSRES API",
         version=_package_version(),
         description="The osmo-remsim server's REST API (RSRES), compatible with the "
@@ -308,7 +350,9 @@ def create_app(store: Store, bus: Bus, *, ready_needs_bus: bool = True) -> FastA
     )
     app.state.store = store
     app.state.bus = bus
-    health = health_routes(store, bus, ready_needs_bus=ready_needs_bus)
+    health = health_routes(
+        store, bus, registry or metrics.exposition(), ready_needs_bus=ready_needs_bus
+    )
     problems.install(
         app,
         [

@@ -13,50 +13,50 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 
 import uvicorn
-from pydantic import ValidationError
 
 from remsim_api.app import create_app
 from remsim_api.settings import ApiSettings
+from remsim_common import REST_PORT, Program
 from remsim_control import BackendUnavailable
 from remsim_control.backends import open_backends
-from remsim_control.logs import setup_logging
-from remsim_control.metrics import METRICS
 
 log = logging.getLogger("remsim.api")
+
+CATEGORIES = {
+    "DMAIN": ("remsim_control",),
+    "DREST": ("remsim.api", "uvicorn"),
+    "DSLOTMAP": ("remsim.api.slotmap",),
+}
+"""The original's log categories (``-d``) and the loggers behind each (as remsim-server's)."""
+
+PROGRAM = Program("remsim-api", "remsim-api", categories=CATEGORIES)
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """The shared store and bus options of ``remsim-api`` and ``remsim-server``."""
-    parser.add_argument("--redis-url", help="shared store, redis://HOST:6379/0 (in memory)")
-    parser.add_argument("--nats-url", help="shared bus, nats://HOST:4222 (in process)")
-    parser.add_argument(
-        "--lease-ttl", type=float, help="seconds until a dead core's connections vanish (15)"
+    add = parser.add_argument
+    add("--redis-url", metavar="URL", help="shared store, redis://HOST:6379/0 (in memory)")
+    add("--nats-url", metavar="URL", help="shared bus, nats://HOST:4222 (in process)")
+    add("--lease-ttl", metavar="SECONDS", help="until a dead core's connections vanish (15)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = PROGRAM.parser(
+        "remsim RSRES REST API. Every option is also read from REMSIM_<OPTION> "
+        "(e.g. REMSIM_REST_PORT) or a TOML file (--config)."
     )
+    parser.add_argument("--rest-host", metavar="HOST", help="bind address (0.0.0.0)")
+    parser.add_argument("--rest-port", metavar="PORT", help=f"port ({REST_PORT})")
+    add_backend_options(parser)
+    return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ApiSettings:
-    parser = argparse.ArgumentParser(
-        prog="remsim-api", description="remsim RSRES REST API (environment: REMSIM_*)"
-    )
-    parser.add_argument("--rest-host", help="bind address (default 0.0.0.0)")
-    parser.add_argument("--rest-port", type=int, help="port (default 9997)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
-    parser.add_argument("--log-format", choices=["text", "json"], help="default text")
-    add_backend_options(parser)
-    given = {
-        key: value for key, value in vars(parser.parse_args(argv)).items() if value is not None
-    }
-    return ApiSettings(**given)
-
-
-def package_version() -> str:
-    try:
-        return version("remsim-api")
-    except PackageNotFoundError:
-        return "0"
+    """The settings from ``argv``, the environment and the config file; exits 2 on a bad
+    value."""
+    return PROGRAM.load(ApiSettings, build_parser(), argv)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -80,12 +80,9 @@ async def serve(settings: ApiSettings) -> int:
         sock.close()
         return 1
     log.info("state in %s, events on %s", type(store).__name__, type(bus).__name__)
-    METRICS.set_build_info("remsim-api", package_version())
+    # log_level None: uvicorn's loggers follow -e and -d (DREST) like every other
     config = uvicorn.Config(
-        create_app(store, bus),
-        log_config=None,
-        server_header=False,
-        log_level=settings.log_level.lower(),
+        create_app(store, bus), log_config=None, log_level=None, server_header=False
     )
     try:
         await uvicorn.Server(config).serve(sockets=[sock])
@@ -97,12 +94,8 @@ async def serve(settings: ApiSettings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    try:
-        settings = parse_args(argv)
-    except ValidationError as exc:
-        print(f"remsim-api: invalid option: {exc}", file=sys.stderr)
-        sys.exit(2)
-    setup_logging(settings.log_level, settings.log_format)
+    settings = parse_args(argv)
+    PROGRAM.setup_logging(settings)
     try:
         sys.exit(asyncio.run(serve(settings)))
     except KeyboardInterrupt:

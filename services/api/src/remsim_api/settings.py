@@ -1,25 +1,24 @@
-"""Options of ``remsim-api`` (``REMSIM_*`` environment variables, overridden by flags).
+"""Options of ``remsim-api``: flags, ``REMSIM_*`` environment variables, a TOML file.
 
 ``remsim-server``'s settings extend these, so both read the shared store and bus from the
 same variables (``REMSIM_REDIS_URL``, ``REMSIM_NATS_URL``, ``REMSIM_LEASE_TTL``: the
-attributes of ``remsim_control.backends.BackendSettings``).
+attributes of ``remsim_control.backends.BackendSettings``). Logging (``REMSIM_LOG_LEVEL``,
+``REMSIM_DEBUG``, ``REMSIM_LOG_FORMAT``) comes from ``remsim_common.CommonSettings``.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from remsim_control.logs import LogFormat
+from remsim_common import REST_PORT, CommonSettings
 
 
-class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="REMSIM_", extra="ignore")
+class ApiSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="REMSIM_", extra="forbid")
 
     rest_host: str = Field(default="0.0.0.0", description="REST bind address")
-    rest_port: int = Field(default=9997, ge=0, le=65535, description="REST port")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
-    log_format: LogFormat = "text"
+    rest_port: int = Field(default=REST_PORT, ge=0, le=65535, description="REST port")
     redis_url: str | None = Field(
         default=None, description="shared store, redis://host:6379/0; unset: in memory"
     )

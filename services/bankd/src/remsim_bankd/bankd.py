@@ -2,12 +2,17 @@
 
 Plumbing only. The event loop runs the control link, the accept loop and the core's
 timers; each client connection has a thread (``clients.ClientConnection``) for its socket
-and card calls. Every input reaches ``BankdCore`` under one lock (calls are short: card calls
-and socket I/O happen outside it) and every resulting action goes to the thread of the
-session it names: run right away by the caller when that is its own session, else posted.
+and card calls. Every input reaches ``BankdCore`` through one of the typed methods below,
+under one lock and on one clock (``time.monotonic``); calls are short: card calls and
+socket I/O happen outside it. Every resulting action goes to the thread of the session it
+names: returned to the caller when that is its own session, else posted.
 
-With ``BankdConfig.metrics`` set, an HTTP responder serves ``/healthz``, ``/readyz`` (ready
-while the control link to the server is connected) and ``/metrics`` (Prometheus).
+Both RSPRO endpoints take their socket security from the one ``TransportSecurity`` given:
+the client port (each accepted socket's TLS handshake is done in its connection thread,
+never in the accept loop) and the control link to the server. Plaintext by default.
+
+With ``BankdConfig.metrics`` set, ``remsim_common.HealthServer`` serves ``/healthz``,
+``/readyz`` (ready while the control link to the server is connected) and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from remsim_control.metrics import METRICS, HealthServer
+from remsim_common import (
+    BANKD_PORT,
+    HealthEndpoint,
+    HealthServer,
+    PeerIdentity,
+    TransportSecurity,
+    exposition,
+)
 from rspro import (
     BankSlot,
     ComponentIdentity,
@@ -34,45 +44,76 @@ from rspro import (
     RemoveMappingRes,
     ResetStateReq,
     ResetStateRes,
+    TpduModemToCard,
 )
 
+from . import metrics
 from .card import Card, CardError
 from .clients import ClientConnection, tune_client_socket
+from .config import CARD_RETRY, DEFAULT_BANK_ID, DEFAULT_NUM_SLOTS, PROGRAM, BankdSettings
 from .control import ControlLink
 from .core import Action, BankdCore, Close
 from .drivers import CardSource
 from .gsmtap import GSMTAP_PORT, GsmtapTracer
 
-__all__ = ["Bankd", "BankdConfig", "bankd_identity"]
+__all__ = ["SHUTDOWN_JOIN_TIMEOUT", "Bankd", "BankdConfig", "bankd_identity"]
 
-log = logging.getLogger("remsim_bankd")
+log = logging.getLogger("remsim.bankd")
+
+SHUTDOWN_JOIN_TIMEOUT = 5.0
+"""Seconds ``aclose`` waits for each client thread (a card call or a TLS handshake may still
+be blocked; the thread is a daemon thread)."""
 
 
 def bankd_identity(name: str, sw_version: str) -> ComponentIdentity:
     return ComponentIdentity(ComponentType.REMSIM_BANKD, name, "remsim-bankd", sw_version)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BankdConfig:
+    """What a ``Bankd`` runs with: from ``BankdSettings`` (``from_settings``), or built by
+    a test or tool without options and environment."""
+
     identity: ComponentIdentity
-    bank_id: int = 1
-    num_slots: int = 8
+    bank_id: int = DEFAULT_BANK_ID
+    num_slots: int = DEFAULT_NUM_SLOTS
     server: tuple[str, int] | None = None  # None: no control link (maps set on the core)
-    bind: tuple[str | None, int] = ("0.0.0.0", 9999)
-    card_retry: float = 2.0
+    bind: tuple[str | None, int] = ("0.0.0.0", BANKD_PORT)
+    card_retry: float = CARD_RETRY
     gsmtap_host: str | None = None
     gsmtap_port: int = GSMTAP_PORT
     gsmtap_slot: int = -1
     server_keepalive: Keepalive = field(default_factory=Keepalive)
     metrics: tuple[str, int] | None = None  # /healthz, /readyz, /metrics on (host, port)
 
+    @classmethod
+    def from_settings(cls, settings: BankdSettings) -> BankdConfig:
+        port = settings.metrics_port
+        return cls(
+            identity=bankd_identity(settings.name, PROGRAM.version),
+            bank_id=settings.bank_id,
+            num_slots=settings.num_slots,
+            server=(settings.server_host, settings.server_port),
+            bind=(settings.bind_ip or None, settings.bind_port),
+            card_retry=settings.card_retry,
+            gsmtap_host=settings.gsmtap_ip,
+            gsmtap_slot=settings.gsmtap_slot,
+            metrics=None if port is None else (settings.metrics_host, port),
+        )
+
 
 class Bankd:
     """One running bankd: ``await start()``, then ``await aclose()``."""
 
-    def __init__(self, config: BankdConfig, cards: CardSource) -> None:
+    def __init__(
+        self,
+        config: BankdConfig,
+        cards: CardSource,
+        security: TransportSecurity = TransportSecurity.PLAINTEXT,
+    ) -> None:
         self.config = config
         self.cards = cards
+        self.security = security
         self.core = BankdCore(
             config.bank_id, config.num_slots, config.identity, card_retry=config.card_retry
         )
@@ -106,6 +147,7 @@ class Bankd:
         register at the server."""
         self._loop = loop = asyncio.get_running_loop()
         cfg = self.config
+        bank = {"bank": cfg.bank_id}
         if cfg.gsmtap_host is not None:
             self.tracer = GsmtapTracer(cfg.gsmtap_host, cfg.gsmtap_port, cfg.gsmtap_slot)
         host, port = cfg.bind
@@ -113,10 +155,12 @@ class Bankd:
         self._listener = socket.create_server((host or "", port), family=family, backlog=64)
         self._listener.setblocking(False)
         loop.add_reader(self._listener.fileno(), self._accept)
-        log.info("listening for clients on %s:%d", host or "*", self.port)
+        tls = " (TLS)" if self.security.tls else ""
+        log.info("listening for clients on %s:%d%s", host or "*", self.port, tls, extra=bank)
         if cfg.metrics is not None:
-            METRICS.set_build_info(cfg.identity.software, cfg.identity.sw_version)
-            self.health = HealthServer(self.readiness, before_scrape=self._count_connections)
+            registry = exposition(cfg.identity.software, cfg.identity.sw_version, metrics.REGISTRY)
+            endpoint = HealthEndpoint(registry, self.readiness, before_scrape=self._update_metrics)
+            self.health = HealthServer(endpoint)
             try:
                 await self.health.start(*cfg.metrics)
             except OSError:
@@ -131,6 +175,7 @@ class Bankd:
                 cfg.bank_id,
                 cfg.num_slots,
                 keepalive=cfg.server_keepalive,
+                ssl=self.security.client_context,
             )
             self.control.start(*cfg.server)
 
@@ -151,9 +196,13 @@ class Bankd:
                 conn.post(Close(conn.sid, "bankd shutting down"))
         loop = asyncio.get_running_loop()
         for conn in connections:
-            await loop.run_in_executor(None, conn.thread.join, 5.0)
+            await loop.run_in_executor(None, conn.thread.join, SHUTDOWN_JOIN_TIMEOUT)
             if conn.thread.is_alive():
-                log.warning("client %s: card call still blocked at shutdown", conn.peer)
+                log.warning(
+                    "client connection %d still blocked at shutdown (card call or TLS handshake)",
+                    conn.sid,
+                    extra=conn.log_fields,
+                )
         if self.tracer is not None:
             self.tracer.close()
 
@@ -170,42 +219,51 @@ class Bankd:
         """``/readyz``: ready while registered at the server (no check without a server)."""
         return {} if self.control is None else {"server": self.control.connected}
 
-    async def _count_connections(self) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        if self.control is not None:
-            counts["server", self.control.state.value] = 1
+    async def _update_metrics(self) -> None:
         with self.lock:
-            states = [s.state for s in self.core.sessions.values()]
-        for state in states:
-            key = ("client", state.value)
-            counts[key] = counts.get(key, 0) + 1
-        METRICS.set_connections(counts)
+            states = [s.state.value for s in self.core.sessions.values()]
+            maps = len(self.core.maps)
+        server = None if self.control is None else self.control.state.value
+        metrics.set_connections(server, states)
+        metrics.set_slotmaps(maps)
 
-    # --- the core, under the lock -----------------------------------------------------------
+    # --- the core: the inputs of the client threads -------------------------------------------
+    # Each returns the actions for the calling session ``sid`` and posts all others.
 
-    def run(self, me: int | None, fn: Callable[..., list[Action]], *args: Any) -> list[Action]:
-        """Feed the core; returns the actions for session ``me``, posts all others."""
+    def session_secured(self, sid: int, identity: PeerIdentity | None) -> None:
+        """The TLS handshake of ``sid`` is done: ``identity`` is what its certificate names."""
         with self.lock:
-            return self._route(me, fn(*args))
+            self.core.session_secured(sid, identity)
 
-    def _route(self, me: int | None, actions: list[Action]) -> list[Action]:
-        mine = []
-        for action in actions:
-            if action.sid == me:
-                mine.append(action)
-            else:
-                conn = self.connections.get(action.sid)
-                if conn is not None:
-                    conn.post(action)
-        return mine
+    def receive(self, sid: int, msg: Message) -> list[Action]:
+        """A PDU from the client of ``sid``."""
+        with self.lock:
+            return self._route(sid, self.core.receive(sid, msg))
+
+    def card_opened(self, sid: int, atr: bytes) -> list[Action]:
+        """``OpenCard`` or ``ResetCard`` of ``sid`` succeeded with ``atr``."""
+        with self.lock:
+            return self._route(sid, self.core.card_opened(sid, atr))
+
+    def card_response(self, sid: int, tpdu: TpduModemToCard, response: bytes) -> list[Action]:
+        """``Transmit`` of ``sid`` succeeded with the R-APDU ``response``."""
+        with self.lock:
+            return self._route(sid, self.core.card_response(sid, tpdu, response))
 
     def card_failed(self, sid: int, error: CardError) -> list[Action]:
-        actions = self.run(sid, self.core.card_failed, sid, error, time.monotonic())
+        """A card call of ``sid`` failed (a retry timer may start)."""
+        with self.lock:
+            actions = self._route(sid, self.core.card_failed(sid, error, time.monotonic()))
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._arm_timer)
         return actions
 
-    def end_session(self, sid: int) -> list[Action]:
+    def card_released(self, sid: int, slot: BankSlot) -> list[Action]:
+        """``ReleaseCard`` of ``sid`` is done: ``slot`` is free for the next session."""
+        with self.lock:
+            return self._route(sid, self.core.card_released(slot))
+
+    def session_closed(self, sid: int) -> list[Action]:
         """The connection of ``sid`` is closed: what is left for its thread to do."""
         with self.lock:
             self.connections.pop(sid, None)
@@ -218,6 +276,18 @@ class Bankd:
             if card is None:
                 card = self._cards[slot] = self.cards.card(slot)
             return card
+
+    def _route(self, me: int | None, actions: list[Action]) -> list[Action]:
+        """(Under the lock.) The actions for session ``me``; the others posted to theirs."""
+        mine = []
+        for action in actions:
+            if action.sid == me:
+                mine.append(action)
+            else:
+                conn = self.connections.get(action.sid)
+                if conn is not None:
+                    conn.post(action)
+        return mine
 
     # --- event loop side --------------------------------------------------------------------
 
@@ -238,17 +308,18 @@ class Bankd:
                 log.info("client connection lost at once: %s", exc)
                 sock.close()
                 continue
+            peer = f"{host}:{port}"
             with self.lock:
-                sid = self.core.session_opened()
+                sid = self.core.session_opened(peer)
                 try:
-                    conn = ClientConnection(self, sock, sid, f"{host}:{port}")
+                    conn = ClientConnection(self, sock, sid, peer)
                 except OSError as exc:  # out of file descriptors
-                    log.error("cannot serve client %s:%s: %s", host, port, exc)
+                    log.error("cannot serve client %s: %s", peer, exc, extra={"peer": peer})
                     self.core.session_closed(sid)
                     sock.close()
                     continue
                 self.connections[sid] = conn
-            log.debug("client %s connected (%d)", conn.peer, sid)
+            log.debug("client connection %d from %s", sid, peer, extra={"peer": peer})
             conn.start()
 
     def handle_control(self, msg: Message) -> Message | None:
@@ -285,5 +356,6 @@ class Bankd:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_deadline = None
-        self.run(None, self.core.handle_timeout, time.monotonic())
+        with self.lock:
+            self._route(None, self.core.handle_timeout(time.monotonic()))
         self._arm_timer()

@@ -4,8 +4,15 @@ The thread owns its socket and makes the card calls of its session: a TPDU is re
 transmitted to the card and answered without leaving the thread, so the APDU path has no
 hand-off between threads (each one costs tens of microseconds). Card calls block, so one
 slow card delays only its own connection. Everything else about the session is decided by
-the shared ``BankdCore`` (through ``Bankd.run``); actions for this connection that arise
-elsewhere (a map removed by the server, a card retry timer) arrive in its inbox.
+the shared ``BankdCore`` (through the ``Bankd``'s typed core calls); actions for this
+connection that arise elsewhere (a map removed by the server, a card retry timer) arrive in
+its inbox.
+
+With TLS on, the thread does the handshake first (``TransportSecurity.wrap_accepted``), so a
+slow or broken one never holds up the accept loop or another client; a failed handshake
+closes that connection with one log line. Then it hands the identity in the client's
+certificate to the core (``session_secured``), which judges the client's connectClientReq
+by it.
 
 The bankd never pings its clients (as the original); it answers their PINGs. Frames may
 arrive split or coalesced in any way, and a client that vanishes ends only its own session.
@@ -22,33 +29,31 @@ import os
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
 from typing import TYPE_CHECKING
 
-from remsim_control.metrics import METRICS
+from remsim_common import PeerIdentity
 from rspro import BankSlot, IpaFramingError, PduReceived, RsproConnection
 
 from .card import Card, CardError
 from .core import Action, Close, OpenCard, ReleaseCard, ResetCard, Send, Transmit
+from .metrics import TO_CARD, TO_MODEM, TPDU_ROUNDTRIP
 
 if TYPE_CHECKING:
     from .bankd import Bankd
 
 __all__ = ["ClientConnection", "tune_client_socket"]
 
-log = logging.getLogger("remsim_bankd.clients")
+log = logging.getLogger("remsim.bankd.clients")
 
 # The bankd sends nothing on an idle link, so only TCP keepalive notices a client host that
 # died without a FIN (it would hold its bank slot for hours); unacknowledged data gives up
 # after the user timeout.
 _KEEPALIVE = ((socket.TCP_KEEPIDLE, 30), (socket.TCP_KEEPINTVL, 10), (socket.TCP_KEEPCNT, 3))
 _USER_TIMEOUT_MS = 60_000
-
-# The metric children of the TPDU path, looked up once.
-_TO_CARD = METRICS.tpdus_relayed.labels("modem_to_card")
-_TO_MODEM = METRICS.tpdus_relayed.labels("card_to_modem")
-_ROUNDTRIP = METRICS.tpdu_roundtrip
+_RECV_SIZE = 65536
 
 
 def tune_client_socket(sock: socket.socket) -> None:
@@ -69,6 +74,7 @@ class ClientConnection:
         self.sock = sock
         self.sid = sid
         self.peer = peer
+        self.log_fields = {"peer": peer}
         self.conn = RsproConnection(initiator=False, keepalive=None)
         self._inbox: queue.SimpleQueue[Action] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -92,13 +98,31 @@ class ClientConnection:
 
     def _run(self) -> None:
         try:
-            self._serve()
+            if self._secure():
+                self._serve()
         except OSError as exc:
-            log.info("client %s (%d): %s", self.peer, self.sid, exc)
+            log.info("client connection %d: %s", self.sid, exc, extra=self.log_fields)
         except Exception:
-            log.exception("client %s (%d): connection failed", self.peer, self.sid)
+            log.exception("client connection %d failed", self.sid, extra=self.log_fields)
         finally:
             self._finish()
+
+    def _secure(self) -> bool:
+        """The TLS handshake, if TLS is on, and the client's identity to the core; False
+        (logged) if the handshake fails."""
+        try:
+            self.sock = self.bankd.security.wrap_accepted(self.sock)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.warning(
+                "client connection %d: TLS handshake failed: %s",
+                self.sid,
+                exc,
+                extra=self.log_fields,
+            )
+            return False
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.bankd.session_secured(self.sid, PeerIdentity.from_peer(self.sock))
+        return True
 
     def _serve(self) -> None:
         poller = select.poll()
@@ -108,9 +132,13 @@ class ClientConnection:
         while self._open:
             for fd, _ in poller.poll():
                 if fd == sock_fd:
-                    data = self.sock.recv(65536)
+                    data = self._recv()
                     if not data:
-                        log.debug("client %s (%d) closed the connection", self.peer, self.sid)
+                        log.debug(
+                            "client connection %d closed by the client",
+                            self.sid,
+                            extra=self.log_fields,
+                        )
                         return
                     self._received(data)
                 else:
@@ -119,19 +147,28 @@ class ClientConnection:
                 if not self._open:
                     return
 
+    def _recv(self) -> bytes:
+        data = self.sock.recv(_RECV_SIZE)
+        if isinstance(self.sock, ssl.SSLSocket):  # decrypted bytes poll() cannot see
+            while pending := self.sock.pending():
+                data += self.sock.recv(pending)
+        return data
+
     def _received(self, data: bytes) -> None:
         try:
             events = self.conn.receive_data(data, time.monotonic())
         except IpaFramingError as exc:
-            log.warning("client %s (%d): %s: closing", self.peer, self.sid, exc)
+            log.warning("client connection %d: %s: closing", self.sid, exc, extra=self.log_fields)
             self._open = False
             return
         bankd, sid = self.bankd, self.sid
         for event in events:
             if isinstance(event, PduReceived):
-                self._execute(bankd.run(sid, bankd.core.receive, sid, event.pdu.msg))
+                self._execute(bankd.receive(sid, event.pdu.msg))
             else:
-                log.warning("client %s (%d): %s: closing", self.peer, self.sid, event)
+                log.warning(
+                    "client connection %d: %s: closing", self.sid, event, extra=self.log_fields
+                )
                 self._open = False
             if not self._open:
                 return
@@ -153,17 +190,17 @@ class ClientConnection:
                 continue  # the session is over: only its card release still matters
             if type(action) is Transmit:
                 data = action.tpdu.data
-                _TO_CARD.inc()
+                TO_CARD.inc()
                 started = time.perf_counter()
                 try:
                     response = self._card(action.slot).transmit(data)
                 except CardError as exc:
                     self._card_failed(exc)
                     continue
-                _ROUNDTRIP.observe(time.perf_counter() - started)
-                answer = bankd.run(sid, bankd.core.card_response, sid, action.tpdu, response)
+                TPDU_ROUNDTRIP.observe(time.perf_counter() - started)
+                answer = bankd.card_response(sid, action.tpdu, response)
                 if answer:
-                    _TO_MODEM.inc()
+                    TO_MODEM.inc()
                 self._execute(answer)
                 if bankd.tracer is not None:
                     bankd.tracer.apdu(action.slot.slot_nr, data, response)
@@ -179,16 +216,21 @@ class ClientConnection:
                 except CardError as exc:
                     self._card_failed(exc)
                     continue
-                self._execute(bankd.run(sid, bankd.core.card_opened, sid, atr))
+                self._execute(bankd.card_opened(sid, atr))
                 if bankd.tracer is not None:
                     bankd.tracer.atr(action.slot.slot_nr, atr)
             elif isinstance(action, ReleaseCard):
                 try:
                     self._card(action.slot).disconnect()
                 except CardError as exc:
-                    log.warning("%s: releasing the card failed: %s", action.slot, exc)
+                    log.warning(
+                        "releasing the card of %s failed: %s",
+                        action.slot,
+                        exc,
+                        extra={"bank_slot": str(action.slot)},
+                    )
                 self._held = None
-                self._execute(bankd.run(sid, bankd.core.card_released, action.slot))
+                self._execute(bankd.card_released(sid, action.slot))
             elif isinstance(action, Close):
                 self._flush()
                 self._open = False
@@ -209,7 +251,7 @@ class ClientConnection:
             try:
                 self.sock.sendall(data)
             except OSError as exc:  # the client vanished mid-response
-                log.info("client %s (%d): %s", self.peer, self.sid, exc)
+                log.info("client connection %d: %s", self.sid, exc, extra=self.log_fields)
                 self._open = False
 
     def _finish(self) -> None:
@@ -218,6 +260,6 @@ class ClientConnection:
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         # Whatever was posted before the session ended must still run: a card release.
-        self._execute(self.bankd.end_session(self.sid) + self._drain_inbox())
+        self._execute(self.bankd.session_closed(self.sid) + self._drain_inbox())
         os.close(self._wake_r)
         os.close(self._wake_w)

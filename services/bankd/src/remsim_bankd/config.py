@@ -1,47 +1,60 @@
-"""Configuration: command-line options, ``REMSIM_BANKD_*`` environment variables, slot file.
+"""Configuration: the options (``BankdSettings``) and the slot file.
 
-Options are the original's (``-i -p -b -n -N -I -P -s -g -G -d -T -e -L``) plus our own
-long ones; each one can also come from the environment (``REMSIM_BANKD_SERVER_HOST=…``),
-the command line winning. The slot file keeps the original's CSV format.
+The options are the original's (``-i -p -b -n -N -I -P -s -g -G -d -T -e -L``) plus our
+own long ones. Each one can also come from ``REMSIM_BANKD_<FIELD>`` (the logging and TLS
+ones from ``REMSIM_<FIELD>`` too) or a TOML ``--config`` file: the command line wins
+(``remsim_common.settings``). The slot file keeps the original's CSV format.
 """
 
 from __future__ import annotations
 
 import argparse
 import socket
-import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
+from remsim_common import BANKD_PORT, CONTROL_PORT, CommonSettings, Program, TransportSettings
 from rspro import BankSlot
 
 from .ere import PosixRegex, RegexError
 from .errors import ConfigError
+from .mapping import ID_MAX
 
 __all__ = [
+    "CARD_RETRY",
+    "CATEGORIES",
+    "DEFAULT_BANK_ID",
+    "DEFAULT_NUM_SLOTS",
     "DEFAULT_SLOTS_CSV",
+    "PROGRAM",
     "BankdSettings",
     "SlotsCsvError",
     "build_parser",
     "load_slots_csv",
-    "package_version",
     "parse_args",
     "parse_slots_csv",
 ]
 
 DEFAULT_SLOTS_CSV = Path("bankd_pcsc_slots.csv")
+DEFAULT_BANK_ID = 1
+DEFAULT_NUM_SLOTS = 8
+CARD_RETRY = 2.0
+"""Seconds between attempts to open an absent or mute card while a client waits for it."""
 
+CATEGORIES = {
+    "DMAIN": ("remsim.bankd", "remsim.bankd.pcsc"),
+    "DBANKDW": ("remsim.bankd.session", "remsim.bankd.clients"),
+    "DSLOTMAP": ("remsim.bankd.mapping",),
+    "DRSPRO": ("rspro", "remsim.bankd.control"),
+    "DGSMTAP": ("remsim.bankd.gsmtap",),
+}
+"""The original's log categories (``-d``) and the loggers behind each."""
 
-def package_version() -> str:
-    try:
-        return metadata.version("remsim-bankd")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "0.0.0"
+PROGRAM = Program("remsim-bankd", "remsim-bankd", categories=CATEGORIES)
 
 
 # --- the slot file ----------------------------------------------------------------------------
@@ -145,109 +158,70 @@ def load_slots_csv(path: str | Path) -> dict[BankSlot, PosixRegex]:
 # --- options ----------------------------------------------------------------------------------
 
 
-class BankdSettings(BaseSettings):
+def _host_name() -> str:
+    return socket.gethostname()[:32] or "bankd"
+
+
+class BankdSettings(CommonSettings, TransportSettings):
     """Every option of ``remsim-bankd``; environment variables ``REMSIM_BANKD_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="REMSIM_BANKD_", extra="forbid")
 
-    server_host: str = Field(min_length=1)
-    server_port: int = Field(default=9998, ge=1, le=65535)
-    bank_id: int = Field(default=1, ge=0, le=1023)
-    num_slots: int = Field(default=8, ge=1, le=1023)
-    name: str = Field(
-        default_factory=lambda: socket.gethostname()[:32] or "bankd", min_length=1, max_length=32
-    )
+    server_host: str = Field(min_length=1, description="remsim-server host")
+    server_port: int = Field(default=CONTROL_PORT, ge=1, le=65535)
+    bank_id: int = Field(default=DEFAULT_BANK_ID, ge=0, le=ID_MAX)
+    num_slots: int = Field(default=DEFAULT_NUM_SLOTS, ge=1, le=ID_MAX)
+    name: str = Field(default_factory=_host_name, min_length=1, max_length=32)
     bind_ip: str = "0.0.0.0"
-    bind_port: int = Field(default=9999, ge=0, le=65535)
+    bind_port: int = Field(default=BANKD_PORT, ge=0, le=65535)
     permit_shared_pcsc: bool = False
     gsmtap_ip: str | None = None
-    gsmtap_slot: int = Field(default=-1, ge=-1, le=1023)
+    gsmtap_slot: int = Field(default=-1, ge=-1, le=ID_MAX)
     slots_csv: Path = DEFAULT_SLOTS_CSV
     card_driver: Literal["pcsc", "sim"] = "pcsc"
     sim_profile: list[Path] = Field(default_factory=list)
-    card_retry: float = Field(default=2.0, gt=0)
-    debug: str | None = None
-    log_level: int | None = None
-    timestamp: bool = False
-    log_format: Literal["human", "json"] = "human"
+    card_retry: float = Field(default=CARD_RETRY, gt=0)
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="remsim-bankd",
-        description="remsim SIM bank daemon: serves the cards of a PC/SC reader bank to "
-        "remsim clients, as mapped by the remsim server.",
+    p = PROGRAM.parser(
+        "remsim SIM bank daemon: serves the cards of a PC/SC reader bank to remsim clients, "
+        "as mapped by the remsim server.",
         epilog="Every option can also be set as an environment variable REMSIM_BANKD_<NAME> "
-        "(e.g. REMSIM_BANKD_SERVER_HOST=10.0.0.1); the command line wins.",
-        argument_default=argparse.SUPPRESS,
+        "(e.g. REMSIM_BANKD_SERVER_HOST=10.0.0.1) or in the --config file; the command line "
+        "wins.",
+        transport=True,
     )
-    p.add_argument("-V", "--version", action="version", version=f"remsim-bankd {package_version()}")
-    p.add_argument("-i", "--server-host", metavar="HOST", help="remsim-server host (required)")
-    p.add_argument("-p", "--server-port", type=int, metavar="PORT", help="server port (9998)")
-    p.add_argument("-b", "--bank-id", type=int, metavar="ID", help="our bank id (1)")
-    p.add_argument("-n", "--num-slots", type=int, metavar="N", help="number of slots (8)")
-    p.add_argument(
-        "-N", "--name", "--component-name", dest="name", metavar="NAME",
-        help="component name sent to server and clients (host name)",
-    )  # fmt: skip
-    p.add_argument("-I", "--bind-ip", metavar="IP", help="listen address for clients (0.0.0.0)")
-    p.add_argument("-P", "--bind-port", type=int, metavar="PORT", help="client port (9999)")
-    p.add_argument(
-        "-s", "--permit-shared-pcsc", action="store_const", const=True,
-        help="open readers in shared mode (default: exclusive)",
-    )  # fmt: skip
-    p.add_argument("-g", "--gsmtap-ip", metavar="HOST", help="send GSMTAP traces to HOST:4729")
-    p.add_argument("-G", "--gsmtap-slot", type=int, metavar="SLOT", help="trace only this slot")
-    p.add_argument(
-        "--slots-csv", type=Path, metavar="PATH",
-        help=f"reader name patterns per bank slot (./{DEFAULT_SLOTS_CSV})",
-    )  # fmt: skip
-    p.add_argument(
-        "--card-driver", choices=("pcsc", "sim"),
-        help="pcsc: PC/SC readers (default); sim: in-process software SIMs",
-    )  # fmt: skip
-    p.add_argument(
-        "--sim-profile", type=Path, action="append", metavar="PATH",
-        help="card profile for the sim driver, once per slot in slot order",
-    )  # fmt: skip
-    p.add_argument(
-        "--card-retry", type=float, metavar="SECONDS",
-        help="retry period for opening an absent card (2)",
-    )  # fmt: skip
-    p.add_argument("-d", "--debug", metavar="MASK", help="log mask, e.g. DMAIN,1:DBANKDW,3")
-    p.add_argument("-e", "--log-level", type=int, metavar="LEVEL", help="global log level")
-    p.add_argument(
-        "-T", "--timestamp", action="store_const", const=True, help="timestamps on log lines"
-    )
-    p.add_argument(
-        "-L", "--disable-color", action="store_const", const=True, dest="_color",
-        help="accepted for compatibility (logs are never coloured)",
-    )  # fmt: skip
-    p.add_argument("--log-format", choices=("human", "json"), help="log line format (human)")
-    p.add_argument(
-        "--metrics-port", type=int, metavar="PORT",
-        help="serve /healthz, /readyz and Prometheus /metrics over HTTP on PORT (off)",
-    )  # fmt: skip
-    p.add_argument(
-        "--metrics-host", metavar="IP", help="listen address for --metrics-port (0.0.0.0)"
-    )
+    add = p.add_argument
+    add("-i", "--server-host", metavar="HOST", help="remsim-server host (required)")
+    add("-p", "--server-port", metavar="PORT", help=f"server port ({CONTROL_PORT})")
+    add("-b", "--bank-id", metavar="ID", help=f"our bank id ({DEFAULT_BANK_ID})")
+    add("-n", "--num-slots", metavar="N", help=f"number of slots ({DEFAULT_NUM_SLOTS})")
+    add("-N", "--name", "--component-name", dest="name", metavar="NAME",
+        help="component name sent to server and clients (host name)")  # fmt: skip
+    add("-I", "--bind-ip", metavar="IP", help="listen address for clients (0.0.0.0)")
+    add("-P", "--bind-port", metavar="PORT", help=f"client port ({BANKD_PORT})")
+    add("-s", "--permit-shared-pcsc", action="store_const", const=True,
+        help="open readers in shared mode (default: exclusive)")  # fmt: skip
+    add("-g", "--gsmtap-ip", metavar="HOST", help="send GSMTAP traces to HOST:4729")
+    add("-G", "--gsmtap-slot", metavar="SLOT", help="trace only this slot number")
+    add("--slots-csv", metavar="PATH",
+        help=f"reader name patterns per bank slot (./{DEFAULT_SLOTS_CSV})")  # fmt: skip
+    add("--card-driver", metavar="{pcsc,sim}",
+        help="pcsc: PC/SC readers (default); sim: in-process software SIMs")  # fmt: skip
+    add("--sim-profile", action="append", metavar="PATH",
+        help="card profile for the sim driver, once per slot in slot order")  # fmt: skip
+    add("--card-retry", metavar="SECONDS",
+        help=f"retry period for opening an absent card ({CARD_RETRY:g})")  # fmt: skip
+    add("--metrics-port", metavar="PORT",
+        help="serve /healthz, /readyz and Prometheus /metrics over HTTP on PORT (off)")  # fmt: skip
+    add("--metrics-host", metavar="IP", help="listen address for --metrics-port (0.0.0.0)")
     return p
 
 
 def parse_args(argv: Sequence[str] | None = None) -> BankdSettings:
-    """Options from argv over the environment; prints the problem and exits 2 on bad input."""
-    parser = build_parser()
-    given: dict[str, Any] = vars(parser.parse_args(argv))
-    given.pop("_color", None)
-    try:
-        return BankdSettings(**given)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
-        )
-        if any(e["loc"] == ("server_host",) and e["type"] == "missing" for e in exc.errors()):
-            parser.print_help(sys.stderr)
-            problems = "-i/--server-host (or REMSIM_BANKD_SERVER_HOST) is required"
-        parser.exit(2, f"remsim-bankd: error: {problems}\n")
+    """The settings from ``argv``, the environment and the config file; prints the problem
+    and exits 2 on a bad value."""
+    return PROGRAM.load(BankdSettings, build_parser(), argv)

@@ -8,6 +8,11 @@ closest code RSPRO has): the server pairs replies with its requests by their ord
 missing one would pin every later reply on the wrong slotmap. Replies carry the request's
 operation tag (upstream's requests carry 0, so the bytes are the original's).
 
+The link's socket security is the ``ssl`` context given (the bankd's
+``TransportSecurity.client_context``; None: plaintext). With TLS, only a peer whose
+certificate names ``urn:remsim:server`` is the server: any other is closed before the
+connectBankReq (one log line) and retried as a connect that failed.
+
 Link events are counted in ``remsim_reconnects_total{link="server"}`` (connected again
 after having been connected) and ``remsim_keepalive_timeouts_total{link="server"}``.
 """
@@ -15,9 +20,11 @@ after having been connected) and ``remsim_keepalive_timeouts_total{link="server"
 from __future__ import annotations
 
 import logging
+import ssl as _ssl
 from collections.abc import Callable
+from typing import Any
 
-from remsim_control.metrics import METRICS
+from remsim_common import PeerIdentity
 from rspro import (
     ComponentIdentity,
     ComponentType,
@@ -37,9 +44,12 @@ from rspro import (
 from rspro.connection import DEFAULT_KEEPALIVE
 from rspro.link import LinkState, RsproLink
 
+from .core import certificate
+from .metrics import SERVER_KEEPALIVE_TIMEOUTS, SERVER_RECONNECTS
+
 __all__ = ["ControlLink"]
 
-log = logging.getLogger("remsim_bankd.control")
+log = logging.getLogger("remsim.bankd.control")
 
 # The reply type of each request the server sends, for the error reply.
 _REPLIES: dict[type[Message], type[CreateMappingRes | RemoveMappingRes | ResetStateRes]] = {
@@ -47,6 +57,15 @@ _REPLIES: dict[type[Message], type[CreateMappingRes | RemoveMappingRes | ResetSt
     RemoveMappingReq: RemoveMappingRes,
     ResetStateReq: ResetStateRes,
 }
+
+
+def only_the_server(ssl_object: Any) -> str | None:
+    """Why the TLS peer is not the server (its certificate does not name
+    ``urn:remsim:server``), or None."""
+    peer = PeerIdentity.from_peer(ssl_object)
+    if peer is not None and peer.names("server"):
+        return None
+    return f"{certificate(peer)}, not urn:remsim:server"
 
 
 class ControlLink:
@@ -60,14 +79,13 @@ class ControlLink:
         num_slots: int,
         *,
         keepalive: Keepalive = DEFAULT_KEEPALIVE,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.identity = identity
         self.bank_id = bank_id
         self.num_slots = num_slots
         self._handle = handle
         self._was_connected = False
-        self._reconnects = METRICS.reconnects.labels("server")
-        self._keepalive_timeouts = METRICS.keepalive_timeouts.labels("server")
         self.link = RsproLink(
             name="server",
             connect_req=lambda: ConnectBankReq(identity, bank_id, num_slots),
@@ -76,6 +94,8 @@ class ControlLink:
             on_connected=self._on_connected,
             on_lost=self._on_lost,
             keepalive=keepalive,
+            ssl=ssl,
+            accept_peer=None if ssl is None else only_the_server,
         )
 
     @property
@@ -87,7 +107,7 @@ class ControlLink:
         return self.link.connected
 
     def start(self, host: str, port: int) -> None:
-        log.info("connecting to server %s:%s as bank %d", host, port, self.bank_id)
+        log.info("connecting to server %s:%s", host, port, extra={"bank": self.bank_id})
         self.link.establish(host, port)
 
     async def aclose(self) -> None:
@@ -95,12 +115,12 @@ class ControlLink:
 
     def _on_connected(self) -> None:
         if self._was_connected:
-            self._reconnects.inc()
+            SERVER_RECONNECTS.inc()
         self._was_connected = True
 
     def _on_lost(self) -> None:
         if isinstance(self.link.last_error, KeepaliveTimeoutError):
-            self._keepalive_timeouts.inc()
+            SERVER_KEEPALIVE_TIMEOUTS.inc()
 
     def _on_pdu(self, pdu: RsproPdu) -> None:
         try:

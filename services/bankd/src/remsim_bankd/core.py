@@ -11,6 +11,11 @@ closed: an ATR is sent whenever the card becomes usable (also after a late map o
 card trouble is reported (result codes, ErrorInd) before the connection closes, a bank
 slot is used by one session at a time, and a new connection for a client slot replaces the
 one it already has (that client's host died without closing it).
+
+With TLS, a client is who its certificate says (``session_secured``): its connectClientReq
+is accepted only for a client id the certificate names, so only for a bank slot mapped to
+one of its ids. Any other claim is answered ``illegalClientId`` and closed, with one
+warning, before it can touch the session of the client it claims to be.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
+from remsim_common import PeerIdentity
 from rspro import (
     MAX_TPDU,
     MIN_TPDU,
@@ -57,8 +63,8 @@ __all__ = [
     "Transmit",
 ]
 
-log = logging.getLogger("remsim_bankd.session")
-maplog = logging.getLogger("remsim_bankd.mapping")
+log = logging.getLogger("remsim.bankd.session")
+maplog = logging.getLogger("remsim.bankd.mapping")
 
 
 class SessionState(enum.Enum):
@@ -132,6 +138,9 @@ class Session:
     client_slot: ClientSlot | None = None
     bank_slot: BankSlot | None = None  # set while this session holds a bank slot
     answered: bool = False  # connectClientRes sent
+    peer: str = ""  # the client's address, for log lines
+    tls: bool = False  # over TLS: its claims are judged by ``identity``
+    identity: PeerIdentity | None = None  # what the client's certificate names
     retry_at: float | None = None  # next attempt to open an absent card
     # modem-side levels last reported, for reset edge detection, and the last indication
     vcc: bool = True
@@ -139,7 +148,24 @@ class Session:
     last_status: SlotPhysStatus | None = None
 
     def __str__(self) -> str:
-        return f"[{self.sid} {self.client_slot or '-'} {self.bank_slot or '-'} {self.state.value}]"
+        return f"[{self.sid} {self.state.value}]"
+
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """``extra=`` for its log lines: the client slot and bank slot, once known."""
+        slots = {"client_slot": self.client_slot, "bank_slot": self.bank_slot}
+        return {key: str(slot) for key, slot in slots.items() if slot is not None}
+
+
+def _map_fields(bank: BankSlot, client: ClientSlot) -> dict[str, str]:
+    return {"bank_slot": str(bank), "client_slot": str(client)}
+
+
+def certificate(identity: PeerIdentity | None) -> str:
+    """A peer's certificate in a log line: its subject and what it names."""
+    if identity is None:
+        return "a certificate naming no remsim peer"
+    return f"certificate {identity.subject!r} ({identity})"
 
 
 def result_for(error: CardError) -> ResultCode:
@@ -181,17 +207,19 @@ class BankdCore:
 
     def create_mapping(self, client: ClientSlot, bank: BankSlot) -> tuple[ResultCode, list[Action]]:
         change = self.maps.create(client, bank)
-        maplog.info("createMapping %s <-> %s: %s", bank, client, change.result.name)
+        maplog.info("createMapping: %s", change.result.name, extra=_map_fields(bank, client))
         return change.result, self._apply(change)
 
     def remove_mapping(self, client: ClientSlot, bank: BankSlot) -> tuple[ResultCode, list[Action]]:
         change = self.maps.remove(client, bank)
-        maplog.info("removeMapping %s <-> %s: %s", bank, client, change.result.name)
+        maplog.info("removeMapping: %s", change.result.name, extra=_map_fields(bank, client))
         return change.result, self._apply(change)
 
     def reset_state(self) -> tuple[ResultCode, list[Action]]:
         change = self.maps.reset()
-        maplog.info("resetState: %d maps removed", len(change.removed))
+        maplog.info(
+            "resetState: %d maps removed", len(change.removed), extra={"bank": self.bank_id}
+        )
         return change.result, self._apply(change)
 
     def _apply(self, change: MappingChange) -> list[Action]:
@@ -216,12 +244,19 @@ class BankdCore:
 
     # --- client sessions --------------------------------------------------------------------
 
-    def session_opened(self) -> int:
-        """A client connected; returns the session id used in every other call."""
+    def session_opened(self, peer: str = "") -> int:
+        """A client connected from ``peer``; returns the session id used in every other call."""
         sid = self._next_sid
         self._next_sid += 1
-        self.sessions[sid] = Session(sid)
+        self.sessions[sid] = Session(sid, peer=peer)
         return sid
+
+    def session_secured(self, sid: int, identity: PeerIdentity | None) -> None:
+        """The TLS handshake of ``sid`` is done; ``identity`` is what the client's
+        certificate names (None: no remsim peer). Its connectClientReq must match it."""
+        s = self.sessions.get(sid)
+        if s is not None:
+            s.tls, s.identity = True, identity
 
     def session_closed(self, sid: int) -> list[Action]:
         """The client connection is gone (closed by either side)."""
@@ -230,7 +265,7 @@ class BankdCore:
             return []
         actions: list[Action] = []
         if s.state is not SessionState.CLOSED:
-            log.info("%s client disconnected", s)
+            log.info("%s client disconnected", s, extra=s.log_fields)
             self._close(s, "", actions, connection_gone=True)
         return actions
 
@@ -248,10 +283,10 @@ class BankdCore:
             self._status(s, msg.slot_phys_status, actions)
         elif isinstance(msg, SetAtrRes):
             if msg.result is not ResultCode.OK:
-                log.warning("%s client refused the ATR: %s", s, msg.result.name)
+                log.warning("%s client refused the ATR: %s", s, msg.result.name, extra=s.log_fields)
         elif isinstance(msg, ErrorInd):
             log.warning("%s client reports %s %s: %s", s, msg.severity.name, msg.code.name,
-                        msg.error_string or "")  # fmt: skip
+                        msg.error_string or "", extra=s.log_fields)  # fmt: skip
         else:
             self._protocol_error(s, f"unexpected {type(msg).__name__}", actions)
         return actions
@@ -267,15 +302,18 @@ class BankdCore:
         if not valid_client_slot(client):
             self._refuse(s, f"connectClientReq for {client} (ids are 0..{ID_MAX})", actions)
             return
+        if s.tls and (s.identity is None or not s.identity.names("client", client.client_id)):
+            self._refuse_impostor(s, client, actions)
+            return
         s.client_slot = client
         s.state = SessionState.CONN_CLIENT_WAIT_MAP
-        log.info("%s client %s/%s %s connected", s, msg.identity.name, msg.identity.software,
-                 msg.identity.sw_version)  # fmt: skip
+        log.info("%s client connected: %s/%s %s", s, msg.identity.name, msg.identity.software,
+                 msg.identity.sw_version, extra=s.log_fields)  # fmt: skip
         self._preempt(s, actions)
         bank = self.maps.bank_of(client)
         if bank is None or bank in self._holders:
             why = "no map" if bank is None else f"{bank} is in use by another connection"
-            log.info("%s %s: waiting", s, why)
+            log.info("%s %s: waiting", s, why, extra=s.log_fields)
             self._answer(s, ResultCode.CARD_NOT_PRESENT, actions)
             return
         self._hold(s, bank, actions)
@@ -291,13 +329,27 @@ class BankdCore:
                 and old.state is not SessionState.CLOSED
             ):
                 why = f"replaced by a new connection for {s.client_slot} (session {s.sid})"
-                log.warning("%s %s: did its host die without closing it?", old, why)
+                log.warning(
+                    "%s %s: did its host die without closing it?", old, why, extra=old.log_fields
+                )
                 actions.append(Send(old.sid, self._error_ind(old, ErrorSeverity.MAJOR, why)))
                 self._close(old, why, actions)
 
     def _refuse(self, s: Session, why: str, actions: list[Action]) -> None:
         actions.append(Send(s.sid, ConnectClientRes(self.identity, ResultCode.ILLEGAL_CLIENT_ID)))
         self._close(s, why, actions)
+
+    def _refuse_impostor(self, s: Session, client: ClientSlot, actions: list[Action]) -> None:
+        """A TLS client claims a client slot its certificate does not name (a hijack?)."""
+        cause = f"{certificate(s.identity)} claims {client}"
+        fields = {"peer": s.peer, "client_slot": str(client), "cause": cause}
+        bank = self.maps.bank_of(client)
+        if bank is not None:
+            fields["bank_slot"] = str(bank)
+        log.warning("%s connectClientReq refused: %s", s, cause, extra=fields)
+        actions.append(Send(s.sid, ConnectClientRes(self.identity, ResultCode.ILLEGAL_CLIENT_ID)))
+        s.state = SessionState.CLOSED  # it holds nothing yet
+        actions.append(Close(s.sid, cause))
 
     def _hold(self, s: Session, bank: BankSlot, actions: list[Action]) -> None:
         s.bank_slot = bank
@@ -360,7 +412,7 @@ class BankdCore:
         self, s: Session, why: str, actions: list[Action], connection_gone: bool = False
     ) -> None:
         if why:
-            log.info("%s closing: %s", s, why)
+            log.info("%s closing: %s", s, why, extra=s.log_fields)
         s.state = SessionState.CLOSED
         s.retry_at = None
         bank = s.bank_slot
@@ -396,7 +448,7 @@ class BankdCore:
         assert s.client_slot is not None
         actions: list[Action] = []
         if s.state is SessionState.CONN_CLIENT_MAPPED:
-            log.info("%s card open, ATR %s", s, atr.hex())
+            log.info("%s card open, ATR %s", s, atr.hex(), extra=s.log_fields)
         s.state = SessionState.CONN_CLIENT_MAPPED_CARD
         s.retry_at = None
         self._answer(s, ResultCode.OK, actions)
@@ -411,7 +463,13 @@ class BankdCore:
         actions: list[Action] = []
         if s.state is SessionState.CONN_CLIENT_MAPPED:
             # Opening failed: say so (once), keep the connection, try again later.
-            log.info("%s cannot open card: %s; retrying in %gs", s, error, self.card_retry)
+            log.info(
+                "%s cannot open card: %s; retrying in %gs",
+                s,
+                error,
+                self.card_retry,
+                extra=s.log_fields,
+            )
             self._answer(s, result_for(error), actions)
             s.retry_at = now + self.card_retry
         else:

@@ -1,5 +1,5 @@
 """The exception hierarchy of the bankd: every error it raises derives from ``BankdError``
-(card driver errors from ``card.CardError``, the test bed's from ``testbed.TestbedError``)."""
+(card driver errors from ``card.CardError``)."""
 
 
 class BankdError(Exception):

@@ -12,7 +12,7 @@ import socket
 
 __all__ = ["GSMTAP_PORT", "GsmtapTracer", "gsmtap_packet"]
 
-log = logging.getLogger("remsim_bankd.gsmtap")
+log = logging.getLogger("remsim.bankd.gsmtap")
 
 GSMTAP_PORT = 4729
 GSMTAP_VERSION = 2

@@ -3,77 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 
-from .bankd import Bankd, BankdConfig, bankd_identity
-from .config import BankdSettings, load_slots_csv, package_version, parse_args
+from remsim_common import TransportSecurity
+
+from .bankd import Bankd, BankdConfig
+from .config import PROGRAM, BankdSettings, load_slots_csv, parse_args
 from .drivers import CardSource, sim_cards
 from .errors import ConfigError
 
-__all__ = ["configure_logging", "main", "run"]
+__all__ = ["card_source", "main", "run"]
 
-log = logging.getLogger("remsim_bankd")
-
-# The original's log categories (for -d) and the loggers they stand for.
-CATEGORIES = {
-    "DMAIN": ("remsim_bankd", "remsim_bankd.pcsc"),
-    "DBANKDW": ("remsim_bankd.session", "remsim_bankd.clients", "remsim_bankd.worker"),
-    "DSLOTMAP": ("remsim_bankd.mapping",),
-    "DRSPRO": ("rspro", "remsim_bankd.control"),
-    "DGSMTAP": ("remsim_bankd.gsmtap",),
-}
-# libosmocore's numeric levels
-_LEVELS = {1: logging.DEBUG, 3: logging.INFO, 5: logging.INFO + 5, 7: logging.ERROR, 8: 50}
-
-
-def _level(number: int) -> int:
-    if number <= 0:
-        return logging.DEBUG
-    return next((lvl for n, lvl in sorted(_LEVELS.items()) if number <= n), logging.CRITICAL)
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": record.created,
-            "level": record.levelname,
-            "logger": record.name,
-            "thread": record.threadName,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(settings: BankdSettings) -> None:
-    """stderr logging: ``-e`` level, ``-d`` category mask, ``-T`` timestamps, ``--log-format``."""
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        fmt = "%(levelname)s %(name)s: %(message)s"
-        handler.setFormatter(
-            logging.Formatter(("%(asctime)s " if settings.timestamp else "") + fmt)
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO if settings.log_level is None else _level(settings.log_level))
-    if settings.debug:
-        # As libosmocore: the mask first disables every category, then enables those listed.
-        for names in CATEGORIES.values():
-            for name in names:
-                logging.getLogger(name).setLevel(logging.CRITICAL + 1)
-        for item in settings.debug.split(":"):
-            category, _, level = item.partition(",")
-            lvl = _level(int(level)) if level.strip().isdigit() else logging.DEBUG
-            for name in CATEGORIES.get(category.strip().upper(), ()):
-                logging.getLogger(name).setLevel(lvl)
-        root.setLevel(min(root.level, logging.DEBUG))
+log = logging.getLogger("remsim.bankd")
 
 
 def card_source(settings: BankdSettings) -> CardSource:
@@ -84,28 +28,17 @@ def card_source(settings: BankdSettings) -> CardSource:
     return PcscCards(load_slots_csv(settings.slots_csv), shared=settings.permit_shared_pcsc)
 
 
-def config_from(settings: BankdSettings, sw_version: str | None = None) -> BankdConfig:
-    port = settings.metrics_port
-    return BankdConfig(
-        identity=bankd_identity(settings.name, sw_version or package_version()),
-        bank_id=settings.bank_id,
-        num_slots=settings.num_slots,
-        server=(settings.server_host, settings.server_port),
-        bind=(settings.bind_ip or None, settings.bind_port),
-        card_retry=settings.card_retry,
-        gsmtap_host=settings.gsmtap_ip,
-        gsmtap_slot=settings.gsmtap_slot,
-        metrics=None if port is None else (settings.metrics_host, port),
-    )
-
-
-async def run(config: BankdConfig, cards: CardSource) -> None:
+async def run(
+    config: BankdConfig,
+    cards: CardSource,
+    security: TransportSecurity = TransportSecurity.PLAINTEXT,
+) -> None:
     """Run a bankd until SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    bankd = Bankd(config, cards)
+    bankd = Bankd(config, cards, security)
     await bankd.start()
     log.info(
         "remsim-bankd %s: bank %d, %d slots, clients on port %d",
@@ -113,6 +46,7 @@ async def run(config: BankdConfig, cards: CardSource) -> None:
         config.bank_id,
         config.num_slots,
         bankd.port,
+        extra={"bank": config.bank_id},
     )
     try:
         await stop.wait()
@@ -123,15 +57,18 @@ async def run(config: BankdConfig, cards: CardSource) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    configure_logging(settings)
+    PROGRAM.setup_logging(settings)
     try:
         cards = card_source(settings)
-        config = config_from(settings)
+        security = TransportSecurity.from_settings(settings)
     except ConfigError as exc:
         log.error("%s", exc)
         return 1
+    except OSError as exc:  # TLS files that cannot be used (ssl.SSLError included)
+        log.error("cannot use the TLS files: %s", exc)
+        return 1
     try:
-        asyncio.run(run(config, cards))
+        asyncio.run(run(BankdConfig.from_settings(settings), cards, security))
     except OSError as exc:  # a port cannot be bound, GSMTAP host unknown, ...
         log.error("cannot start: %s", exc)
         return 1

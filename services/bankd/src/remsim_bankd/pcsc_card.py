@@ -22,7 +22,7 @@ from .ere import PosixRegex
 
 __all__ = ["PcscCard", "PcscCards", "pcsc_error"]
 
-log = logging.getLogger("remsim_bankd.pcsc")
+log = logging.getLogger("remsim.bankd.pcsc")
 
 _NOT_PRESENT = {
     scard.SCARD_E_NO_SMARTCARD,

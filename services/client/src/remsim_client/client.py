@@ -6,8 +6,15 @@ carried out here, in order, one list after the other (a hook or link call that r
 new event re-enters only after the current actions are done).
 
     async with Client(ClientConfig(server_host="10.0.0.1", client_slot=ClientSlot(23, 0)),
-                      frontend) as client:
+                      frontend, security=TransportSecurity.from_settings(settings)) as client:
         await frontend.run()   # whatever the front-end's main loop is
+
+Both links (to the server, to the bankd) take their socket security from the one
+``TransportSecurity`` given: plaintext by default, byte for byte the original's; with TLS
+files, mutual TLS on both. With TLS, a peer is who its certificate says: the server link
+accepts only ``urn:remsim:server``, the bankd link only ``urn:remsim:bankd:<bankId>`` of
+the bank slot the last configClientBankReq named. Any other peer is closed before the
+connectClientReq, with one log line, and retried as a connect that failed.
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
+from typing import Any
 
+from remsim_common import PeerIdentity, TransportSecurity
+from remsim_common.transport import Role
 from rspro import ComponentType, ConnectClientReq, RsproPdu, SlotPhysStatus
 from rspro.link import LinkState, RsproLink
 
@@ -42,15 +52,32 @@ from .main_fsm import (
 )
 from .script import ScriptRunner, remsim_env
 
-log = logging.getLogger("DMAIN")
+log = logging.getLogger("remsim.client")
+
+
+def refusal(peer: PeerIdentity | None, role: Role, id_: int | None) -> str | None:
+    """Why a TLS peer is not the ``role`` (``id_``) expected, or None if it is."""
+    if peer is not None and peer.names(role, id_):
+        return None
+    expected = f"urn:remsim:{role}" + ("" if id_ is None else f":{id_}")
+    if peer is None:
+        return f"a certificate naming no remsim peer, not {expected}"
+    return f"certificate {peer.subject!r} ({peer}), not {expected}"
 
 
 class Client:
     """One remsim client slot: connects to the server, then to whichever bankd it names."""
 
-    def __init__(self, config: ClientConfig, frontend: ModemFrontend) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        frontend: ModemFrontend,
+        *,
+        security: TransportSecurity = TransportSecurity.PLAINTEXT,
+    ) -> None:
         self.config = config
         self.frontend = frontend
+        self.security = security
         self.fsm = ClientFsm(
             config.client_slot,
             atr=config.atr,
@@ -77,6 +104,7 @@ class Client:
         self._server = self._link(
             "server",
             ComponentType.REMSIM_SERVER,
+            certified=lambda: ("server", None),
             on_pdu=lambda pdu: self._feed(fsm.server_message(pdu.msg)),
             on_connected=lambda: self._feed(fsm.server_connected()),
             on_lost=lambda: self._feed(fsm.server_lost()),
@@ -84,15 +112,17 @@ class Client:
         self._bankd = self._link(
             "bankd",
             ComponentType.REMSIM_BANKD,
+            certified=lambda: ("bankd", fsm.bank_slot.bank_id),
             on_pdu=lambda pdu: self._feed(fsm.bankd_message(pdu.msg)),
             on_connected=lambda: self._feed(fsm.bankd_connected()),
             on_lost=lambda: self._feed(fsm.bankd_lost()),
         )
         log.info(
-            "client %s: connecting to server %s:%d",
-            self.fsm.client_slot,
+            "connecting to the server %s:%d%s",
             self.config.server_host,
             self.config.server_port,
+            " (TLS)" if self.security.client_context is not None else "",
+            extra={"client_slot": str(fsm.client_slot)},
         )
         self._server.establish(self.config.server_host, self.config.server_port)
 
@@ -154,6 +184,10 @@ class Client:
     def modem_pts(self, pts: bytes) -> None:
         self._feed(self.fsm.modem_pts(pts))
 
+    def frontend_event(self, cause: str) -> None:
+        if not self._closed:
+            self._run_script(cause)
+
     # --- links -------------------------------------------------------------------------------
 
     def _connect_req(self) -> ConnectClientReq:
@@ -165,10 +199,17 @@ class Client:
         name: str,
         peer_type: ComponentType,
         *,
+        certified: Callable[[], tuple[Role, int | None]],
         on_pdu: Callable[[RsproPdu], None],
         on_connected: Callable[[], None],
         on_lost: Callable[[], None],
     ) -> RsproLink:
+        """A link to the peer ``certified()`` names (with TLS, its certificate must)."""
+
+        def accept_peer(ssl_object: Any) -> str | None:
+            return refusal(PeerIdentity.from_peer(ssl_object), *certified())
+
+        tls = self.security.client_context is not None
         return RsproLink(
             name=name,
             connect_req=self._connect_req,
@@ -177,6 +218,8 @@ class Client:
             on_connected=on_connected,
             on_lost=on_lost,
             keepalive=self.config.keepalive,
+            ssl=self.security.client_context,
+            accept_peer=accept_peer if tls else None,
         )
 
     # --- carrying out actions ----------------------------------------------------------------
@@ -229,7 +272,7 @@ class Client:
             case RunScript(cause):
                 self._run_script(cause)
 
-    def _run_script(self, cause: Cause) -> None:
+    def _run_script(self, cause: Cause | str) -> None:
         if self.script is None:
             return
         fsm = self.fsm
@@ -244,7 +287,7 @@ class Client:
             client_slot=fsm.client_slot,
             bank_slot=fsm.bank_slot,
             modem_status=fsm.modem_status_last,
-            cause=cause.value,
+            cause=str(cause),
         )
         env.update(self.frontend.script_env())
-        self.script.run(cause.value, env)
+        self.script.run(str(cause), env)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import socket
 from dataclasses import dataclass, field
 
+from remsim_common import CONTROL_PORT, distribution_version
 from rspro import ClientSlot, ComponentIdentity, ComponentType, Keepalive
 
 from .errors import ConfigError
@@ -14,6 +14,7 @@ DEFAULT_ATR = bytes.fromhex("3b00")
 """The shortest possible ATR, shown to the modem until the bankd sends the card's."""
 MAX_ATR = 55
 SOFTWARE = "remsim-client"
+DISTRIBUTION = "remsim-client"
 NO_CLIENT_SLOT = ClientSlot(0, 0)
 """What the original sends when -c/-n are not given."""
 DEFAULT_KEEPALIVE = Keepalive()
@@ -21,10 +22,8 @@ NAME_MAX = 32  # ComponentName is IA5String (SIZE (1..32))
 
 
 def package_version() -> str:
-    try:
-        return importlib.metadata.version("remsim-client")
-    except importlib.metadata.PackageNotFoundError:
-        return "0.0.0"
+    """The installed remsim-client's version: the RSPRO identity's default swVersion."""
+    return distribution_version(DISTRIBUTION)
 
 
 def host_name() -> str:
@@ -35,7 +34,7 @@ def host_name() -> str:
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     server_host: str = "127.0.0.1"
-    server_port: int = 9998
+    server_port: int = CONTROL_PORT
     client_slot: ClientSlot = NO_CLIENT_SLOT
     atr: bytes = DEFAULT_ATR
     atr_ignore_rspro: bool = False

@@ -47,6 +47,10 @@ class ModemCore(Protocol):
     def modem_pts(self, pts: bytes) -> None:
         """A PTS/PPS request from the modem (logged only, as the original does)."""
 
+    def frontend_event(self, cause: str) -> None:
+        """Run the event script for an event of the front-end's own, with the usual
+        environment (st2: ``event-atr-rejected``, an ATR the card emulator cannot take)."""
+
 
 class ModemFrontend(abc.ABC):
     """The hooks the client core calls, in the order of client.md §6.3.

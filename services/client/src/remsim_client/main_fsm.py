@@ -37,7 +37,7 @@ from rspro import (
 
 from .config import DEFAULT_ATR, NO_CLIENT_SLOT
 
-log = logging.getLogger("DMAIN")
+log = logging.getLogger("remsim.client")
 
 
 class MainState(enum.Enum):
@@ -195,7 +195,7 @@ class ClientFsm:
         if isinstance(msg, ConfigClientBankReq):
             return self.config_bank(msg)
         if isinstance(msg, ConfigClientIdReq):
-            log.info("Rx configClientIdReq(%s)", msg.client_slot)
+            log.info("Rx configClientIdReq", extra={"client_slot": str(msg.client_slot)})
             self.client_slot = msg.client_slot
             return [SendToServer(ConfigClientIdRes(_OK))]
         log.error("Unknown/Unsupported RSPRO PDU type from server: %s", type(msg).__name__)
@@ -206,7 +206,12 @@ class ClientFsm:
         if self.state is MainState.INIT:
             return self._not_permitted("SRVC_CONFIG_BANK")
         host, port = str(req.bankd.ip), req.bankd.port
-        log.info("Rx configClientBankReq(%s:%d / %s)", host, port, req.bank_slot)
+        log.info(
+            "Rx configClientBankReq(%s:%d)",
+            host,
+            port,
+            extra={"client_slot": str(self.client_slot), "bank_slot": str(req.bank_slot)},
+        )
         unchanged = (host, port, req.bank_slot) == (
             self.bankd_host,
             self.bankd_port,
@@ -220,7 +225,7 @@ class ClientFsm:
         elif unchanged and self.state is MainState.OPERATIONAL:
             # Deviation from the original, which always reconnects: a server that re-sends
             # the same configuration (e.g. after its restart) must not cost a card session.
-            log.info("bankd configuration unchanged, keeping the session")
+            log.info("bankd configuration unchanged, keeping the session", extra=self._ids())
             actions = []
         else:
             actions = [*self._goto(MainState.WAIT_BANKD), ConnectBankd(host, port)]
@@ -243,7 +248,7 @@ class ClientFsm:
                 log.debug("bankd link closed as configured (state %s)", self.state.value)
                 return []
             return self._not_permitted("BANKD_LOST")
-        log.info("Connection to bankd lost")
+        log.info("Connection to bankd lost", extra=self._ids())
         return self._goto(MainState.WAIT_BANKD)
 
     def bankd_message(self, msg: Message) -> list[Action]:
@@ -256,7 +261,7 @@ class ClientFsm:
         if isinstance(msg, SetAtrReq):
             if self.state is not MainState.OPERATIONAL:
                 return self._not_permitted("BANKD_ATR")
-            log.info("Rx setAtrReq(%s)", msg.atr.hex())
+            log.info("Rx setAtrReq(%s)", msg.atr.hex(), extra=self._ids())
             if self.atr_ignore_rspro:
                 log.info("Ignoring RSPRO setAtrReq")
                 return [SendToBankd(SetAtrRes(_OK))]
@@ -264,7 +269,7 @@ class ClientFsm:
         if isinstance(msg, BankSlotStatusInd):
             if self.state is not MainState.OPERATIONAL:
                 return self._not_permitted("BANKD_SLOT_STATUS")
-            log.info("Rx bankSlotStatusInd(%s)", msg.slot_phys_status)
+            log.info("Rx bankSlotStatusInd(%s)", msg.slot_phys_status, extra=self._ids())
             return [BankSlotStatus(msg.slot_phys_status)]
         log.error("Unknown/Unsupported RSPRO PDU type from bankd: %s", type(msg).__name__)
         return []
@@ -275,7 +280,7 @@ class ClientFsm:
         left on an emulated card that no longer answers. The state becomes INIT."""
         if self.state is not MainState.OPERATIONAL:
             return []
-        log.info("stopping: removing the card")
+        log.info("stopping: removing the card", extra=self._ids())
         self._bankd_drop_expected = True
         return self._goto(MainState.INIT)
 
@@ -296,7 +301,7 @@ class ClientFsm:
             # Not unexpected: the modem powers its SIM slot whether or not a card is in use
             # (and sees the contacts go dead each time the card is taken away).
             return self._not_permitted("MDM_STATUS_IND", logging.DEBUG)
-        log.info("Tx clientSlotStatusInd(%s)", status)
+        log.info("Tx clientSlotStatusInd(%s)", status, extra=self._ids())
         actions: list[Action] = [
             SendToBankd(ClientSlotStatusInd(self.client_slot, self.bank_slot, status))
         ]
@@ -322,7 +327,7 @@ class ClientFsm:
             # As the original's FSM core: a transition to the same state is refused.
             log.debug("state %s: staying", old.value)
             return []
-        log.info("state %s -> %s", old.value, new.value)
+        log.info("state %s -> %s", old.value, new.value, extra=self._ids())
         actions: list[Action] = []
         if old is MainState.OPERATIONAL:
             actions += [
@@ -347,6 +352,13 @@ class ClientFsm:
                 RunScript(Cause.REQUEST_MODEM_RESET),
             ]
         return actions
+
+    def _ids(self) -> dict[str, str]:
+        """The structured log fields naming this client slot and, once known, its bank slot."""
+        ids = {"client_slot": str(self.client_slot)}
+        if self.bankd_host is not None:
+            ids["bank_slot"] = str(self.bank_slot)
+        return ids
 
     def _not_permitted(self, event: str, level: int = logging.ERROR) -> list[Action]:
         log.log(level, "event %s not permitted in state %s", event, self.state.value)

@@ -1,67 +1,94 @@
-"""Command line and environment of the client executables (client.md §2), shared by flavours.
+"""Command line, environment and config file of the client executables (client.md §2),
+shared by the flavours, on ``remsim_common.Program``.
 
-Options are the original's (``-i -p -c -n -a -r -e -d -L``); each one can also be set with
-an environment variable ``REMSIM_CLIENT_<LONG_OPTION>`` (e.g. ``REMSIM_CLIENT_SERVER_HOST``,
-``REMSIM_CLIENT_CLIENT_ID``). The command line wins over the environment.
+Options are the original's (``-i -p -c -n -a -r -e -d -L``, ``-v`` for the version), plus
+remsim's common ones (``--config``, ``--log-level``, ``--log-format``, ``--tls-*``). Each
+can also be set with an environment variable ``REMSIM_CLIENT_<FIELD>`` (e.g.
+``REMSIM_CLIENT_SERVER_HOST``, ``REMSIM_CLIENT_CLIENT_ID``); the logging and TLS ones also
+with ``REMSIM_<FIELD>`` (``REMSIM_LOG_FORMAT=json``). The command line wins over the
+environment, the environment over the config file.
 
-A flavour builds its parser with :func:`build_parser`, adds its own options, then calls
-:func:`load_settings` and :meth:`ClientSettings.client_config`.
+A flavour makes its ``Program`` with :func:`client_program`, its parser with
+:func:`client_parser` (then adds its own options, ``dest`` = a field of its settings model,
+no ``type=``), and gets its settings, with logging set up and the links'
+``TransportSecurity``, from :func:`configure`.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Literal
+from collections.abc import Mapping
+from typing import Annotated, TypeVar
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field
+from pydantic_settings import SettingsConfigDict
 
+from remsim_common import (
+    CONTROL_PORT,
+    CommonSettings,
+    Program,
+    TransportSecurity,
+    TransportSettings,
+)
 from rspro import ClientSlot
 
-from .config import DEFAULT_ATR, ClientConfig, host_name, package_version, parse_atr
-from .errors import ConfigError
-from .logs import setup_logging
+from .config import DEFAULT_ATR, DISTRIBUTION, ClientConfig, host_name, package_version, parse_atr
+
+__all__ = [
+    "CATEGORIES",
+    "MAX_SLOT_ID",
+    "ClientSettings",
+    "client_parser",
+    "client_program",
+    "configure",
+]
 
 MAX_SLOT_ID = 1023
+"""RSPRO's ClientId and SlotNr are 0..1023 (the wire would truncate more)."""
+NOT_SET = -1
+"""A client id or slot not given: sent as 0, like the original."""
+
+CATEGORIES: Mapping[str, tuple[str, ...]] = {
+    "DMAIN": ("remsim.client",),
+    "DRSPRO": ("rspro",),
+}
+"""The original's log categories (``-d``) of every client and the loggers behind each
+(``remsim.client`` covers the core and the front-ends below it, e.g. ``remsim.client.vpcd``)."""
+
+S = TypeVar("S", bound="ClientSettings")
 
 
-def slot_id(text: str) -> int:
-    """An argparse type: a client id or slot number, 0..1023 (the wire would truncate more)."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 <= value <= MAX_SLOT_ID:
-        raise argparse.ArgumentTypeError(f"{value} is not in 0..{MAX_SLOT_ID}")
-    return value
+def _atr(value: object) -> object:
+    return parse_atr(value) if isinstance(value, str) else value
 
 
-class ClientSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="REMSIM_CLIENT_", extra="ignore")
+Atr = Annotated[bytes, BeforeValidator(_atr)]
+"""An ATR given as hex (whitespace allowed), 2..55 bytes."""
+SlotId = Annotated[int, Field(ge=NOT_SET, le=MAX_SLOT_ID)]
 
-    server_host: str = "127.0.0.1"
-    server_port: int = 9998
-    # -1: not set (sent as 0, like the original); RSPRO's ClientId and SlotNr are 0..1023.
-    client_id: int = Field(-1, ge=-1, le=MAX_SLOT_ID)
-    client_slot: int = Field(-1, ge=-1, le=MAX_SLOT_ID)
-    atr: str | None = None
+
+class ClientSettings(CommonSettings, TransportSettings):
+    """What every client flavour is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="REMSIM_CLIENT_")
+
+    server_host: str = Field("127.0.0.1", min_length=1)
+    server_port: int = Field(CONTROL_PORT, ge=1, le=65535)
+    client_id: SlotId = NOT_SET
+    client_slot: SlotId = NOT_SET
+    atr: Atr = DEFAULT_ATR
     atr_ignore_rspro: bool = False
     event_script: str | None = None
     modem_status_upstream: bool = False
     name: str | None = None
     sw_version: str | None = None
-    debug: str | None = None
-    disable_color: bool = False
-    log_format: Literal["text", "json"] = "text"
 
     def client_config(self) -> ClientConfig:
-        """Raises ConfigError for a malformed ATR."""
         return ClientConfig(
             server_host=self.server_host,
             server_port=self.server_port,
-            # -1 means "not set", which the original sends as 0.
             client_slot=ClientSlot(max(self.client_id, 0), max(self.client_slot, 0)),
-            atr=DEFAULT_ATR if self.atr is None else parse_atr(self.atr),
+            atr=self.atr,
             atr_ignore_rspro=self.atr_ignore_rspro,
             event_script=self.event_script or None,
             modem_status_upstream=self.modem_status_upstream,
@@ -69,28 +96,32 @@ class ClientSettings(BaseSettings):
             sw_version=self.sw_version or package_version(),
         )
 
-    def setup_logging(self) -> None:
-        setup_logging(self.debug, color=not self.disable_color, log_format=self.log_format)
+
+def client_program(name: str, categories: Mapping[str, tuple[str, ...]] = CATEGORIES) -> Program:
+    """The ``Program`` of one client executable: ``-v`` prints ``NAME VERSION``; the global
+    log level is ``--log-level`` only, since ``-e`` is the event script, as in the original."""
+    return Program(
+        name,
+        DISTRIBUTION,
+        categories=categories,
+        version_flags=("-v", "--version"),
+        level_flags=("--log-level",),
+    )
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The common options; every default is None so that unset options defer to the env."""
-    p = argparse.ArgumentParser(prog=prog, description=description, argument_default=None)
+def client_parser(program: Program, description: str) -> argparse.ArgumentParser:
+    """The common options and the client's; unset options defer to the environment."""
+    p = program.parser(description, transport=True)
     add = p.add_argument
-    add("-v", "--version", action="version", version=f"remsim-client version {package_version()}")
-    add("-d", "--debug", metavar="MASK", help="log mask, e.g. DMAIN,1:DRSPRO,5 (stderr)")
     add("-i", "--server-ip", "--server-host", dest="server_host", metavar="HOST",
         help="remsim-server host (default 127.0.0.1)")  # fmt: skip
-    add("-p", "--server-port", type=int, metavar="PORT", help="remsim-server port (default 9998)")
-    add("-c", "--client-id", type=slot_id, metavar="N", help="RSPRO client id (0-1023)")
-    add("-n", "--client-slot", type=slot_id, metavar="N",
-        help="RSPRO client slot number (0-1023)")  # fmt: skip
+    add("-p", "--server-port", metavar="PORT", help=f"remsim-server port (default {CONTROL_PORT})")
+    add("-c", "--client-id", metavar="N", help=f"RSPRO client id (0-{MAX_SLOT_ID})")
+    add("-n", "--client-slot", metavar="N", help=f"RSPRO client slot number (0-{MAX_SLOT_ID})")
     add("-a", "--atr", metavar="HEX", help="ATR until the bankd sends one (default 3B 00)")
     add("-r", "--atr-ignore-rspro", action="store_const", const=True,
         help="always present --atr, ignore the bankd's ATR")  # fmt: skip
     add("-e", "--event-script", metavar="CMD", help="run 'CMD <cause>' on events")
-    add("-L", "--disable-color", action="store_const", const=True, help="no colours in the log")
-    add("--log-format", choices=("text", "json"), help="stderr log format (default text)")
     add("--name", help="RSPRO identity name (default: the host name)")
     add("--sw-version", metavar="VERSION", help="RSPRO identity software version")
     add("--modem-status-upstream", action="store_const", const=True,
@@ -98,22 +129,18 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def load_settings(args: argparse.Namespace) -> ClientSettings:
-    """Environment, overridden by the options given. Raises ConfigError on bad values."""
-    given = {
-        k: v for k, v in vars(args).items() if v is not None and k in ClientSettings.model_fields
-    }
+def configure(
+    program: Program,
+    settings_cls: type[S],
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+) -> tuple[S, TransportSecurity]:
+    """The settings from parsed ``args``, logging set up, and the socket security of both
+    RSPRO links. A bad value or unusable TLS files: one line on stderr, exit status 2."""
+    settings = program.settings(settings_cls, args, parser)
+    program.setup_logging(settings)
     try:
-        return ClientSettings(**given)
-    except ValidationError as exc:
-        raise config_error(exc) from None
-
-
-def config_error(exc: ValidationError) -> ConfigError:
-    """One line per bad setting, named as option and environment variable."""
-    lines = []
-    for err in exc.errors():
-        name = "_".join(str(part) for part in err["loc"])
-        where = f"--{name.replace('_', '-')} / REMSIM_CLIENT_{name.upper()}"
-        lines.append(f"{where}: {err['msg']} (got {err['input']!r})")
-    return ConfigError("invalid settings:\n  " + "\n  ".join(lines))
+        security = TransportSecurity.from_settings(settings)
+    except OSError as exc:  # ssl.SSLError included
+        parser.exit(2, f"{program.name}: cannot use the TLS files: {exc}\n")
+    return settings, security

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from remsim_common import CONTROL_PORT, TransportSecurity
 from rspro import MAX_TPDU, MIN_TPDU, ClientSlot, Keepalive
 
 from .client import Client
@@ -38,7 +39,7 @@ from .main_fsm import MainState
 
 __all__ = ["BlockingRemoteCard", "RemoteCard"]
 
-log = logging.getLogger("DMAIN")
+log = logging.getLogger("remsim.client")
 
 _T = TypeVar("_T")
 
@@ -92,7 +93,9 @@ class RemoteCard:
     ``timeout``: how long entering the context (or :meth:`wait_ready`) waits for the card;
     ``apdu_timeout``: how long :meth:`transmit` waits for each response;
     ``auto_get_response``: answer ``61xx`` with GET RESPONSE (same CLA, Le = xx) and return
-    the collected data with the last SW, as if the card had answered at once.
+    the collected data with the last SW, as if the card had answered at once;
+    ``security``: the socket security of both links, to the server and to the bankd
+    (plaintext by default; ``TransportSecurity.mutual_tls(cert, key, ca)`` for mTLS).
     """
 
     def __init__(
@@ -101,13 +104,14 @@ class RemoteCard:
         client_id: int = 0,
         slot: int = 0,
         *,
-        port: int = 9998,
+        port: int = CONTROL_PORT,
         timeout: float = 10.0,
         apdu_timeout: float = 30.0,
         auto_get_response: bool = False,
         name: str | None = None,
         sw_version: str | None = None,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        security: TransportSecurity = TransportSecurity.PLAINTEXT,
     ) -> None:
         self.timeout = timeout
         self.apdu_timeout = apdu_timeout
@@ -121,7 +125,7 @@ class RemoteCard:
             keepalive=keepalive,
         )
         self._frontend = _AppFrontend()
-        self.client = Client(self.config, self._frontend)
+        self.client = Client(self.config, self._frontend, security=security)
         self._lock = asyncio.Lock()
 
     # --- life cycle ------------------------------------------------------------------------

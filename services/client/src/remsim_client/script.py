@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from rspro import BankSlot, ClientSlot, SlotPhysStatus
 
-log = logging.getLogger("DMAIN")
+log = logging.getLogger("remsim.client")
 
 ENV_WHITELIST = (
     *("USER", "LOGNAME", "HOME", "LANG", "LC_ALL", "LC_COLLATE", "LC_CTYPE", "LC_MESSAGES"),
@@ -75,7 +75,7 @@ class ScriptRunner:
         try:
             proc = subprocess.Popen(["/bin/sh", "-c", f"{self.command} {cause}"], env=env)
         except OSError as exc:
-            log.error("cannot run event script for %s: %s", cause, exc)
+            log.error("cannot run the event script: %s", exc, extra={"cause": cause})
             return None
         threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
         return proc

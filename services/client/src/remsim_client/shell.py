@@ -17,11 +17,14 @@ import sys
 import threading
 from typing import TextIO
 
+from remsim_common import TransportSecurity
+
 from .client import Client
 from .config import ClientConfig, hexdump, parse_hex
-from .errors import ConfigError
 from .frontend import POWER_OFF, ModemFrontend
-from .options import build_parser, load_settings
+from .options import ClientSettings, client_parser, client_program, configure
+
+PROGRAM = client_program("remsim-client-shell")
 
 MAX_APDU = 1024
 SHELL_RESET = POWER_OFF
@@ -115,7 +118,12 @@ class ShellFrontend(ModemFrontend):
         self.err.flush()
 
 
-async def run_shell(config: ClientConfig, fd: int = 0) -> int:
+async def run_shell(
+    config: ClientConfig,
+    fd: int = 0,
+    *,
+    security: TransportSecurity = TransportSecurity.PLAINTEXT,
+) -> int:
     """Run until end of input on ``fd`` or SIGTERM/SIGINT; the exit status."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -123,7 +131,7 @@ async def run_shell(config: ClientConfig, fd: int = 0) -> int:
         loop.add_signal_handler(sig, stop.set)
     frontend = ShellFrontend()
     try:
-        async with Client(config, frontend):
+        async with Client(config, frontend, security=security):
             reader = asyncio.create_task(frontend.run(fd))
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait((reader, stopper), return_when=asyncio.FIRST_COMPLETED)
@@ -138,16 +146,9 @@ async def run_shell(config: ClientConfig, fd: int = 0) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser("remsim-client-shell", "remsim client with the card on stdin/stdout")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args)
-        config = settings.client_config()
-        settings.setup_logging()
-    except (ConfigError, ValueError) as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(2)
-    sys.exit(asyncio.run(run_shell(config)))
+    parser = client_parser(PROGRAM, "remsim client with the card on stdin/stdout")
+    settings, security = configure(PROGRAM, ClientSettings, parser, parser.parse_args(argv))
+    sys.exit(asyncio.run(run_shell(settings.client_config(), security=security)))
 
 
 if __name__ == "__main__":

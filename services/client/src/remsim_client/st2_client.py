@@ -8,16 +8,25 @@ import signal
 import sys
 from typing import Any
 
+from remsim_common import TransportSecurity
+
 from .client import Client
 from .config import ClientConfig
-from .errors import ConfigError
-from .options import build_parser, load_settings
+from .options import CATEGORIES, ClientSettings, client_parser, client_program, configure
 from .st2.cli import St2Options, add_st2_arguments, st2_options
 from .st2.errors import St2Error
 from .st2.frontend import St2Frontend
 
+PROGRAM = client_program("remsim-client-st2", {**CATEGORIES, "DST2": ("remsim.client.st2", "DST2")})
 
-async def run_st2_client(config: ClientConfig, options: St2Options, *, backend: Any = None) -> int:
+
+async def run_st2_client(
+    config: ClientConfig,
+    options: St2Options,
+    *,
+    backend: Any = None,
+    security: TransportSecurity = TransportSecurity.PLAINTEXT,
+) -> int:
     """Run until SIGTERM/SIGINT (0) or until the USB device fails or is not found (1).
 
     On SIGTERM/SIGINT with the card in use, the modem is switched back to its own SIM first.
@@ -35,7 +44,7 @@ async def run_st2_client(config: ClientConfig, options: St2Options, *, backend: 
         loop.add_signal_handler(sig, stop.set)
     usb = asyncio.create_task(frontend.run())
     stopper = asyncio.create_task(stop.wait())
-    client = Client(config, frontend)
+    client = Client(config, frontend, security=security)
     try:
         await client.start()
         await asyncio.wait((usb, stopper), return_when=asyncio.FIRST_COMPLETED)
@@ -56,19 +65,12 @@ async def run_st2_client(config: ClientConfig, options: St2Options, *, backend: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser(
-        "remsim-client-st2", "remsim client for a modem on a SIMtrace2 card emulator (USB)"
-    )
+    parser = client_parser(PROGRAM, "remsim client for a modem on a SIMtrace2 card emulator (USB)")
     add_st2_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args)
-        config = settings.client_config()
-        settings.setup_logging()
-    except (ConfigError, ValueError) as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(2)
-    sys.exit(asyncio.run(run_st2_client(config, st2_options(args))))
+    settings, security = configure(PROGRAM, ClientSettings, parser, args)
+    config = settings.client_config()
+    sys.exit(asyncio.run(run_st2_client(config, st2_options(args), security=security)))
 
 
 if __name__ == "__main__":

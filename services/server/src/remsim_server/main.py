@@ -1,9 +1,11 @@
 """``remsim-server``: the control server with its REST API, in one process.
 
-Flags as the original's where it has them (``-h``, ``-V``, ``-d MASK``, ``-L``); every
-option can also be set as a ``REMSIM_*`` environment variable (see docs/server.md). Without
-``--redis-url``/``--nats-url`` everything is in memory; with them this process is one of
-several cores sharing Redis and NATS (docs/distributed.md).
+Flags as the original's where it has them (``-h``, ``-V``, ``-d MASK``, ``-L``; ``-e``/
+``--log-level`` and ``-T`` as the bankd's); every option can also be set as a
+``REMSIM_*`` environment variable or in a TOML file (``--config``, see docs/server.md).
+Without ``--redis-url``/``--nats-url`` everything is in memory; with them this process is
+one of several cores sharing Redis and NATS (docs/distributed.md). With ``--tls-cert``/
+``--tls-key``/``--tls-ca`` the RSPRO control port speaks mutual TLS.
 """
 
 from __future__ import annotations
@@ -15,98 +17,77 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
 from remsim_api.main import add_backend_options
+from remsim_common import BANKD_PORT, CONTROL_PORT, REST_PORT, Program, TransportSecurity
 from remsim_control import BackendUnavailable
 from remsim_control.backends import open_backends
-from remsim_control.logs import level_from_debug_mask, setup_logging
-from remsim_control.metrics import METRICS
 from remsim_server.server import RemsimServer
-from remsim_server.settings import ServerSettings, package_version
+from remsim_server.settings import ServerSettings
 
 log = logging.getLogger("remsim.server")
 
+CATEGORIES = {
+    "DMAIN": ("remsim.server", "remsim_control"),
+    "DRSPRO": ("rspro",),
+    "DREST": ("remsim.api", "uvicorn"),
+    "DSLOTMAP": ("remsim.server.slotmap", "remsim.api.slotmap"),
+}
+"""The original's log categories (``-d``) and the loggers behind each."""
 
-def _bank_address(text: str) -> tuple[int, str]:
-    bank, sep, address = text.partition("=")
-    if not sep or not bank.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"expected BANK_ID=HOST[:PORT], got {text!r}")
-    return int(bank), address
+PROGRAM = Program("remsim-server", "remsim-server", categories=CATEGORIES)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="remsim-server",
-        description="remsim control server: RSPRO for bankds and clients, and the REST API. "
-        "Every option is also read from REMSIM_<OPTION> (e.g. REMSIM_RSPRO_PORT).",
+    parser = PROGRAM.parser(
+        "remsim control server: RSPRO for bankds and clients, and the REST API. Every "
+        "option is also read from REMSIM_<OPTION> (e.g. REMSIM_RSPRO_PORT) or a TOML file "
+        "(--config).",
+        transport=True,
     )
-    parser.add_argument(
-        "-V", "--version", action="version", version=f"remsim-server version {package_version()}"
-    )
-    parser.add_argument("--rspro-host", help="RSPRO control bind address (0.0.0.0)")
-    parser.add_argument("--rspro-port", type=int, help="RSPRO control port (9998)")
-    parser.add_argument("--rest-host", help="REST API bind address (0.0.0.0)")
-    parser.add_argument("--rest-port", type=int, help="REST API port (9997)")
-    parser.add_argument(
-        "--name", dest="identity_name", help="name in the server's identity (host name)"
-    )
-    parser.add_argument("--bankd-port", type=int, help="bankd port given to clients (9999)")
-    parser.add_argument(
-        "--bankd-address",
-        dest="bankd_addresses",
-        type=_bank_address,
-        action="append",
+    add = parser.add_argument
+    add("--rspro-host", metavar="HOST", help="RSPRO control bind address (0.0.0.0)")
+    add("--rspro-port", metavar="PORT", help=f"RSPRO control port ({CONTROL_PORT})")
+    add("--rest-host", metavar="HOST", help="REST API bind address (0.0.0.0)")
+    add("--rest-port", metavar="PORT", help=f"REST API port ({REST_PORT})")
+    add("--name", dest="identity_name", help="name in the server's identity (host name)")
+    add("--bankd-port", metavar="PORT", help=f"bankd port given to clients ({BANKD_PORT})")
+    add("--bankd-address", dest="bankd_addresses", action="append",
         metavar="BANK_ID=HOST[:PORT]",
         help="address given to clients for this bank, instead of the address its control "
-        "connection comes from (NAT, multi-homed hosts); repeatable",
-    )
+        "connection comes from (NAT, multi-homed hosts); repeatable")  # fmt: skip
     add_backend_options(parser)
-    parser.add_argument(
-        "--resync-interval", type=float, help="seconds between re-reads of the store (30)"
-    )
-    parser.add_argument("--core-id", help="this core's name in the registry (host-pid-random)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (INFO)")
-    parser.add_argument("--log-format", choices=["text", "json"], help="log format (text)")
-    parser.add_argument(
-        "-d", "--debug", metavar="MASK", help="the original's log mask, e.g. DMAIN,1:DRSPRO"
-    )
-    parser.add_argument(
-        "-L", "--disable-color", action="store_true", help="accepted; logs are never coloured"
-    )
+    add("--resync-interval", metavar="SECONDS", help="between re-reads of the store (30)")
+    add("--core-id", help="this core's name in the registry (host-pid-random)")
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ServerSettings:
-    args = build_parser().parse_args(argv)
-    given = {
-        key: value
-        for key, value in vars(args).items()
-        if value is not None and key not in ("debug", "disable_color", "bankd_addresses")
-    }
-    if args.bankd_addresses:
-        given["bankd_addresses"] = dict(args.bankd_addresses)
-    if args.debug and args.log_level is None:
-        given["log_level"] = level_from_debug_mask(args.debug)
-    return ServerSettings(**given)
+    """The settings from ``argv``, the environment and the config file; exits 2 on a bad
+    value."""
+    return PROGRAM.load(ServerSettings, build_parser(), argv)
 
 
 async def run(settings: ServerSettings) -> int:
-    """Serve until SIGINT or SIGTERM (0); 1 if a port or the backends are unavailable."""
+    """Serve until SIGINT or SIGTERM (0); 1 if the TLS files, a port or the backends are
+    unavailable."""
+    try:
+        security = TransportSecurity.from_settings(settings)
+    except OSError as exc:  # ssl.SSLError included
+        log.error("cannot start: the TLS files cannot be used: %s", exc)
+        return 1
     try:
         store, bus = await open_backends(settings, core_id=settings.core_id)
     except (BackendUnavailable, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     log.info(
-        "core %s: state in %s, events on %s",
-        settings.core_id,
+        "state in %s, events on %s",
         type(store).__name__,
         type(bus).__name__,
+        extra={"core": settings.core_id},
     )
-    METRICS.set_build_info("remsim-server", package_version())
     try:
-        return await _serve(RemsimServer(settings, store, bus))
+        return await _serve(RemsimServer(settings, store, bus, security=security))
     finally:
         await store.close()  # a shared store: releases this core's lease
         await bus.close()
@@ -131,10 +112,6 @@ async def _serve(server: RemsimServer) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    try:
-        settings = parse_args(argv)
-    except ValidationError as exc:
-        print(f"remsim-server: invalid option: {exc}", file=sys.stderr)
-        sys.exit(2)
-    setup_logging(settings.log_level, settings.log_format)
+    settings = parse_args(argv)
+    PROGRAM.setup_logging(settings)
     sys.exit(asyncio.run(run(settings)))

@@ -6,6 +6,12 @@ configure a client, it returns the message to send and remembers what it is wait
 Responses carry no usable tag (deployed bankds answer with tag 0), so they are matched to
 requests by order, per kind: the bankd handles its requests in order, and a
 ``createMappingRes`` always answers the oldest outstanding ``createMappingReq``.
+
+On a TLS connection the peer's certificate is what it is: a ``connectBankReq`` is accepted
+only if the certificate names that bankd (``urn:remsim:bankd:<bankId>``), a
+``connectClientReq`` only if it names that client (``urn:remsim:client:<clientId>``);
+otherwise the answer is ``illegalBankId`` / ``illegalClientId``. A plaintext connection is
+taken at its word, as by the original.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 import rspro
+from remsim_common import PeerIdentity
 from remsim_control import BankSlot, ClientConfig, ClientSlot, ComponentIdentity, valid_id
 from remsim_server import convert
 
@@ -115,16 +123,22 @@ class ServerConnection:
         server_identity: rspro.ComponentIdentity,
         now: float,
         *,
+        tls_subject: str | None = None,
+        certificate: PeerIdentity | None = None,
         identify_timeout: float = IDENTIFY_TIMEOUT,
         reject_delay: float = REJECT_DELAY,
     ) -> None:
         self.server_identity = server_identity
+        self.tls_subject = tls_subject
+        """The subject of the peer's TLS certificate; ``None``: a plaintext connection."""
+        self.certificate = certificate
+        """The remsim identity in that certificate (``None``: none, or plaintext)."""
         self.identify_timeout = identify_timeout
         self.reject_delay = reject_delay
         self.role = Role.ESTABLISHED
         self.hello: BankHello | ClientHello | None = None
-        self._asked: type[rspro.ConnectBankReq] | type[rspro.ConnectClientReq] | None = None
-        """The kind of connect request to answer."""
+        self.request: rspro.ConnectBankReq | rspro.ConnectClientReq | None = None
+        """The connect request received (answered or not), if any."""
         self.sent: ClientConfig | None = None
         """What this client was last told (``None``: nothing, i.e. unconfigured)."""
         self._creates: deque[int] = deque()
@@ -172,30 +186,45 @@ class ServerConnection:
 
     def _identify(self, msg: rspro.Message) -> Event:
         if isinstance(msg, rspro.ConnectBankReq):
+            self.request = msg
             if msg.identity.type is not rspro.ComponentType.REMSIM_BANKD:
                 return self._close(f"connectBankReq from a {msg.identity.type.asn_name}")
-            self._asked = rspro.ConnectBankReq
             if not valid_id(msg.bank_id):
                 return Refused(rspro.ResultCode.ILLEGAL_BANK_ID, f"bank id {msg.bank_id}")
+            if (mismatch := self._uncertified("bankd", msg.bank_id)) is not None:
+                return Refused(rspro.ResultCode.ILLEGAL_BANK_ID, mismatch)
             self.hello = BankHello(convert.identity(msg.identity), msg.bank_id, msg.number_of_slots)
             return self.hello
         if isinstance(msg, rspro.ConnectClientReq):
+            self.request = msg
             if msg.identity.type is not rspro.ComponentType.REMSIM_CLIENT:
                 return self._close(f"connectClientReq from a {msg.identity.type.asn_name}")
             if msg.client_slot is None:
                 return self._close("connectClientReq without clientSlot (dynamic ids unsupported)")
-            self._asked = rspro.ConnectClientReq
             slot = msg.client_slot
             if not (valid_id(slot.client_id) and valid_id(slot.slot_nr)):
                 return Refused(
                     rspro.ResultCode.ILLEGAL_CLIENT_ID,
                     f"client slot {slot}",
                 )
+            if (mismatch := self._uncertified("client", slot.client_id)) is not None:
+                return Refused(rspro.ResultCode.ILLEGAL_CLIENT_ID, mismatch)
             self.hello = ClientHello(
                 convert.identity(msg.identity), convert.client_slot(msg.client_slot)
             )
             return self.hello
         return Ignored(f"{msg.ASN_NAME} before the connect request")
+
+    def _uncertified(self, role: Literal["bankd", "client"], id_: int) -> str | None:
+        """Why the peer is not ``role`` ``id_`` by its certificate; ``None``: it is, or
+        the connection is plaintext."""
+        if self.tls_subject is None:
+            return None
+        if self.certificate is not None and self.certificate.names(role, id_):
+            return None
+        subject = self.tls_subject or "(no subject)"
+        named = self.certificate or "no remsim identity"
+        return f"certificate {subject} names {named}, not the claimed {role} {id_}"
 
     # --- decisions ------------------------------------------------------------------------
 
@@ -211,9 +240,9 @@ class ServerConnection:
         return answer
 
     def _answer(self, result: rspro.ResultCode) -> rspro.ConnectBankRes | rspro.ConnectClientRes:
-        if self.role is not Role.ESTABLISHED or self._asked is None:
+        if self.role is not Role.ESTABLISHED or self.request is None:
             raise RuntimeError(f"no connect request to answer in state {self.role}")
-        bank = self._asked is rspro.ConnectBankReq
+        bank = isinstance(self.request, rspro.ConnectBankReq)
         self._deadline = None
         if result is not rspro.ResultCode.OK:
             self.role = Role.REJECTED

@@ -1,40 +1,47 @@
-"""The single-host server: the control core and the REST API in one event loop, sharing an
-in-memory store and bus (or the ones given)."""
+"""The server process: the control core and the REST API in one event loop, sharing an
+in-memory store and bus (single host) or the ones given (Redis and NATS)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-from collections.abc import Iterator
 
 import uvicorn
 
 import rspro
 from remsim_api.app import create_app
+from remsim_common import TransportSecurity
+from remsim_common.health import EmbeddedServer
 from remsim_control import Bus, MemoryBus, MemoryStore, Store
+from remsim_server import metrics
 from remsim_server.core import ControlCore
 from remsim_server.settings import ServerSettings
 
 log = logging.getLogger("remsim.server")
 
-
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the process's owner stops it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+REST_SHUTDOWN_TIMEOUT = 2
+"""Seconds the REST API waits for open requests when the server stops."""
 
 
 class RemsimServer:
-    """Both servers; a store or bus given by the caller stays open after ``aclose()``."""
+    """Both servers; a store or bus given by the caller stays open after ``aclose()``.
+
+    ``security``: the socket security of the RSPRO control port (None: from ``settings``,
+    plaintext unless its TLS files are set; raises ``OSError`` for files it cannot use).
+    """
 
     def __init__(
-        self, settings: ServerSettings, store: Store | None = None, bus: Bus | None = None
+        self,
+        settings: ServerSettings,
+        store: Store | None = None,
+        bus: Bus | None = None,
+        *,
+        security: TransportSecurity | None = None,
     ) -> None:
         self.settings = settings
+        if security is None:
+            security = TransportSecurity.from_settings(settings)
         self._owns = (store is None, bus is None)
         self.store: Store = store if store is not None else MemoryStore()
         self.bus: Bus = bus if bus is not None else MemoryBus()
@@ -53,9 +60,10 @@ class RemsimServer:
             bankd_addresses=settings.bankd_addresses,
             keepalive=rspro.Keepalive(settings.keepalive_interval, settings.keepalive_timeout),
             resync_interval=settings.resync_interval,
+            security=security,
         )
         self._rest_socket: socket.socket | None = None
-        self._uvicorn: _EmbeddedUvicorn | None = None
+        self._uvicorn: EmbeddedServer | None = None
         self._rest_task: asyncio.Task[None] | None = None
 
     @property
@@ -78,14 +86,15 @@ class RemsimServer:
 
     async def _start_rest(self) -> None:
         self._rest_socket = _bind(self.settings.rest_host, self.settings.rest_port)
+        app = create_app(self.store, self.bus, ready_needs_bus=False, registry=metrics.exposition())
         config = uvicorn.Config(
-            create_app(self.store, self.bus, ready_needs_bus=False),
+            app,
             log_config=None,
+            log_level=None,  # uvicorn's loggers follow -e and -d (DREST) like every other
             server_header=False,
-            log_level=self.settings.log_level.lower(),
-            timeout_graceful_shutdown=2,
+            timeout_graceful_shutdown=REST_SHUTDOWN_TIMEOUT,
         )
-        self._uvicorn = _EmbeddedUvicorn(config)
+        self._uvicorn = EmbeddedServer(config)
         self._rest_task = asyncio.create_task(self._uvicorn.serve(sockets=[self._rest_socket]))
         while not self._uvicorn.started:
             if self._rest_task.done():

@@ -1,21 +1,25 @@
-"""Options of ``remsim-server``: ``REMSIM_*`` environment variables, overridden by flags."""
+"""Options of ``remsim-server``: flags, ``REMSIM_*`` environment variables, a TOML file.
+
+The API's settings (REST, logging, shared store and bus), the core's, and the socket
+security of the RSPRO control port (``remsim_common.TransportSettings``: ``--tls-cert``,
+``--tls-key``, ``--tls-ca``; plaintext without them).
+"""
 
 from __future__ import annotations
 
 import socket
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from remsim_api.settings import ApiSettings
+from remsim_common import BANKD_PORT, CONTROL_PORT, TransportSettings, distribution_version
 from remsim_control.backends import new_core_id
 
 
 def package_version() -> str:
-    try:
-        return version("remsim-server")
-    except PackageNotFoundError:
-        return "0"
+    return distribution_version("remsim-server")
 
 
 def parse_host_port(text: str) -> tuple[str, int | None]:
@@ -37,11 +41,21 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
     return host, int(port)
 
 
-class ServerSettings(ApiSettings):
-    """The API's settings (REST, logs, shared store and bus) and the core's."""
+def parse_bank_address(text: str) -> tuple[int, str]:
+    """``BANK_ID=HOST[:PORT]`` (one ``--bankd-address``) -> (bank id, address)."""
+    bank, sep, address = text.partition("=")
+    if not sep or not bank.strip().isdigit():
+        raise ValueError(f"expected BANK_ID=HOST[:PORT], got {text!r}")
+    return int(bank), address
+
+
+class ServerSettings(ApiSettings, TransportSettings):
+    """The API's settings (REST, logs, shared store and bus), the core's and its TLS."""
+
+    model_config = SettingsConfigDict(env_prefix="REMSIM_", extra="forbid")
 
     rspro_host: str = Field(default="0.0.0.0", description="RSPRO control bind address")
-    rspro_port: int = Field(default=9998, ge=0, le=65535, description="RSPRO control port")
+    rspro_port: int = Field(default=CONTROL_PORT, ge=0, le=65535, description="RSPRO control port")
     identity_name: str = Field(
         default_factory=lambda: socket.gethostname()[:32] or "unknown",
         min_length=1,
@@ -49,7 +63,9 @@ class ServerSettings(ApiSettings):
         description="name in the server's RSPRO identity (default: the host name)",
     )
     sw_version: str = Field(default_factory=package_version, min_length=1, max_length=32)
-    bankd_port: int = Field(default=9999, ge=1, le=65535, description="bankd port given to clients")
+    bankd_port: int = Field(
+        default=BANKD_PORT, ge=1, le=65535, description="bankd port given to clients"
+    )
     bankd_addresses: dict[int, str] = Field(
         default_factory=dict,
         description="per bank id, the bankd address given to clients (HOST or HOST:PORT) "
@@ -68,6 +84,15 @@ class ServerSettings(ApiSettings):
         min_length=1,
         description="this core's name in the registry and on NATS; unique per process start",
     )
+
+    @field_validator("bankd_addresses", mode="before")
+    @classmethod
+    def _from_flags(cls, value: Any) -> Any:
+        """``--bankd-address`` (repeatable) gives ``BANK_ID=HOST[:PORT]`` items; the
+        environment and the config file give a mapping."""
+        if isinstance(value, list | tuple):
+            return dict(parse_bank_address(str(item)) for item in value)
+        return value
 
     @field_validator("bankd_addresses")
     @classmethod

@@ -76,8 +76,10 @@ def add_st2_arguments(
     option("-S", "--usb-altsetting", type=_number, metavar="N", default=0,
            help="alternate setting (default 0)")
     option("-A", "--usb-address", type=_number, metavar="N",
-           help="USB device address (0 = the only device)")
-    option("-H", "--usb-path", metavar="PATH", help="USB port path <bus>-<port>[.<port>...]")
+           help="USB device address (0 = the only device); -A or -H alone picks a device")
+    option("-H", "--usb-path", metavar="PATH",
+           help="USB port path <bus>-<port>[.<port>...]; the only way to tell the two "
+                "SAM3 devices of a sysmoQMOD apart (see --list)")
     option("-Z", "--set-sim-presence", type=_flag, metavar="0|1",
            help="SIM presence signalled as 1 = high level, 0 = low level (default: unchanged)")
     # fmt: on

@@ -40,12 +40,20 @@ from .protocol import (
 from .tpdu import ForwardTpdu, TpduAssembler
 from .usb import CardemTransport, Incoming, Selector, open_cardem
 
-__all__ = ["MODEM_RESET_PULSE_MS", "St2Frontend", "phys_status", "presence_config"]
+__all__ = [
+    "ATR_REJECTED",
+    "MODEM_RESET_PULSE_MS",
+    "St2Frontend",
+    "phys_status",
+    "presence_config",
+]
 
-log = logging.getLogger("DST2")
+log = logging.getLogger("remsim.client.st2")
 
 #: Upstream always pulses the modem's reset line for this long.
 MODEM_RESET_PULSE_MS = 300
+#: Event-script cause: an ATR the firmware would ignore (over 33 bytes) was not sent.
+ATR_REJECTED = "event-atr-rejected"
 
 
 def phys_status(status: Status) -> SlotPhysStatus:
@@ -101,9 +109,13 @@ class St2Frontend(ModemFrontend):
         self.transport.start()
         log.info("using USB device %s interface %d", self.usb_path, self.usb_interface)
         # STATUS on the interrupt endpoint is what turns into ClientSlotStatusInd.
-        await self.transport.send(
-            Config(FEATURE_STATUS_IRQ, 0, presence_config(self._presence_high))
-        )
+        config = Config(FEATURE_STATUS_IRQ, 0, presence_config(self._presence_high))
+        # CONFIG first, and twice: after a restart the first packet on each bulk endpoint
+        # may be lost (SET_INTERFACE's STALL resets the host's data toggles, not the
+        # firmware's). Then what is lost is a CONFIG or a CONFIG answer, whichever of the
+        # two endpoints lost one, and never a command or a TPDU. (Both take the same
+        # values, so the firmware ends up the same whether it saw one or two.)
+        await self.transport.send(config, config)
 
     async def drain(self) -> None:
         """Wait until the messages of every hook called so far are on the USB."""
@@ -132,7 +144,17 @@ class St2Frontend(ModemFrontend):
 
     def set_atr(self, atr: bytes) -> None:
         if len(atr) > MAX_ATR_LEN:
-            log.warning("ATR %s longer than %d bytes: firmware ignores it", atr.hex(), MAX_ATR_LEN)
+            # The firmware would silently keep its previous ATR: say so instead.
+            log.error(
+                "ATR %s has %d bytes, the card emulator takes at most %d: not sent, the "
+                "modem keeps the previous ATR",
+                atr.hex(),
+                len(atr),
+                MAX_ATR_LEN,
+            )
+            if self.core is not None:
+                self.core.frontend_event(ATR_REJECTED)
+            return
         self.transport.submit(SetAtr(atr))
 
     def card_insert(self) -> None:
@@ -178,9 +200,9 @@ class St2Frontend(ModemFrontend):
                 if flags & StatusFlags.RESET_ACTIVE or not flags & StatusFlags.VCC_PRESENT:
                     # The firmware dropped the command; so must we, lest a late response
                     # be queued and sent as the answer to the next command. (Bulk and
-                    # interrupt IN are read by two threads; this relies on the reset's
-                    # STATUS overtaking the next TPDU header, which the ATR in between,
-                    # tens of milliseconds, makes sure of.)
+                    # interrupt IN are two endpoints with no order between them; this
+                    # relies on the reset's STATUS overtaking the next TPDU header, which
+                    # the ATR in between, tens of milliseconds, makes sure of.)
                     self._tpdu.abort()
                 if self.core is not None:
                     self.core.modem_status(phys_status(status))

@@ -18,7 +18,7 @@ from .protocol import HEADER_LEN, MAX_OUT_TRANSFER, DataFlags, RxData, TxData
 
 __all__ = ["ForwardTpdu", "TpduAction", "TpduAssembler", "apdu_case"]
 
-log = logging.getLogger("DST2")
+log = logging.getLogger("remsim.client.st2")
 
 _Rule = int | Callable[[bytes], int]
 

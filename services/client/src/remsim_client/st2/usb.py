@@ -2,14 +2,16 @@
 
 Selection follows upstream's options (``-V -P -C -I -S -A -H``, client.md §2) with the
 recommended defaults: without ``-V/-P`` every board of the SIMtrace2 family is considered,
-without ``-C`` the configuration holding the cardem interface, and when exactly one
-card-emulation interface remains it is used; otherwise :class:`SelectionError` lists the
-candidates together with the options that select each of them.
+without ``-C`` the configuration holding the cardem interface; ``-A`` or ``-H`` alone picks
+a device, as upstream. When exactly one card-emulation interface remains it is used;
+otherwise :class:`SelectionError` lists the candidates together with the options that
+select each of them.
 
-:class:`CardemTransport` moves messages between asyncio and the blocking pyusb calls: one
-thread per IN endpoint reads without a timeout (a timed-out libusb transfer may have taken
-data with it: a long bulk message cut short, a STATUS lost on the interrupt endpoint) and one
-writer thread sends, in order. The event loop never waits for USB.
+:class:`CardemTransport` moves messages between asyncio and USB. Both IN endpoints are read
+with one-packet transfers kept queued (:mod:`.transfers`; four on bulk IN, as upstream),
+whose callbacks run on one event thread in completion order; :mod:`.framing` puts the
+packets together into messages. One writer thread sends, in order. The event loop never
+waits for USB.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import errno
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,11 +30,15 @@ import usb.core
 import usb.util
 
 from .errors import DeviceError, DeviceGone, ProtocolError, SelectionError, St2Error
-from .protocol import Message, StatusRequest, encode, iter_messages
+from .framing import PACKET_SIZE, MessageAssembler
+from .protocol import Message, encode
+from .transfers import Completion, InTransfers, TransferStatus, in_transfers
 
 __all__ = [
     "BOARDS",
+    "BULK_IN_QUEUE",
     "CARDEM_CLASS",
+    "IRQ_IN_QUEUE",
     "VENDOR_ID",
     "Board",
     "Candidate",
@@ -47,15 +53,21 @@ __all__ = [
     "usb_path",
 ]
 
-log = logging.getLogger("DST2")
+log = logging.getLogger("remsim.client.st2")
 
 #: OpenMoko's vendor id, used by every board of the family.
 VENDOR_ID = 0x1D50
 #: bInterfaceClass / bInterfaceSubClass of a card-emulation interface (0x01 is the sniffer).
 CARDEM_CLASS = (0xFF, 0x02)
-_BULK_IN_SIZE = 4096
-_IRQ_IN_SIZE = 64
+#: One-packet reads kept queued on bulk IN (upstream keeps four; with one it lost IN data).
+BULK_IN_QUEUE = 4
+#: ... and on the interrupt endpoint (STATUS), as upstream.
+IRQ_IN_QUEUE = 1
 _WRITE_TIMEOUT_MS = 100_000  # upstream's OUT timeout
+#: Longest single wait of the USB event thread for a transfer to end (a stop interrupts it).
+_EVENT_WAIT_S = 1.0
+#: How long a close waits for the cancelled reads to end before leaving the device open.
+_CANCEL_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +182,14 @@ def _devices(backend: Any) -> Iterator[Any]:
         raise DeviceError(f"no libusb backend available: {exc}") from exc
 
 
+def _located(dev: Any, path: str, sel: Selector) -> bool:
+    """Upstream's rule: ``-A`` (non-zero) or ``-H`` picks the device; given both, either one
+    matching is enough (on a sysmoQMOD only the path tells modems 1/2 from 3/4)."""
+    if not sel.address and not sel.path:
+        return True
+    return bool(sel.address and dev.address == sel.address) or bool(sel.path and path == sel.path)
+
+
 def find_candidates(selector: Selector = Selector(), backend: Any = None) -> list[Candidate]:
     """Every card-emulation interface the selection options allow, in bus order."""
     found = []
@@ -177,9 +197,7 @@ def find_candidates(selector: Selector = Selector(), backend: Any = None) -> lis
         if not _compatible(dev, selector):
             continue
         path = usb_path(dev)
-        if selector.path and path != selector.path:
-            continue
-        if selector.address and dev.address != selector.address:
+        if not _located(dev, path, selector):
             continue
         for cfg in dev:
             if selector.config is not None and cfg.bConfigurationValue != selector.config:
@@ -241,6 +259,8 @@ class Endpoints:
     out: int  # bulk OUT
     bulk_in: int
     irq_in: int
+    bulk_in_packet: int = PACKET_SIZE  # wMaxPacketSize
+    irq_in_packet: int = PACKET_SIZE
 
 
 def _endpoints(intf: Any) -> Endpoints:
@@ -250,17 +270,23 @@ def _endpoints(intf: Any) -> Endpoints:
         kind = usb.util.endpoint_type(ep.bmAttributes)
         if kind == usb.util.ENDPOINT_TYPE_BULK:
             if ep.bEndpointAddress & 0x80:
-                bulk_in = ep.bEndpointAddress
+                bulk_in = ep
             else:
-                out = ep.bEndpointAddress
+                out = ep
         elif kind == usb.util.ENDPOINT_TYPE_INTR and ep.bEndpointAddress & 0x80:
-            irq_in = ep.bEndpointAddress
+            irq_in = ep
     if out is None or bulk_in is None or irq_in is None:
         raise DeviceError(
             f"interface {intf.bInterfaceNumber} doesn't have at least one IN, OUT and IRQ_IN "
             "endpoint"
         )
-    return Endpoints(out, bulk_in, irq_in)
+    return Endpoints(
+        out.bEndpointAddress,
+        bulk_in.bEndpointAddress,
+        irq_in.bEndpointAddress,
+        bulk_in.wMaxPacketSize,
+        irq_in.wMaxPacketSize,
+    )
 
 
 def _usb_error(exc: usb.core.USBError, what: str) -> DeviceError:
@@ -287,7 +313,13 @@ class CardemDevice:
 
     @classmethod
     def open(cls, candidate: Candidate, altsetting: int = 0) -> CardemDevice:
-        """Set the configuration if needed, claim the interface, set the alternate setting."""
+        """Set the configuration if needed, claim the interface, set the alternate setting.
+
+        The firmware STALLs SET_INTERFACE (it has no alternate settings); Linux takes that
+        as success and clears the halt of each endpoint, which resets the host's data
+        toggles but not the firmware's. The first packet on each endpoint may then be lost,
+        which is why the front-end starts with CONFIG (twice; see :mod:`.frontend`).
+        """
         dev = candidate.device
         try:
             try:
@@ -317,23 +349,14 @@ class CardemDevice:
         if written != len(data):
             raise DeviceError(f"bulk OUT wrote {written} of {len(data)} bytes")
 
-    def read(self, endpoint: int, size: int, timeout_ms: int) -> bytes | None:
-        """One IN transfer; None on timeout (``timeout_ms`` 0 waits forever)."""
-        try:
-            return bytes(self._dev.read(endpoint, size, timeout_ms))
-        except usb.core.USBTimeoutError:
-            return None
-        except usb.core.USBError as exc:
-            raise _usb_error(exc, f"IN {endpoint:#04x}") from exc
-
-    def release(self) -> None:
-        """Release the interface. The kernel completes the transfers still pending on it,
-        which wakes a reader that waits without a timeout."""
-        with contextlib.suppress(usb.core.USBError):  # gone already
-            usb.util.release_interface(self._dev, self.candidate.interface)
+    def in_transfers(self) -> InTransfers:
+        """Asynchronous IN transfers on this device (see :mod:`.transfers`)."""
+        return in_transfers(self._dev)
 
     def close(self) -> None:
-        self.release()
+        """Release the interface and close the device (no transfer may be pending)."""
+        with contextlib.suppress(usb.core.USBError):  # gone already
+            usb.util.release_interface(self._dev, self.candidate.interface)
         usb.util.dispose_resources(self._dev)
 
 
@@ -342,12 +365,82 @@ def open_cardem(selector: Selector = Selector(), backend: Any = None) -> CardemD
     return CardemDevice.open(select_candidate(selector, backend), selector.altsetting)
 
 
+EndpointKind = Literal["bulk", "irq"]
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """A message from the device and the endpoint it came on."""
 
-    endpoint: Literal["bulk", "irq"]
+    endpoint: EndpointKind
     message: Message
+
+
+class _InPipe:
+    """One IN endpoint: ``depth`` one-packet reads always queued, the packets put together
+    into messages in the order they arrived.
+
+    Each read is one packet long, so that every packet completes one: the firmware ends a
+    message of 128, 192 or 256 bytes on a full packet without a zero-length one, and a
+    longer read would wait for the next message (or for ever).
+    """
+
+    def __init__(
+        self,
+        transfers: InTransfers,
+        name: EndpointKind,
+        endpoint: int,
+        packet_size: int,
+        depth: int,
+        deliver: Callable[[Incoming | St2Error], None],
+    ) -> None:
+        self.transfers = transfers
+        self.name = name
+        self.endpoint = endpoint
+        self.packet_size = packet_size
+        self.depth = depth
+        self.assembler = MessageAssembler(packet_size)
+        self._deliver = deliver
+        self._lock = threading.Lock()  # no read is queued once stop() has returned
+        self._stopped = False
+
+    def start(self) -> None:
+        for _ in range(self.depth):
+            self._submit()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+    def _submit(self) -> None:
+        self.transfers.submit(
+            self.endpoint, self.packet_size, self._completed, interrupt=self.name == "irq"
+        )
+
+    def _completed(self, done: Completion) -> None:
+        """On the event thread, in the order the packets arrived."""
+        with self._lock:
+            if self._stopped:
+                return
+            what = f"{self.name} IN {self.endpoint:#04x}"
+            if done.status is not TransferStatus.COMPLETED:
+                self._stopped = True
+                if done.status is TransferStatus.NO_DEVICE:
+                    self._deliver(DeviceGone(f"USB device disappeared ({what})"))
+                else:
+                    self._deliver(DeviceError(f"USB {what} failed: {done.status.name}"))
+                return
+            try:
+                self._submit()  # the queue is full again before anything else happens
+            except usb.core.USBError as exc:
+                self._stopped = True
+                self._deliver(_usb_error(exc, what))
+                return
+        for item in self.assembler.feed(done.data):
+            if isinstance(item, ProtocolError):
+                log.error("bad message on %s IN: %s", self.name, item)
+            else:
+                self._deliver(Incoming(self.name, item))
 
 
 class CardemTransport:
@@ -358,44 +451,51 @@ class CardemTransport:
         self._queue: asyncio.Queue[Incoming | St2Error | None] = asyncio.Queue()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "st2-out")
         self._stop = threading.Event()
-        self._readers: dict[str, threading.Thread] = {}
+        self._transfers: InTransfers | None = None
+        self._pipes: list[_InPipe] = []
+        self._events: threading.Thread | None = None
         self._failure: St2Error | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_write: asyncio.Future[None] | None = None
 
     def start(self) -> None:
-        """Start reading; call from the event loop that will consume :meth:`receive`."""
+        """Queue the reads and start the event thread; call from the event loop that will
+        consume :meth:`receive`. Raises DeviceError if the reads cannot be queued."""
         self._loop = asyncio.get_running_loop()
         eps = self.device.endpoints
-        readers = (("bulk", eps.bulk_in, _BULK_IN_SIZE), ("irq", eps.irq_in, _IRQ_IN_SIZE))
-        for name, ep, size in readers:
-            thread = threading.Thread(
-                target=self._read_loop,
-                args=(name, ep, size),
-                name=f"st2-{name}-{self.device.path}:{self.device.interface}",
-                daemon=True,  # never keeps the process alive if a read cannot be woken
-            )
-            thread.start()
-            self._readers[name] = thread
+        self._transfers = transfers = self.device.in_transfers()
+        self._pipes = [
+            _InPipe(transfers, "bulk", eps.bulk_in, eps.bulk_in_packet, BULK_IN_QUEUE,
+                    self._deliver),
+            _InPipe(transfers, "irq", eps.irq_in, eps.irq_in_packet, IRQ_IN_QUEUE, self._deliver),
+        ]  # fmt: skip
+        self._events = threading.Thread(
+            target=self._handle_events,
+            name=f"st2-usb-{self.device.path}:{self.device.interface}",
+            daemon=True,  # never keeps the process alive if libusb does not let go
+        )
+        self._events.start()
+        try:
+            for pipe in self._pipes:
+                pipe.start()
+        except usb.core.USBError as exc:  # aclose() cancels those already queued
+            raise _usb_error(exc, "queueing IN transfers") from exc
 
-    def _read_loop(self, name: Literal["bulk", "irq"], ep: int, size: int) -> None:
-        while not self._stop.is_set():
+    def _handle_events(self) -> None:
+        transfers = self._transfers
+        assert transfers is not None
+        while not (self._stop.is_set() and transfers.outstanding == 0):
             try:
-                buf = self.device.read(ep, size, 0)
-            except St2Error as exc:
+                transfers.handle_events(_EVENT_WAIT_S)
+            except usb.core.USBError as exc:
                 if not self._stop.is_set():
-                    self._deliver(exc)
+                    self._deliver(_usb_error(exc, "event handling"))
                 return
-            if buf is None or self._stop.is_set():
-                continue
-            try:
-                for message in iter_messages(buf):
-                    self._deliver(Incoming(name, message))
-            except ProtocolError as exc:
-                log.error("bad message on %s IN (%s): %s", name, exc, buf.hex())
 
     def _deliver(self, item: Incoming | St2Error) -> None:
         assert self._loop is not None
+        if self._stop.is_set():
+            return
         try:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
         except RuntimeError:  # the loop is closed: nobody listens any more
@@ -455,39 +555,24 @@ class CardemTransport:
             await asyncio.wait([self._last_write])
 
     async def aclose(self) -> None:
-        """Stop the reader threads and release the interface."""
+        """Write what the hooks queued, cancel the reads, release the interface."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._queue.put_nowait(None)  # wakes a pending receive()
-        bulk = self._readers.get("bulk")
-        if bulk is not None and bulk.is_alive():
-            # The bulk reader waits without a timeout: a STATUS request makes the firmware
-            # answer on bulk IN, which wakes it (it sees the stop flag set before). Queued
-            # behind the hooks' messages, so those still reach the device.
-            wake = [encode(StatusRequest())]
-            with contextlib.suppress(St2Error):
-                await asyncio.get_running_loop().run_in_executor(self._writer, self._write, wake)
-        await asyncio.to_thread(self._join)
+        await asyncio.to_thread(self._shutdown)
 
-    def _join(self) -> None:
-        self._writer.shutdown(wait=True)
-        bulk = self._readers.get("bulk")
-        if bulk is not None:
-            bulk.join(timeout=1.0)
-        irq = self._readers.get("irq")
-        # The interrupt reader has no firmware answer to wake it: releasing the interface
-        # completes its transfer. Again, in case a read started just as we stopped (pyusb
-        # claims the interface anew for every transfer).
-        for _ in range(3):
-            self.device.release()
-            if irq is None:
-                break
-            irq.join(timeout=0.5)
-            if not irq.is_alive():
-                break
-        if any(t.is_alive() for t in self._readers.values()):
-            # Closing a handle under a pending transfer is unsafe; leave it to process exit.
-            log.warning("USB reader did not stop; leaving %s open", self.device.path)
-            return
+    def _shutdown(self) -> None:
+        self._writer.shutdown(wait=True)  # the hooks' last messages still reach the device
+        for pipe in self._pipes:
+            pipe.stop()
+        if self._transfers is not None:
+            self._transfers.cancel_all()
+            self._transfers.interrupt()  # the event thread sees the stop even with none pending
+        if self._events is not None:
+            self._events.join(_CANCEL_WAIT_S)
+            if self._events.is_alive():
+                # Closing a handle under a pending transfer is unsafe; leave it to process exit.
+                log.warning("USB reads did not end; leaving %s open", self.device.path)
+                return
         self.device.close()

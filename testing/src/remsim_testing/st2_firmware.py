@@ -1,29 +1,39 @@
-"""A SIMtrace2-family board in card-emulation mode, without hardware.
-
-Test support: the client never uses this module at run time. It ships in the package so that
-tests (ours, and those of anyone building on the st2 front-end) and demos can run the real
-USB code path without a board.
+"""A SIMtrace2-family board in card-emulation mode, without hardware (test support).
 
 :class:`SimulatedBackend` is a pyusb backend (``usb.backend.IBackend``): pass it to
-:func:`usb.core.find` (or to our selection functions) and the host code runs its normal
+:func:`usb.core.find` (or to the st2 selection functions) and the host code runs its normal
 path - device matching, descriptors, configuration, claiming, endpoint discovery, bulk and
 interrupt transfers - against :class:`SimulatedDevice` objects that present the real
-descriptors of the board (simtrace2-cardem.md §1).
+descriptors of the board (simtrace2-cardem.md §1). It also offers the queued transfers of
+:mod:`remsim_client.st2.transfers` (``in_transfers``), as pyusb's libusb backend does
+through libusb's asynchronous API.
 
-Behind the USB side each card-emulation slot runs :class:`FirmwareSlot`, the firmware's
-card_emu state machine at message level (§6): SIM_SELECT enabling, VCC/CLK/RST tracking
-with STATUS on the interrupt endpoint, the ATR after reset, PPS echo with a PTS message,
-TPDU headers and command data as RX_DATA, TX_DATA queued and transmitted with the
-procedure-byte flags, FINAL, the drop-when-not-ready rule, the 33-byte ATR limit and the
-280-byte OUT buffer fed by short packets. A :class:`SimulatedModem` plays the phone on the
-slot's ISO 7816 side: it powers and resets the card and exchanges T=0 TPDUs.
+The USB side behaves like the firmware's, packet by packet:
 
-Not simulated: time. The firmware sends no NULL procedure bytes and has no waiting time;
-the modem waits (with a timeout) instead. Transfers end as on Linux: an IN transfer waits
-(without a timeout if asked) until a message is there, and ends with an error, taking
-nothing, when the device is unplugged or the interface released. All methods are
-thread-safe; the modem's blocking calls belong on a thread
-(``await asyncio.to_thread(modem.transact, apdu)``).
+* every device-to-host message is sent as one transfer of 64-byte packets, with a
+  zero-length packet only when the message is exactly 64 bytes long: a message of 128, 192
+  or 256 bytes ends on a full packet, and a longer host read waits for the next message;
+* a host IN transfer takes packets until a short (or zero-length) one, or until it is
+  full, so one read can hold several messages and one message can span several reads;
+* a host OUT transfer reaches the firmware's 280-byte buffer packet by packet, and the
+  firmware handles the buffer on a short packet only;
+* each endpoint has data toggles on both sides. SET_INTERFACE is STALLed (the firmware has
+  no alternate settings) and handled as Linux does: success, with the halt of each of the
+  interface's endpoints cleared, which resets the host's toggles and not the firmware's. A
+  packet whose toggle does not match is lost (:attr:`SimulatedDevice.dropped`).
+
+Behind it each card-emulation slot runs :class:`FirmwareSlot`, the firmware's card_emu
+state machine at message level (§6): SIM_SELECT enabling, VCC/CLK/RST tracking with STATUS
+on the interrupt endpoint, the ATR after reset, PPS echo with a PTS message, TPDU headers and
+command data as RX_DATA, TX_DATA queued and transmitted with the procedure-byte flags,
+FINAL, the drop-when-not-ready rule, a SET_ATR over 33 bytes ignored, and a PB_AND_RX for
+P3 = 0 that waits for data which never comes. A :class:`SimulatedModem` plays the phone on
+the slot's ISO 7816 side: it powers and resets the card and exchanges T=0 TPDUs.
+
+Not simulated: time, but for the ATR's (:meth:`SimulatedModem.read_atr`). The firmware
+sends no NULL procedure bytes and has no waiting time; the modem waits (with a timeout)
+instead. All methods are thread-safe; the modem's blocking
+calls belong on a thread (``await asyncio.to_thread(modem.transact, apdu)``).
 """
 
 from __future__ import annotations
@@ -42,8 +52,9 @@ import usb.backend
 import usb.core
 import usb.util
 
-from .errors import ProtocolError, St2Error
-from .protocol import (
+from remsim_client.st2.errors import ProtocolError, St2Error
+from remsim_client.st2.framing import PACKET_SIZE
+from remsim_client.st2.protocol import (
     FEATURE_STATUS_IRQ,
     MAX_ATR_LEN,
     MAX_OUT_TRANSFER,
@@ -65,22 +76,28 @@ from .protocol import (
     encode,
     iter_messages,
 )
-from .usb import BOARDS, CARDEM_CLASS, VENDOR_ID, Board
+from remsim_client.st2.transfers import Callback, Completion, TransferStatus
+from remsim_client.st2.usb import BOARDS, CARDEM_CLASS, VENDOR_ID, Board
 
 __all__ = [
     "DEFAULT_ATR",
+    "DroppedPacket",
     "FirmwareSlot",
+    "InMessage",
     "ModemError",
     "SimulatedBackend",
     "SimulatedDevice",
     "SimulatedModem",
+    "SimulatedTransfers",
+    "firmware_packets",
+    "packed_packets",
 ]
 
-log = logging.getLogger("DST2.sim")
+log = logging.getLogger("remsim.testing.st2_firmware")
 
 #: The firmware's ATR before any SET_ATR.
 DEFAULT_ATR = bytes.fromhex("3b8080811fc759")
-_PACKET = 64  # wMaxPacketSize of every cardem endpoint (full speed)
+_PACKET = PACKET_SIZE  # wMaxPacketSize of every cardem endpoint (full speed)
 # Endpoint addresses per slot: bulk OUT, bulk IN, interrupt IN (simtrace2-cardem.md §1.1).
 _SLOT_ENDPOINTS = ((0x04, 0x85, 0x86), (0x01, 0x82, 0x83))
 _D_FACTORS = {1: 1, 2: 2, 3: 4, 4: 8, 5: 16, 6: 32, 7: 64, 8: 12, 9: 20}
@@ -96,6 +113,80 @@ def _usb_error(code: int, err: int, text: str) -> usb.core.USBError:
 
 def _no_device() -> usb.core.USBError:
     return _usb_error(-4, errno.ENODEV, "No such device (it may have been disconnected)")
+
+
+def _pieces(data: bytes) -> list[bytes]:
+    return [data[i : i + _PACKET] for i in range(0, len(data), _PACKET)]
+
+
+def firmware_packets(message: bytes) -> list[bytes]:
+    """The packets the firmware sends one message as: 64-byte pieces, and a zero-length
+    packet only when the message is exactly one packet long."""
+    packets = _pieces(message)
+    return [*packets, b""] if len(message) == _PACKET else packets
+
+
+def packed_packets(messages: Iterable[bytes]) -> list[bytes]:
+    """Messages back to back in shared packets, as a device that packs them into one
+    transfer would send them (the firmware never does)."""
+    data = b"".join(messages)
+    packets = _pieces(data)
+    return [*packets, b""] if len(data) % _PACKET == 0 else packets
+
+
+# --- packets on the USB ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InMessage:
+    """A message the device sent to the host, and how many host reads were queued on its
+    endpoint at that moment (submitted, not completed)."""
+
+    endpoint: int
+    data: bytes
+    reads_queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedPacket:
+    """A packet lost to a data-toggle mismatch: the receiver took it for a repeat."""
+
+    endpoint: int
+    data: bytes
+
+
+@dataclass(eq=False)
+class _Transfer:
+    """One host IN transfer."""
+
+    endpoint: int
+    length: int
+    sink: Callable[[_Transfer], None]  # told once the transfer has ended
+    data: bytearray = field(default_factory=bytearray)
+    status: TransferStatus | None = None  # None while pending
+    callback: Callback | None = None
+
+
+@dataclass(eq=False)
+class _Endpoint:
+    address: int
+    device_toggle: int = 0
+    host_toggle: int = 0
+    packets: deque[bytes] = field(default_factory=deque)  # IN: sent by the device, not taken
+    transfers: deque[_Transfer] = field(default_factory=deque)  # IN: host reads, in order
+
+    def toggle_matches(self) -> bool:
+        """A packet goes over the bus: does the receiver take it? The sender's toggle flips
+        (it got its ACK either way), the receiver's only if the toggles matched; otherwise
+        the receiver drops the packet as a repeat of the last one."""
+        matches = self.device_toggle == self.host_toggle
+        if self.address & 0x80:  # IN: the device sends
+            self.device_toggle ^= 1
+            self.host_toggle ^= int(matches)
+        else:
+            self.host_toggle ^= 1
+            self.device_toggle ^= int(matches)
+        return matches
 
 
 # --- descriptors (the attributes pyusb reads from a backend) -----------------------------
@@ -212,7 +303,8 @@ class FirmwareSlot:
         self.features = 0
         self.presence_high = True
         self.card_inserted = False
-        #: Every bulk OUT transfer and every message the host sent to this slot, in order.
+        #: Every bulk OUT transfer the host sent to this slot, and every message the
+        #: firmware took from them, in order.
         self.transfers: list[bytes] = []
         self.host_messages: list[Message] = []
         #: Host input the firmware could not use (bad framing, oversized transfers).
@@ -227,8 +319,6 @@ class FirmwareSlot:
         self._pps = bytearray()
         self._tx: deque[tuple[DataFlags, bytearray]] = deque()
         self._out = bytearray()
-        self.bulk_in: deque[bytes] = deque()
-        self.irq_in: deque[bytes] = deque()
         self.to_modem = bytearray()
 
     @property
@@ -237,22 +327,33 @@ class FirmwareSlot:
 
     # host side --------------------------------------------------------------------
 
-    def bulk_out(self, data: bytes) -> None:
-        """One OUT transfer; like the firmware, a full packet waits for more."""
-        self.transfers.append(data)
-        self._out += data
-        if data and len(data) % _PACKET == 0 and len(self._out) < MAX_OUT_TRANSFER:
+    def out_packet(self, packet: bytes) -> None:
+        """One OUT packet into the 280-byte buffer; a short packet completes the read."""
+        self._out += packet
+        if len(self._out) > MAX_OUT_TRANSFER:
+            self.errors.append(f"OUT data of {len(self._out)} bytes overflows the buffer")
+            self._out.clear()
+            return
+        if len(packet) == _PACKET:
             return  # no short packet yet: the firmware's read has not completed
         buf, self._out = bytes(self._out), bytearray()
-        if len(buf) > MAX_OUT_TRANSFER:
-            self.errors.append(f"OUT transfer of {len(buf)} bytes overflows the buffer")
-            return
         try:
             for msg in iter_messages(buf):
                 self.host_messages.append(msg)
                 self._command(msg)
         except ProtocolError as exc:
             self.errors.append(f"{exc}: {buf.hex()}")
+
+    def _to_host(self, endpoint: int, msg: Message) -> None:
+        data = encode(msg)
+        self.device.send_in(endpoint, data, firmware_packets(data))
+
+    def send_packed(self, *messages: Message) -> None:
+        """Send messages on bulk IN back to back, sharing packets, as a device that packs
+        its messages into one transfer would (several messages in one packet, messages
+        across packet boundaries). The firmware never does this."""
+        data = [encode(msg) for msg in messages]
+        self.device.send_in(self.in_ep, b"".join(data), packed_packets(data))
 
     def _command(self, msg: Message) -> None:
         match msg:
@@ -266,7 +367,7 @@ class FirmwareSlot:
                 if len(atr) <= MAX_ATR_LEN:
                     self.atr = atr
             case StatusRequest():
-                self.bulk_in.append(encode(self._status()))
+                self._to_host(self.in_ep, self._status())
             case CardInsert(inserted):
                 if self.board.card_insert:
                     self.card_inserted = inserted
@@ -275,7 +376,7 @@ class FirmwareSlot:
                 if pres_pol & PRES_POL_VALID:
                     self.presence_high = bool(pres_pol & PRES_POL_PRES_H)
                 polarity = PRES_POL_VALID | (PRES_POL_PRES_H if self.presence_high else 0)
-                self.bulk_in.append(encode(Config(self.features, 0, polarity)))
+                self._to_host(self.in_ep, Config(self.features, 0, polarity))
             case ModemReset():
                 if self.board.modem_reset:
                     self.modem.reset_pulses.append(msg)
@@ -299,7 +400,7 @@ class FirmwareSlot:
 
     def _report(self) -> None:
         if self.features & FEATURE_STATUS_IRQ:
-            self.irq_in.append(encode(self._status()))
+            self._to_host(self.irq_ep, self._status())
 
     # ISO 7816 side -------------------------------------------------------------------
 
@@ -351,7 +452,7 @@ class FirmwareSlot:
             self._header.append(byte)
             if len(self._header) == 5:
                 self._p3 = self._header[4]
-                self.bulk_in.append(encode(RxData(DataFlags.TPDU_HDR, bytes(self._header))))
+                self._to_host(self.in_ep, RxData(DataFlags.TPDU_HDR, bytes(self._header)))
                 self._header.clear()
                 self.state = _Iso.WAIT_PB
         elif self.state == _Iso.PPS:
@@ -376,10 +477,10 @@ class FirmwareSlot:
         self.to_modem += pps  # echo = accept
         if pps[1] & 0x10:
             self.f_index, self.d_index = pps[2] >> 4, pps[2] & 0x0F
-        self.bulk_in.append(encode(Pts(len(pps), pps, pps)))
+        self._to_host(self.in_ep, Pts(len(pps), pps, pps))
 
     def _command_data_complete(self) -> None:
-        self.bulk_in.append(encode(RxData(DataFlags.FINAL, bytes(self._rx))))
+        self._to_host(self.in_ep, RxData(DataFlags.FINAL, bytes(self._rx)))
         self._rx.clear()
         self.state = _Iso.WAIT_TX
         self._transmit()
@@ -398,9 +499,9 @@ class FirmwareSlot:
                 continue
             self._tx.popleft()
             if flags & DataFlags.PB_AND_RX:
+                # Waits for P3 bytes; with P3 = 0 for data that never comes (the firmware
+                # does not invent an empty RX_DATA).
                 self.state = _Iso.WAIT_RX
-                if self._p3 == 0:
-                    self._command_data_complete()
             elif flags & DataFlags.FINAL:
                 self.state = _Iso.WAIT_TPDU
 
@@ -467,11 +568,19 @@ class SimulatedModem:
             return data
 
     def read_atr(self, timeout: float | None = None) -> bytes:
-        """The ATR, which the firmware sends in one go after RST is released."""
+        """The ATR, which the firmware sends in one go after RST is released.
+
+        The one piece of time simulated: an ATR takes tens of milliseconds, and the host
+        polls the interrupt endpoint every millisecond, so the modem has the ATR (and can
+        send a command) only once the host has taken the STATUS messages sent before it.
+        """
         buf = self._slot.to_modem
+        irq = self._slot.device.endpoints[self._slot.irq_ep]
         with self._cond:
             if not self._cond.wait_for(lambda: bool(buf), timeout or self.timeout):
                 raise ModemError("no ATR")
+            if not self._cond.wait_for(lambda: not irq.packets, timeout or self.timeout):
+                raise ModemError("the host does not read the interrupt endpoint")
             atr = bytes(buf)
             buf.clear()
             return atr
@@ -572,7 +681,20 @@ class SimulatedDevice:
         self.plugged = True
         self.configuration = 1  # Linux configures the device when it enumerates
         self.claimed: set[int] = set()
+        #: SET_INTERFACE requests, all STALLed by the firmware.
+        self.set_interface_requests = 0
+        #: Every message the device sent the host, with the host reads queued for it.
+        self.in_messages: list[InMessage] = []
+        #: Every host IN transfer that ended, with what it received.
+        self.reads_done: list[Completion] = []
+        #: Packets lost to a data-toggle mismatch.
+        self.dropped: list[DroppedPacket] = []
         self.slots = [FirmwareSlot(self, i) for i in range(self.board.slots)]
+        self.endpoints = {
+            address: _Endpoint(address)
+            for slot in self.slots
+            for address in _SLOT_ENDPOINTS[slot.index]
+        }
         serial = serial or f"{bus:08x}{address:08x}{sum(ports):08x}5a5a5a5a"
         strings = list(self._STRINGS)
         strings[1], strings[2], strings[4] = self.board.name, serial, version
@@ -596,10 +718,18 @@ class SimulatedDevice:
     def modem(self, slot: int = 0) -> SimulatedModem:
         return self.slots[slot].modem
 
+    def reads_queued(self, endpoint: int) -> int:
+        """Host IN transfers submitted on ``endpoint`` and not completed."""
+        with self.cond:
+            return len(self.endpoints[endpoint].transfers)
+
     def unplug(self) -> None:
-        """Pull the cable: pending and later transfers fail with 'no device'."""
+        """Pull the cable: pending transfers end with 'no device', later ones fail."""
         with self.cond:
             self.plugged = False
+            for ep in self.endpoints.values():
+                while ep.transfers:
+                    self._end(ep, ep.transfers[0], TransferStatus.NO_DEVICE)
             self.cond.notify_all()
 
     def _slot_for(self, endpoint: int) -> FirmwareSlot:
@@ -608,6 +738,21 @@ class SimulatedDevice:
                 if endpoint in (slot.out_ep, slot.in_ep, slot.irq_ep):
                     return slot
         raise _usb_error(-5, errno.ENOENT, f"Entity not found (endpoint {endpoint:#04x})")
+
+    def reset_toggles(self, interface: int | None = None, *, device_too: bool) -> None:
+        """SET_CONFIGURATION resets both sides' toggles; a cleared halt only the host's
+        (the firmware resets its own only for an endpoint that was halted)."""
+        with self.cond:
+            for slot in self.slots:
+                if interface is not None and slot.index != interface:
+                    continue
+                for address in _SLOT_ENDPOINTS[slot.index]:
+                    ep = self.endpoints[address]
+                    ep.host_toggle = 0
+                    if device_too:
+                        ep.device_toggle = 0
+
+    # host to device -----------------------------------------------------------------
 
     def write(self, endpoint: int, data: bytes) -> int:
         if self.latency:
@@ -618,38 +763,100 @@ class SimulatedDevice:
             slot = self._slot_for(endpoint)
             if endpoint != slot.out_ep or endpoint in self.halted:
                 raise _usb_error(-9, errno.EPIPE, "Pipe error")
-            slot.bulk_out(data)
+            slot.transfers.append(data)
+            ep = self.endpoints[endpoint]
+            for packet in _pieces(data) or [b""]:  # libusb sends no zero-length packet
+                if ep.toggle_matches():
+                    slot.out_packet(packet)
+                else:
+                    self.dropped.append(DroppedPacket(endpoint, packet))
             self.cond.notify_all()
             return len(data)
 
-    def read(
-        self, endpoint: int, buff: array[int], timeout_ms: int, claimed: Callable[[], bool]
-    ) -> int:
-        """One IN transfer. It waits (``timeout_ms`` 0: for ever) until a message is there,
-        or ends with an error, taking nothing, when the device goes or the interface is
-        released (``claimed()`` turns false): the kernel completes pending transfers then,
-        and a message the device still holds stays for the next read."""
+    # device to host -----------------------------------------------------------------
+
+    def send_in(self, endpoint: int, data: bytes, packets: list[bytes]) -> None:
+        """The firmware sends ``data`` (one message or several) as ``packets``."""
         with self.cond:
-            slot = self._slot_for(endpoint)
-            queue = {slot.in_ep: slot.bulk_in, slot.irq_ep: slot.irq_in}.get(endpoint)
-            if queue is None:
-                raise _usb_error(-9, errno.EPIPE, "Pipe error")
-            ready = self.cond.wait_for(
-                lambda: bool(queue) or not self.plugged or not claimed(),
-                timeout_ms / 1000 if timeout_ms else None,
-            )
+            ep = self.endpoints[endpoint]
+            self.in_messages.append(InMessage(endpoint, data, len(ep.transfers)))
+            ep.packets.extend(packets)
+            self._pump(ep)
+
+    def _pump(self, ep: _Endpoint) -> None:
+        """Hand the endpoint's packets to the host's queued transfers, oldest first."""
+        while ep.transfers and ep.packets:
+            packet = ep.packets.popleft()
+            if not ep.toggle_matches():
+                self.dropped.append(DroppedPacket(ep.address, packet))
+                continue
+            transfer = ep.transfers[0]
+            if len(transfer.data) + len(packet) > transfer.length:
+                self._end(ep, transfer, TransferStatus.OVERFLOW)  # babble: the packet is lost
+                continue
+            transfer.data += packet
+            if len(packet) < _PACKET or len(transfer.data) == transfer.length:
+                self._end(ep, transfer, TransferStatus.COMPLETED)  # a short packet, or full
+
+    def _end(self, ep: _Endpoint, transfer: _Transfer, status: TransferStatus) -> None:
+        ep.transfers.remove(transfer)
+        transfer.status = status
+        self.reads_done.append(Completion(transfer.endpoint, status, bytes(transfer.data)))
+        transfer.sink(transfer)
+        self.cond.notify_all()
+
+    def submit_in(self, endpoint: int, length: int, sink: Callable[[_Transfer], None]) -> _Transfer:
+        """Queue a host IN transfer; ``sink`` is told when it has ended."""
+        with self.cond:
             if not self.plugged:
                 raise _no_device()
-            if not claimed():
-                raise _usb_error(-1, errno.ESHUTDOWN, "Input/Output Error (interface released)")
-            if not ready:
-                raise usb.core.USBTimeoutError("Operation timed out", -7, errno.ETIMEDOUT)
-            data = queue[0]
-            if len(data) > len(buff):
-                raise _usb_error(-8, errno.EOVERFLOW, "Overflow")
-            queue.popleft()
-            buff[: len(data)] = array("B", data)
-            return len(data)
+            slot = self._slot_for(endpoint)
+            if endpoint not in (slot.in_ep, slot.irq_ep) or endpoint in self.halted:
+                raise _usb_error(-9, errno.EPIPE, "Pipe error")
+            ep = self.endpoints[endpoint]
+            transfer = _Transfer(endpoint, length, sink)
+            ep.transfers.append(transfer)
+            self._pump(ep)
+            return transfer
+
+    def cancel(
+        self, transfer: _Transfer, status: TransferStatus = TransferStatus.CANCELLED
+    ) -> None:
+        """End a pending transfer with what it has received so far."""
+        with self.cond:
+            ep = self.endpoints[transfer.endpoint]
+            if transfer in ep.transfers:
+                self._end(ep, transfer, status)
+
+    def end_interface_transfers(self, interface: int) -> None:
+        """The interface is released: the kernel ends the transfers pending on it (a packet
+        the device still holds stays for the next read)."""
+        with self.cond:
+            for address in _SLOT_ENDPOINTS[interface] if interface < len(self.slots) else ():
+                ep = self.endpoints[address]
+                while ep.transfers:
+                    self._end(ep, ep.transfers[0], TransferStatus.ERROR)
+
+    def read(self, endpoint: int, buff: array[int], timeout_ms: int) -> int:
+        """A blocking IN transfer, as libusb's: it takes packets until a short one or until
+        ``buff`` is full, and waits (``timeout_ms`` 0: for ever) until then. On a timeout
+        it returns what it got if anything, like pyusb on libusb."""
+        done: list[_Transfer] = []
+        with self.cond:
+            transfer = self.submit_in(endpoint, len(buff), done.append)
+            if not self.cond.wait_for(lambda: done, timeout_ms / 1000 if timeout_ms else None):
+                self.cancel(transfer, TransferStatus.TIMED_OUT)
+        status, data = transfer.status, bytes(transfer.data)
+        if status is TransferStatus.TIMED_OUT and not data:
+            raise usb.core.USBTimeoutError("Operation timed out", -7, errno.ETIMEDOUT)
+        if status is TransferStatus.NO_DEVICE:
+            raise _no_device()
+        if status is TransferStatus.OVERFLOW:
+            raise _usb_error(-8, errno.EOVERFLOW, "Overflow")
+        if status is TransferStatus.ERROR:
+            raise _usb_error(-1, errno.ESHUTDOWN, "Input/Output Error (interface released)")
+        buff[: len(data)] = array("B", data)
+        return len(data)
 
     def string_descriptor(self, index: int) -> bytes:
         if index == 0:
@@ -667,11 +874,61 @@ def _board(name: str) -> Board:
     raise ValueError(f"unknown board {name!r}; known: {', '.join(b.name for b in BOARDS)}")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Handle:
     device: SimulatedDevice
     claimed: set[int] = field(default_factory=set)
     closed: bool = False
+
+
+class SimulatedTransfers:
+    """Queued IN transfers on a simulated device (remsim_client.st2.transfers.InTransfers):
+    the callbacks run in :meth:`handle_events`, in the order the transfers ended."""
+
+    def __init__(self, backend: SimulatedBackend, handle: _Handle) -> None:
+        self._backend = backend
+        self._handle = handle
+        self._device = handle.device
+        self._pending: set[_Transfer] = set()  # submitted, callback not run yet
+        self._ended: deque[_Transfer] = deque()
+        self._interrupted = False
+
+    @property
+    def outstanding(self) -> int:
+        with self._device.cond:
+            return len(self._pending)
+
+    def submit(
+        self, endpoint: int, length: int, callback: Callback, *, interrupt: bool = False
+    ) -> None:
+        dev = self._device
+        with dev.cond:
+            self._backend.check_claimed(self._handle, dev._slot_for(endpoint).index)
+            transfer = dev.submit_in(endpoint, length, self._ended.append)
+            transfer.callback = callback
+            self._pending.add(transfer)
+
+    def cancel_all(self) -> None:
+        with self._device.cond:
+            for transfer in list(self._pending):
+                self._device.cancel(transfer)
+
+    def interrupt(self) -> None:
+        with self._device.cond:
+            self._interrupted = True
+            self._device.cond.notify_all()
+
+    def handle_events(self, timeout: float) -> None:
+        with self._device.cond:
+            self._device.cond.wait_for(lambda: self._ended or self._interrupted, timeout)
+            ended = list(self._ended)
+            self._ended.clear()
+            self._interrupted = False
+        for transfer in ended:  # outside the lock, as libusb runs callbacks
+            assert transfer.status is not None and transfer.callback is not None
+            with self._device.cond:
+                self._pending.discard(transfer)
+            transfer.callback(Completion(transfer.endpoint, transfer.status, bytes(transfer.data)))
 
 
 class SimulatedBackend(usb.backend.IBackend):  # type: ignore[misc]
@@ -728,11 +985,13 @@ class SimulatedBackend(usb.backend.IBackend):  # type: ignore[misc]
         return _Handle(dev)
 
     def close_device(self, dev_handle: _Handle) -> None:
-        with dev_handle.device.cond:
-            dev_handle.device.claimed -= dev_handle.claimed
+        dev = dev_handle.device
+        with dev.cond:
+            for intf in dev_handle.claimed:
+                dev.end_interface_transfers(intf)
+            dev.claimed -= dev_handle.claimed
             dev_handle.claimed.clear()
             dev_handle.closed = True
-            dev_handle.device.cond.notify_all()
 
     def get_configuration(self, dev_handle: _Handle) -> int:
         return self._device(dev_handle).configuration
@@ -745,6 +1004,7 @@ class SimulatedBackend(usb.backend.IBackend):  # type: ignore[misc]
             if dev.claimed:
                 raise _usb_error(-6, errno.EBUSY, "Resource busy")
             dev.configuration = config_value
+            dev.reset_toggles(device_too=True)
 
     def _interface(self, dev: SimulatedDevice, intf: int) -> list[InterfaceDescriptor]:
         for config in dev.configs:
@@ -768,41 +1028,46 @@ class SimulatedBackend(usb.backend.IBackend):  # type: ignore[misc]
                 raise _usb_error(-5, errno.ENOENT, "Entity not found")
             dev_handle.claimed.discard(intf)
             dev.claimed.discard(intf)
-            dev.cond.notify_all()  # pending transfers on the interface end
+            dev.end_interface_transfers(intf)
 
     def set_interface_altsetting(self, dev_handle: _Handle, intf: int, altsetting: int) -> None:
+        """The firmware STALLs SET_INTERFACE. Linux takes a STALL from an interface with a
+        single alternate setting as success and clears the halt of each of its endpoints:
+        the host's data toggles are reset, the firmware's are not."""
         dev = self._device(dev_handle)
         if altsetting >= len(self._interface(dev, intf)):
             raise _usb_error(-9, errno.EPIPE, "Pipe error")
+        with dev.cond:
+            dev.set_interface_requests += 1
+            if dev.configuration == 1:
+                dev.reset_toggles(intf, device_too=False)
 
     # transfers ---------------------------------------------------------------------
 
-    def _check_claimed(self, dev_handle: _Handle, intf: int) -> SimulatedDevice:
+    def check_claimed(self, dev_handle: _Handle, intf: int) -> SimulatedDevice:
         dev = self._device(dev_handle)
         if intf not in dev_handle.claimed:
             raise _usb_error(-5, errno.ENOENT, f"interface {intf} not claimed")
         return dev
 
+    def in_transfers(self, dev_handle: _Handle) -> SimulatedTransfers:
+        """Queued IN transfers, as pyusb's libusb backend gets them from libusb."""
+        return SimulatedTransfers(self, dev_handle)
+
     def bulk_write(
         self, dev_handle: _Handle, ep: int, intf: int, data: array[int], timeout: int
     ) -> int:
-        return self._check_claimed(dev_handle, intf).write(ep, data.tobytes())
+        return self.check_claimed(dev_handle, intf).write(ep, data.tobytes())
 
     def bulk_read(
         self, dev_handle: _Handle, ep: int, intf: int, buff: array[int], timeout: int
     ) -> int:
-        return self._read(dev_handle, ep, intf, buff, timeout)
+        return self.check_claimed(dev_handle, intf).read(ep, buff, timeout)
 
     def intr_read(
         self, dev_handle: _Handle, ep: int, intf: int, buff: array[int], timeout: int
     ) -> int:
-        return self._read(dev_handle, ep, intf, buff, timeout)
-
-    def _read(self, dev_handle: _Handle, ep: int, intf: int, buff: array[int], timeout: int) -> int:
-        dev = self._check_claimed(dev_handle, intf)
-        return dev.read(
-            ep, buff, timeout, lambda: intf in dev_handle.claimed and not dev_handle.closed
-        )
+        return self.check_claimed(dev_handle, intf).read(ep, buff, timeout)
 
     def ctrl_transfer(
         self,
@@ -827,7 +1092,10 @@ class SimulatedBackend(usb.backend.IBackend):  # type: ignore[misc]
         return len(desc)
 
     def clear_halt(self, dev_handle: _Handle, ep: int) -> None:
-        self._device(dev_handle)
+        dev = self._device(dev_handle)
+        with dev.cond:
+            if ep in dev.endpoints:
+                dev.endpoints[ep].host_toggle = 0  # the firmware's stays (not halted)
 
     def is_kernel_driver_active(self, dev_handle: _Handle, intf: int) -> bool:
         return False

@@ -1,9 +1,8 @@
-"""Test support, not used by the client at run time: scripted RSPRO peers playing the
-remsim-server and the bankds a client connects to. It lives in the package rather than under
-tests/ so that the tests of every front-end (and of programs built on the client) share it.
+"""Scripted RSPRO peers playing the remsim-server and the bankds a client connects to, shared
+by the tests of every client front-end.
 
-A ``ScriptedPeer`` is an ``rspro.testing.ScriptedListener`` on 127.0.0.1; each connection it
-accepts is an ``rspro.testing.ScriptedConnection`` that reads in the background, answers
+A ``ScriptedPeer`` is a ``remsim_testing.rspro_peers.ScriptedListener`` on 127.0.0.1; each
+connection it accepts is a ``ScriptedConnection`` that reads in the background, answers
 PINGs and keeps every frame exactly as it arrived, so a test can compare what the client
 sends byte for byte with the recordings of the original (reference/upstream-1.0.0: identity
 "vm", swVersion "1.0.0", client C23:0) and see whether a frame was written in pieces.
@@ -17,6 +16,8 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
+from remsim_client.config import ClientConfig
+from remsim_testing.rspro_peers import TIMEOUT, ScriptedConnection, ScriptedListener
 from rspro import (
     BankSlot,
     ClientSlot,
@@ -28,9 +29,6 @@ from rspro import (
     IpPort,
     ResultCode,
 )
-from rspro.testing import TIMEOUT, ScriptedConnection, ScriptedListener
-
-from .config import ClientConfig
 
 __all__ = [
     "B1_0",

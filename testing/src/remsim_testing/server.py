@@ -1,4 +1,4 @@
-"""Test support: scripted bankds and clients (``rspro.testing.ScriptedConnection``, over
+"""Scripted bankds and clients (``remsim_testing.rspro_peers.ScriptedConnection``, over
 real TCP, keeping the exact bytes of every frame) registered with a server, and a server on
 free ports."""
 
@@ -11,7 +11,7 @@ import rspro
 from remsim_control import Bus, Store
 from remsim_server.server import RemsimServer
 from remsim_server.settings import ServerSettings
-from rspro.testing import ScriptedConnection
+from remsim_testing.rspro_peers import ScriptedConnection
 
 BANKD_IDENTITY = rspro.ComponentIdentity(
     rspro.ComponentType.REMSIM_BANKD, "fixme-name", "remsim-bankd", "1.0.0"

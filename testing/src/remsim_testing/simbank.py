@@ -47,8 +47,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 
-from .errors import BankdError
-from .sim.profile import CardProfile
+from remsim_bankd.errors import BankdError
+from remsim_bankd.sim.profile import CardProfile
 
 __all__ = [
     "PROFILES_DIR",
@@ -65,8 +65,8 @@ __all__ = [
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 SYSTEM_SOCKET = "/run/pcscd/pcscd.comm"
-# The example profiles shipped next to the package sources (services/bankd/profiles).
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
+# The bankd's example profiles, in the workspace next to its sources.
+PROFILES_DIR = Path(__file__).resolve().parents[3] / "services" / "bankd" / "profiles"
 VPCD_SLOTS = 2  # vpcd's compile-time VPCDSLOTS: cards per bank
 
 
@@ -196,7 +196,7 @@ class _Spawner:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():  # first use, or forked
                 self._thread = threading.Thread(
-                    target=self._run, name="testbed-spawner", daemon=True
+                    target=self._run, name="simbank-spawner", daemon=True
                 )
                 self._thread.start()
             self._jobs.put((cmd, log, job))

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from remsim_testing.rspro_peers import ScriptedConnection, ScriptedListener, frame
 from rspro import (
     ComponentIdentity,
     ComponentType,
@@ -15,7 +16,6 @@ from rspro import (
     ResultCode,
 )
 from rspro.ipa import ID_ACK, PING, PONG
-from rspro.testing import ScriptedConnection, ScriptedListener, frame
 
 BANKD = ComponentIdentity(ComponentType.REMSIM_BANKD, "fixme-name", "remsim-bankd", "1.0.0")
 CONNECT_BANK_REQ = ConnectBankReq(BANKD, 1, 2)

@@ -1,13 +1,12 @@
-"""Test support shipped with the library (not used at run time): one end of an RSPRO
-connection scripted by a test, over real TCP, and a listener that accepts such ends.
+"""Scripted RSPRO peers: one end of an RSPRO connection scripted by a test, over real TCP,
+and a listener that accepts such ends.
 
 A ``ScriptedConnection`` reads in the background, answers PINGs (unless ``pong`` is off),
 never pings itself, and keeps every frame exactly as it arrived (IPA header included, CCM
 frames too), so a test can compare what a component sends byte for byte with recordings,
-see whether a frame was written in pieces, or vanish mid-exchange. The members' own
-``testing`` modules build their handshakes (connectBank, connectClient, ...) on these.
-
-Import it explicitly (``from rspro.testing import ...``); ``rspro`` does not load it.
+see whether a frame was written in pieces, or vanish mid-exchange. The peers of
+``remsim_testing.server``, ``.bankd`` and ``.client`` build their handshakes (connectBank,
+connectClient, ...) on these.
 """
 
 from __future__ import annotations
@@ -15,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl as _ssl
 import struct
 from typing import Self, TypeVar
 
-from .codec import decode, encode
-from .errors import RsproError
-from .ipa import IPA_PROTO_CCM, PING, PONG, IpaFramer, rspro_frame
-from .messages import Message, RsproPdu
+from rspro.codec import decode, encode
+from rspro.errors import RsproError
+from rspro.ipa import IPA_PROTO_CCM, PING, PONG, IpaFramer, rspro_frame
+from rspro.messages import Message, RsproPdu
 
 __all__ = ["TIMEOUT", "ScriptedConnection", "ScriptedListener", "frame"]
 
@@ -66,8 +66,10 @@ class ScriptedConnection:
         self._task = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1") -> ScriptedConnection:
-        return cls(*await asyncio.open_connection(host, port))
+    async def connect(
+        cls, port: int, host: str = "127.0.0.1", *, ssl: _ssl.SSLContext | None = None
+    ) -> ScriptedConnection:
+        return cls(*await asyncio.open_connection(host, port, ssl=ssl))
 
     async def _read(self) -> None:
         try:
@@ -184,14 +186,17 @@ class ScriptedListener:
     """A listener on 127.0.0.1 (by default a free port) whose every accepted connection is a
     ``ScriptedConnection``, for a component under test to connect to."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int = 0, host: str = "127.0.0.1", *, ssl: _ssl.SSLContext | None = None
+    ) -> None:
         self.host, self.port = host, port
+        self.ssl = ssl  # a server context: TLS only
         self.conns: list[ScriptedConnection] = []  # every connection accepted
         self._accepted: asyncio.Queue[ScriptedConnection] = asyncio.Queue()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> Self:
-        self._server = await asyncio.start_server(self._on_conn, self.host, self.port)
+        self._server = await asyncio.start_server(self._on_conn, self.host, self.port, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -1,12 +1,13 @@
 """Scripted RSPRO peers for testing a bankd: the server's side of its control link, clients.
 
-Built on ``rspro.testing``: every peer is a ``ScriptedConnection`` that keeps the frames as
-they arrived, so a test can compare what the bankd sends byte for byte with recorded frames,
-split frames at will, or vanish mid-exchange. They answer PINGs as every peer does.
+Built on ``remsim_testing.rspro_peers``: every peer is a ``ScriptedConnection`` that keeps
+the frames as they arrived, so a test can compare what the bankd sends byte for byte with
+recorded frames, split frames at will, or vanish mid-exchange. They answer PINGs as every peer does.
 """
 
 from __future__ import annotations
 
+from remsim_testing.rspro_peers import TIMEOUT, ScriptedConnection, ScriptedListener
 from rspro import (
     BankSlot,
     ClientSlot,
@@ -25,7 +26,6 @@ from rspro import (
     TpduCardToModem,
     TpduModemToCard,
 )
-from rspro.testing import TIMEOUT, ScriptedConnection, ScriptedListener
 
 __all__ = [
     "CLIENT_IDENTITY",

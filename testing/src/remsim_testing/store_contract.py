@@ -7,8 +7,7 @@ Use from a test module by subclassing and providing the fixture::
         async def store(self) -> AsyncIterator[Store]:
             yield MemoryStore()
 
-The same classes run the Redis and NATS implementations (issue 7). pytest is needed only
-when this module is imported, i.e. by tests.
+The same classes run the Redis and NATS implementations (issue 7).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Test support shipped with the package: vpcd's side of the socket, for testing cards.
+"""vpcd's side of the socket, for testing cards.
 
 ``FakeVpcd`` listens like the pcscd driver does and talks like Debian's vpcd 0.8: length and
 body in two writes with Nagle on, which is what makes a card without quick ACKs slow.

@@ -1,0 +1,517 @@
+"""One control connection (a bankd, a client, or not identified yet) as an actor: a task
+with an inbox. PDUs from the peer and "re-read the store" kicks are handled one at a time,
+so the requests sent to a bankd stay in the order of the store.
+
+The connection asks the core that holds it for what it cannot do alone through ``Core``:
+being the target of its bank's or client's events (``attach``, ``detach``), announcing
+slotmap changes, the address clients are given for a bankd, and counting connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+import rspro
+from remsim_control import (
+    BackendUnavailable,
+    BankdAddress,
+    BankRecord,
+    ClientRecord,
+    ClientSlot,
+    IdentityInUse,
+    Slotmap,
+    SlotmapState,
+    Store,
+)
+from remsim_server import lifecycle, metrics
+from remsim_server.role import (
+    BankHello,
+    ClientHello,
+    Close,
+    ConfigAcknowledged,
+    Event,
+    Ignored,
+    MappingCreated,
+    MappingRemoved,
+    Refused,
+    ServerConnection,
+)
+
+log = logging.getLogger("remsim.server")
+maplog = logging.getLogger("remsim.server.slotmap")
+"""The slotmap life cycle (the original's DSLOTMAP)."""
+
+NEW, UNACK, ACTIVE = SlotmapState.NEW, SlotmapState.UNACKNOWLEDGED, SlotmapState.ACTIVE
+DELETING = SlotmapState.DELETING
+
+Label = tuple[str, str]
+"""A connection's ``remsim_connections`` labels: (role, state)."""
+
+_KICK = object()
+_CLOSED = object()
+_ROLES: dict[type, str] = {BankHello: "bankd", ClientHello: "client"}
+T = TypeVar("T")
+
+
+class Core(Protocol):
+    """What a connection asks of the core that holds it (``ControlCore``)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def core_id(self) -> str:
+        """Written into the registry records of the connection's bankd or client."""
+        ...
+
+    @property
+    def retry_interval(self) -> float:
+        """Seconds between two attempts while the store does not answer."""
+        ...
+
+    @property
+    def stopping(self) -> bool:
+        """The core closes every connection: store failures are no longer waited out."""
+        ...
+
+    async def bankd_address(self, bank_id: int, remote_host: str) -> BankdAddress:
+        """The address clients are given for bank ``bank_id``, whose control connection
+        comes from ``remote_host``."""
+        ...
+
+    def attach(self, peer: Peer) -> None:
+        """``peer`` was registered: events for its bank or client are its from now on."""
+        ...
+
+    def detach(self, peer: Peer) -> None:
+        """``peer``'s bank or client is no longer served by it."""
+        ...
+
+    async def publish(self, slotmap: Slotmap) -> None:
+        """Announce that ``slotmap`` changed."""
+        ...
+
+    async def announce_released(self, maps: Sequence[Slotmap], why: str) -> None:
+        """Log and announce the maps that a bankd's loss changed."""
+        ...
+
+    def count_connection(self, before: Label | None, after: Label | None) -> None:
+        """A connection moved from ``before`` to ``after`` in ``remsim_connections``
+        (``None``: not counted, being new or gone)."""
+        ...
+
+
+class Peer:
+    """One control connection: a bankd, a client, or not identified yet; ``conn`` is its
+    sans-IO state, started now. ``run()`` it in the connection's own task."""
+
+    def __init__(self, core: Core, stream: rspro.RsproStream, conn: ServerConnection) -> None:
+        self.core = core
+        self.store = core.store
+        self.stream = stream
+        self.remote = format_address(stream.peername)
+        self.loop = asyncio.get_running_loop()
+        self.conn = conn
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()
+        self.kicked = False
+        self.bank: BankRecord | None = None
+        self.client: ClientRecord | None = None
+        self.restored = False
+        """The bank's maps were reset for this connection (done once: see _bank_hello)."""
+        self.label: Label | None = None
+        self.task = asyncio.current_task()
+        self._relabel(self.role_and_state())
+
+    def role_and_state(self) -> Label:
+        """The ``remsim_connections`` labels of this connection now."""
+        role = _ROLES.get(type(self.conn.hello), "unidentified")
+        return role, self.conn.role.value
+
+    def kick(self) -> None:
+        """Re-read the store and act on it (soon, from the peer's own task)."""
+        if not self.kicked:
+            self.kicked = True
+            self.inbox.put_nowait(_KICK)
+
+    def close(self) -> None:
+        """End the connection (``run()`` then cleans up and returns)."""
+        self.stream.close()
+
+    def _relabel(self, label: Label | None) -> None:
+        if label != self.label:
+            self.core.count_connection(self.label, label)
+            self.label = label
+
+    def send(self, msg: rspro.Message) -> None:
+        with contextlib.suppress(rspro.ConnectionClosedError):
+            self.stream.send(msg)  # if closed, the reader reports the end of the connection
+
+    def log_fields(self, cause: object = None) -> dict[str, object]:
+        """``extra=`` for this connection's log lines: its remote address (``peer``), its
+        ``bank`` or ``client_slot`` once identified, and the ``cause`` if given."""
+        fields: dict[str, object] = {"peer": self.remote}
+        hello = self.conn.hello
+        if isinstance(hello, BankHello):
+            fields["bank"] = hello.bank_id
+        elif isinstance(hello, ClientHello):
+            fields["client_slot"] = str(hello.client)
+        if cause is not None:
+            fields["cause"] = str(cause)
+        return fields
+
+    async def run(self) -> None:
+        log.debug("new control connection", extra=self.log_fields())
+        reader = asyncio.create_task(self._read())
+        try:
+            await self._serve()
+        except BackendUnavailable as exc:  # while the core stops: it no longer retries
+            log.info("stopped while the store is away", extra=self.log_fields(exc))
+        finally:
+            reader.cancel()
+            self.stream.close()
+            try:
+                await self._cleanup()
+            finally:
+                self._relabel(None)
+
+    async def _read(self) -> None:
+        try:
+            async for pdu in self.stream:
+                self.inbox.put_nowait(pdu)
+        finally:
+            self.inbox.put_nowait(_CLOSED)
+
+    async def _serve(self) -> None:
+        while True:
+            deadline = self.conn.next_deadline()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await self.inbox.get()
+            except TimeoutError:
+                close = self.conn.handle_timeout(self.loop.time())
+                if close is not None:
+                    log.info("closing the connection", extra=self.log_fields(close.reason))
+                    return
+                continue
+            if item is _CLOSED:
+                error = self.stream.error
+                log.info("connection ended", extra=self.log_fields(error))
+                role, _ = self.role_and_state()
+                if isinstance(error, rspro.KeepaliveTimeoutError) and role != "unidentified":
+                    metrics.KEEPALIVE_TIMEOUTS.labels(role).inc()
+                return
+            if item is _KICK:
+                self.kicked = False
+                await self.persist(self.sync)
+            elif isinstance(item, rspro.RsproPdu):
+                log.debug("Rx %s", item.msg, extra=self.log_fields())
+                event = self.conn.receive(item)
+                if not await self.persist(functools.partial(self.handle, event)):
+                    return
+            self._relabel(self.role_and_state())
+
+    async def persist(self, step: Callable[[], Awaitable[T]]) -> T:
+        """``step()``, again and again while the store does not answer (each step can be
+        repeated: it re-reads the store and changes it by compare-and-set)."""
+        failed_at: float | None = None
+        while True:
+            try:
+                result = await step()
+            except BackendUnavailable as exc:
+                if self.core.stopping:
+                    raise
+                if failed_at is None:
+                    failed_at = self.loop.time()
+                    log.warning("waiting for the store", extra=self.log_fields(exc))
+                await asyncio.sleep(self.core.retry_interval)
+                continue
+            if failed_at is not None:
+                waited = self.loop.time() - failed_at
+                log.info("the store answers again (after %.1f s)", waited, extra=self.log_fields())
+            return result
+
+    async def handle(self, event: Event) -> bool:
+        """Act on what the connection reported; False: close the connection."""
+        if isinstance(event, BankHello):
+            return await self._bank_hello(event)
+        if isinstance(event, ClientHello):
+            return await self._client_hello(event)
+        if isinstance(event, MappingCreated):
+            await self._mapping_created(event)
+        elif isinstance(event, MappingRemoved):
+            await self._mapping_removed(event)
+        elif isinstance(event, ConfigAcknowledged):
+            await self._config_acknowledged(event)
+        elif isinstance(event, Close):
+            log.warning("closing the connection", extra=self.log_fields(event.reason))
+            return False
+        elif isinstance(event, Refused):
+            log.warning(
+                "connect request refused (%s)",
+                event.result.asn_name,
+                extra=self.log_fields(event.reason),
+            )
+            self.send(self.conn.reject(self.loop.time(), event.result))
+        elif isinstance(event, Ignored):
+            log.warning("message ignored", extra=self.log_fields(event.reason))
+        return True
+
+    async def sync(self) -> None:
+        if self.bank is not None:
+            await self._sync_bank(self.bank.bank_id)
+        elif self.client is not None:
+            await self._sync_client(self.client.client)
+
+    # --- bankd --------------------------------------------------------------------------
+
+    async def _bank_hello(self, hello: BankHello) -> bool:
+        # Repeated after a store failure: each part is done once per connection.
+        if self.bank is None:
+            bankd = await self.core.bankd_address(hello.bank_id, self.stream.peername[0])
+            record = BankRecord(
+                bank_id=hello.bank_id,
+                number_of_slots=hello.number_of_slots,
+                identity=hello.identity,
+                bankd=bankd,
+                remote=self.remote,
+                core_id=self.core.core_id,
+            )
+            try:
+                await self.store.register_bank(record)
+            except IdentityInUse as exc:
+                self._refuse(exc)
+                return True
+            except BackendUnavailable as exc:
+                return await self._not_registered(exc, lambda: self.store.unregister_bank(record))
+            self.bank = record
+            self.core.attach(self)
+            self.send(self.conn.accept())
+            log.info(
+                "bankd connected (%d slots, %s %s); clients are given %s",
+                hello.number_of_slots,
+                hello.identity.software,
+                hello.identity.name,
+                bankd,
+                extra=self.log_fields(),
+            )
+            if ipaddress.ip_address(bankd.host).is_loopback:
+                log.info("clients on other hosts cannot reach %s", bankd, extra=self.log_fields())
+        if not self.restored:
+            for slotmap in await self.store.list_slotmaps(bank_id=hello.bank_id):
+                state = lifecycle.on_bank_connect(slotmap)
+                if state is not None:
+                    await self._update(slotmap, state)
+            self.restored = True
+        await self._sync_bank(hello.bank_id)
+        return True
+
+    async def _sync_bank(self, bank_id: int) -> None:
+        """Send the bankd what the store says it must do, in the store's order."""
+        for slotmap in await self.store.list_slotmaps(bank_id=bank_id):
+            serial, bank, client = slotmap.serial, slotmap.bank, slotmap.client
+            # A map in UNACKNOWLEDGED or DELETING without a request outstanding here was
+            # moved there by this connection, and then the store failed before the request
+            # went out: send it now.
+            if (lifecycle.needs_create(slotmap) and await self._update(slotmap, UNACK)) or (
+                slotmap.state is UNACK and not self.conn.awaiting_create(serial)
+            ):
+                request: rspro.Message = self.conn.create_mapping(serial, bank, client)
+            elif (lifecycle.needs_remove(slotmap) and await self._update(slotmap, DELETING)) or (
+                slotmap.state is DELETING and not self.conn.awaiting_remove(serial)
+            ):
+                request = self.conn.remove_mapping(serial, bank, client)
+            else:
+                continue
+            self.send(request)
+
+    async def _mapping_created(self, event: MappingCreated) -> None:
+        if event.result is rspro.ResultCode.OK:
+            updated = await self._update_serial(event.serial, UNACK, ACTIVE)
+        else:
+            updated = await self._update_serial(
+                event.serial, UNACK, NEW, result=event.result.asn_name
+            )
+            if updated is not None:
+                maplog.warning(
+                    "slotmap refused by the bankd",
+                    extra=slotmap_fields(updated, event.result.asn_name),
+                )
+
+    async def _mapping_removed(self, event: MappingRemoved) -> None:
+        removed = await self.store.remove_slotmap(event.serial, {DELETING})
+        if removed is None:
+            return
+        if event.result is not rspro.ResultCode.OK:
+            maplog.warning(
+                "the bankd did not have the slotmap",
+                extra=slotmap_fields(removed, event.result.asn_name),
+            )
+        maplog.info("slotmap deleted", extra=slotmap_fields(removed))
+        await self.core.publish(removed)
+
+    async def _update(
+        self, slotmap: Slotmap, state: SlotmapState, result: str | None = None
+    ) -> Slotmap | None:
+        return await self._update_serial(slotmap.serial, slotmap.state, state, result=result)
+
+    async def _update_serial(
+        self,
+        serial: int,
+        expected: SlotmapState,
+        state: SlotmapState,
+        *,
+        result: str | None = None,
+    ) -> Slotmap | None:
+        updated = await self.store.update_slotmap(serial, {expected}, state, result=result)
+        if updated is not None:
+            maplog.info(
+                "slotmap state change: %s -> %s", expected, state, extra=slotmap_fields(updated)
+            )
+            await self.core.publish(updated)
+        return updated
+
+    # --- client -------------------------------------------------------------------------
+
+    async def _client_hello(self, hello: ClientHello) -> bool:
+        # Repeated after a store failure: registered once per connection.
+        if self.client is None:
+            record = ClientRecord(
+                client=hello.client,
+                identity=hello.identity,
+                remote=self.remote,
+                core_id=self.core.core_id,
+            )
+            try:
+                await self.store.register_client(record)
+            except IdentityInUse as exc:
+                self._refuse(exc)
+                return True
+            except BackendUnavailable as exc:
+                return await self._not_registered(exc, lambda: self.store.unregister_client(record))
+            self.client = record
+            self.core.attach(self)
+            self.send(self.conn.accept())
+            log.info(
+                "client connected (%s %s)",
+                hello.identity.software,
+                hello.identity.name,
+                extra=self.log_fields(),
+            )
+        self.conn.sent = await self.store.get_client_config(hello.client)
+        await self._sync_client(hello.client)
+        return True
+
+    async def _sync_client(self, client: ClientSlot) -> None:
+        maps = await self.store.list_slotmaps(client=client)
+        active = lifecycle.active_map(maps)
+        bank = await self.store.get_bank(active.bank.bank_id) if active is not None else None
+        bankd = bank.bankd if bank is not None else None
+        config = lifecycle.client_config(maps, active, bankd, self.conn.sent)
+        if config is not None:
+            log.info(
+                "Tx configClientBankReq(%s)",
+                config.bankd,
+                extra=self.log_fields() | {"bank_slot": str(config.bank)},
+            )
+            self.send(self.conn.configure(config))
+
+    async def _config_acknowledged(self, event: ConfigAcknowledged) -> None:
+        assert self.client is not None
+        if event.result is not rspro.ResultCode.OK:
+            log.warning(
+                "the client refused its configuration", extra=self.log_fields(event.result.asn_name)
+            )
+            return
+        config = None if event.config.unmapped else event.config
+        await self.store.set_client_config(self.client.client, config)
+
+    # --- both ---------------------------------------------------------------------------
+
+    async def _not_registered(
+        self, exc: BackendUnavailable, unregister: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """The store failed to register the peer: close (the peer connects again later)."""
+        log.warning("cannot register: closing the connection", extra=self.log_fields(exc))
+        # Redis may have carried out the registration before failing to answer; the store
+        # retries a failed unregistration by itself once Redis is back.
+        with contextlib.suppress(BackendUnavailable):
+            await unregister()
+        return False
+
+    def _refuse(self, exc: IdentityInUse) -> None:
+        log.warning(
+            "connect request refused (identityInUse): connected already from %s (core %s)",
+            exc.existing.remote,
+            exc.existing.core_id,
+            extra=self.log_fields(),
+        )
+        self.send(self.conn.reject(self.loop.time()))
+
+    async def _cleanup(self) -> None:
+        try:
+            if self.bank is not None:
+                await self._bank_gone(self.bank)
+            if self.client is not None:
+                await self._client_gone(self.client)
+        except BackendUnavailable as exc:  # the core stops: its lease ends the records
+            log.warning("left in the store", extra=self.log_fields(exc))
+        except Exception:
+            log.exception("cleaning up after the connection failed", extra=self.log_fields())
+
+    async def _bank_gone(self, record: BankRecord) -> None:
+        self.core.detach(self)
+        # The maps first, while this connection still owns the bank: a new connection of
+        # the bank (on any core) can only register after that. The store checks the
+        # ownership in the same step: if this core's lease lapsed and the bank registered
+        # elsewhere meanwhile, its maps are the new connection's.
+        released = await self.persist(functools.partial(self.store.release_bank, record))
+        if released is None:
+            log.warning(
+                "bank taken over by another connection; its maps left alone",
+                extra=self.log_fields(),
+            )
+        await self.core.announce_released(released or [], "its bankd is gone")
+        await self._unregister(functools.partial(self.store.unregister_bank, record))
+        log.info("bankd disconnected", extra=self.log_fields())
+
+    async def _client_gone(self, record: ClientRecord) -> None:
+        self.core.detach(self)
+        if not self.core.stopping:
+            # The client ended the connection: it may have restarted and forgotten its
+            # configuration, so it is sent again when the client comes back (forgotten
+            # before unregistering, so that its next connection reads it so).
+            # Only if this connection still owns the client slot (see _bank_gone).
+            await self.persist(functools.partial(self.store.forget_client_config, record))
+        await self._unregister(functools.partial(self.store.unregister_client, record))
+        log.info("client disconnected", extra=self.log_fields())
+
+    async def _unregister(self, unregister: Callable[[], Awaitable[bool]]) -> None:
+        try:
+            await unregister()
+        except BackendUnavailable as exc:
+            # Not retried here: the store keeps it and carries it out once Redis answers.
+            log.warning("unregistration deferred", extra=self.log_fields(exc))
+
+
+def slotmap_fields(slotmap: Slotmap, cause: object = None) -> dict[str, object]:
+    """``extra=`` for a slotmap's log lines: its ``map`` id, ``bank_slot`` and
+    ``client_slot``, and the ``cause`` if given."""
+    fields: dict[str, object] = {
+        "map": slotmap.id,
+        "bank_slot": str(slotmap.bank),
+        "client_slot": str(slotmap.client),
+    }
+    if cause is not None:
+        fields["cause"] = str(cause)
+    return fields
+
+
+def format_address(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
