@@ -3,6 +3,7 @@ interleaved in one run.
 
     .venv/bin/python bench/apdu_roundtrip.py [--rounds 20] [--per-round 100] [--breakdown]
     .venv/bin/python bench/apdu_roundtrip.py --quick     # a few seconds, for CI
+    .venv/bin/python bench/apdu_roundtrip.py --pin 0     # everything on CPU 0
 
 Starts a virtual SIM bank (pcscd + vpcd + remsim-vcard software SIMs) and two sites, each a
 scripted server with a ``remsim-bankd`` as its own process: one plaintext, one with mutual
@@ -27,6 +28,9 @@ What TLS adds = median over the rounds of (TLS path median - plaintext path medi
 p99(TLS path) - p99(plaintext path).
 ``--breakdown`` times the stages of the minimal and RemoteCard paths (plaintext and TLS)
 inside the client, by wrapping the RemoteCard's methods in this process (perf_counter stamps).
+``--pin CPU`` runs every process of the benchmark (pcscd, the cards, the bankds, the clients)
+on that one CPU: no cross-CPU wake-ups, whose cost on a VM varies by tens of microseconds
+from one exchange to the next, so the figures show the CPU work of each path.
 """
 
 from __future__ import annotations
@@ -449,6 +453,7 @@ async def bench(
         for path in PATHS:
             print(f"# {path:14} = {LABELS[path]}")
         print(f"# TLS: {tls_version} {tls_cipher}, ECDSA P-256 certificates")
+        print(f"# on CPUs {','.join(map(str, sorted(os.sched_getaffinity(0))))}")
         print(f"# {args.rounds} rounds x {args.per_round} round trips per path")
         print(
             "# overhead: median = median over rounds of (path median - direct median); "
@@ -523,6 +528,7 @@ def main() -> int:
     ap.add_argument("--per-round", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--breakdown", action="store_true", help="time the clients' stages")
+    ap.add_argument("--pin", type=int, metavar="CPU", help="run every process on this one CPU")
     ap.add_argument(
         "--quick",
         action="store_true",
@@ -532,6 +538,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         vars(args).update(QUICK)
+    if args.pin is not None:
+        os.sched_setaffinity(0, {args.pin})  # inherited by every process started below
 
     with VirtualSimBank() as bank, tempfile.TemporaryDirectory() as tmp:
         pki = BenchPki.create(Path(tmp, "pki"))

@@ -4,7 +4,10 @@ tests, the demo and the benchmarks.
 ``RemsimSystem`` runs ``remsim-server`` and ``remsim-bankd`` (against a running
 ``VirtualSimBank``) on chosen or free ports, talks REST to the server, and starts clients
 (``remsim-client-shell`` as a ``ShellClient`` whose stdin/stdout the caller drives, any
-other client program as a ``Daemon``).
+other client program as a ``Daemon``). With ``tls`` (a ``TestCA``) every RSPRO link is
+mutual TLS: each program gets ``--tls-cert/--tls-key/--tls-ca`` with a certificate naming
+it (``urn:remsim:server``, ``urn:remsim:bankd:<bank>``, ``urn:remsim:client:<id>``), and
+the REST API is HTTPS.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -24,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from remsim_testing.pki import Credentials, TestCA
 from remsim_testing.simbank import VirtualSimBank
 
 REST_PREFIX = "/api/backend/v1"
@@ -164,8 +169,11 @@ class RemsimSystem:
         bankd_port: int | None = None,
         bank_id: int = 1,
         num_slots: int | None = None,
+        tls: TestCA | None = None,
     ) -> None:
         self.bank = bank
+        self.tls = tls
+        self._credentials: dict[str, Credentials] = {}
         self.workdir = workdir
         self.bank_id = bank_id
         self.readers = bank.readers[:num_slots]
@@ -173,6 +181,10 @@ class RemsimSystem:
         self.rspro_port = rspro_port or free_port()
         self.bankd_port = bankd_port or free_port()
         self.rest_url = f"http://127.0.0.1:{self.rest_port}{REST_PREFIX}"
+        self._rest_tls: ssl.SSLContext | None = None
+        if tls is not None:  # HTTPS with the server's certificate, which names localhost
+            self.rest_url = f"https://localhost:{self.rest_port}{REST_PREFIX}"
+            self._rest_tls = ssl.create_default_context(cafile=tls.ca_file)
         self.server: Daemon | None = None
         self.bankd: Daemon | None = None
         self.clients: list[Daemon] = []
@@ -184,6 +196,7 @@ class RemsimSystem:
             str(BIN / "remsim-server"), "--rest-host", "127.0.0.1",
             "--rest-port", str(self.rest_port), "--rspro-host", "127.0.0.1",
             "--rspro-port", str(self.rspro_port), "--bankd-port", str(self.bankd_port),
+            *self.tls_options("server", "urn:remsim:server"),
         ], self.workdir)  # fmt: skip
         self.wait(lambda: self.rest("GET", "/banks")[0] == 200, "the server's REST API")
         return self.server
@@ -198,6 +211,7 @@ class RemsimSystem:
             str(BIN / "remsim-bankd"), "-i", "127.0.0.1", "-p", str(self.rspro_port),
             "-b", str(self.bank_id), "-n", str(len(self.readers)), "-I", "127.0.0.1",
             "-P", str(self.bankd_port), "--slots-csv", str(slots),
+            *self.tls_options(f"bankd-{self.bank_id}", f"urn:remsim:bankd:{self.bank_id}"),
         ], self.workdir)  # fmt: skip
         self.wait_bank_connected()
         return self.bankd
@@ -217,10 +231,21 @@ class RemsimSystem:
     ) -> D:
         client = kind(f"client-C{client_id}:{slot}", [
             str(BIN / program), "-i", "127.0.0.1", "-p", str(self.rspro_port),
-            "-c", str(client_id), "-n", str(slot), *options,
+            "-c", str(client_id), "-n", str(slot),
+            *self.tls_options(f"client-{client_id}", f"urn:remsim:client:{client_id}"), *options,
         ], self.workdir)  # fmt: skip
         self.clients.append(client)
         return client
+
+    def tls_options(self, name: str, *uris: str) -> list[str]:
+        """``--tls-cert/--tls-key/--tls-ca`` of a certificate ``name`` naming ``uris`` (issued
+        on first use), or nothing without TLS."""
+        if self.tls is None:
+            return []
+        if name not in self._credentials:
+            self._credentials[name] = self.tls.issue(name, *uris)
+        c = self._credentials[name]
+        return ["--tls-cert", str(c.cert), "--tls-key", str(c.key), "--tls-ca", str(c.ca)]
 
     def start(self) -> RemsimSystem:
         self.start_server()
@@ -252,7 +277,7 @@ class RemsimSystem:
             method=method,
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5, context=self._rest_tls) as response:
                 status, data = response.status, response.read()
         except urllib.error.HTTPError as err:
             status, data = err.code, err.read()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from remsim_control import MemoryBus, MemoryStore, ResetEvent, SlotmapEvent
+from remsim_control.audit import AuditQuery
 from remsim_control.backends import (
     BackendUnavailable,
     backends_ready,
@@ -23,8 +24,13 @@ from remsim_control.store import Store
 from remsim_testing.store_contract import (
     B1_0,
     C23_0,
+    T0,
+    AuditContract,
     BusContract,
+    OpenStore,
+    RestartContract,
     StoreContract,
+    audit_entry,
     bank_record,
     client_record,
 )
@@ -38,6 +44,53 @@ class TestRedisStore(StoreContract):
     async def store(self, redis_server: ServiceFixture, unique_prefix: str) -> AsyncIterator[Store]:
         store = RedisStore.from_url(redis_server.url, prefix=unique_prefix)
         yield store
+        await store.close()
+
+
+class TestRedisAuditInSmallBatches(AuditContract):
+    """Listing and pruning in several script calls, as on a long log."""
+
+    @pytest.fixture
+    async def store(self, redis_server: ServiceFixture, unique_prefix: str) -> AsyncIterator[Store]:
+        store = RedisStore.from_url(redis_server.url, prefix=unique_prefix)
+        store.audit_scan_batch = 2
+        yield store
+        await store.close()
+
+
+class TestRedisRestart(RestartContract):
+    """A core's clean restart: its leases end, so its registry records go with it."""
+
+    @pytest.fixture
+    async def open_store(
+        self, redis_server: ServiceFixture, unique_prefix: str
+    ) -> AsyncIterator[OpenStore]:
+        opened: list[RedisStore] = []
+
+        async def open_store() -> Store:
+            opened.append(RedisStore.from_url(redis_server.url, prefix=unique_prefix))
+            return opened[-1]
+
+        yield open_store
+        for store in opened:
+            await store.close()
+
+
+async def test_audit_entries_with_a_clock_behind_are_found_and_kept_long_enough(
+    redis_server: ServiceFixture, unique_prefix: str
+) -> None:
+    """Two cores whose clocks differ: an entry appended after one with a later time."""
+    store = RedisStore.from_url(redis_server.url, prefix=unique_prefix)
+    try:
+        ahead = await store.add_audit(audit_entry(time=T0 + 10))
+        behind = await store.add_audit(audit_entry(time=T0))
+        assert await store.list_audit(AuditQuery(since=T0 + 5)) == [ahead]
+        assert await store.list_audit(AuditQuery(since=T0)) == [ahead, behind]
+        # Pruned only once the retention has passed the later clock too.
+        assert await store.prune_audit(T0 + 5) == 0
+        assert await store.prune_audit(T0 + 11) == 2
+        assert await store.list_audit(AuditQuery()) == []
+    finally:
         await store.close()
 
 
@@ -340,6 +393,7 @@ async def test_nats_unreachable_at_connect(unique_prefix: str) -> None:
 
 @dataclass(frozen=True)
 class Settings:
+    state_dir: None = None
     redis_url: str | None = None
     nats_url: str | None = None
     lease_ttl: float = 5.0

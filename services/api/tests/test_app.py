@@ -454,7 +454,7 @@ async def test_the_health_endpoints_are_not_part_of_the_api_document(
     root: httpx.AsyncClient,
 ) -> None:
     paths = (await root.get("/openapi.json")).json()["paths"]
-    assert all(path.startswith("/api/backend/v1/") for path in paths)
+    assert all(path.startswith(("/api/backend/v1/", "/api/v1/")) for path in paths)
 
 
 async def test_unavailable_shared_state_is_503(

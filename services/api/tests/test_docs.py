@@ -111,4 +111,5 @@ async def test_operation_ids_are_the_function_names(base_url: str) -> None:
         ("DELETE", f"{prefix}/slotmaps/{{slotmap_id}}"): "delete_slotmap",
         ("POST", f"{prefix}/global-reset"): "global_reset",
         ("GET", f"{prefix}/restart-counter"): "restart_counter",
+        ("GET", "/api/v1/audit"): "list_audit",
     }

@@ -4,10 +4,12 @@ import asyncio
 import socket
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
 from remsim_api.main import parse_args
+from remsim_common.pki import token_line
 
 
 def test_the_rest_port_defaults_to_9997_and_follows_env_and_flags(
@@ -87,3 +89,39 @@ async def test_nats_without_redis_or_a_busy_port_exit_1() -> None:
         port = str(busy.getsockname()[1])
         status, stderr = await run_api("--rest-host", "127.0.0.1", "--rest-port", port)
     assert status == 1 and "cannot start" in stderr
+
+
+def test_a_bad_tokens_file_is_a_bad_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "api-tokens"
+    tokens.write_text(token_line("vera", "viewer", "secret") + "\nalice root 00\n")
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--api-tokens", str(tokens)])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"remsim-api: bad value '{tokens}' for --api-tokens (REMSIM_API_TOKENS): "
+        f"{tokens}, line 2: role 'root' is not viewer, operator or admin\n"
+    )
+
+
+def test_the_security_options(tmp_path: Path) -> None:
+    tokens = tmp_path / "api-tokens"
+    tokens.write_text("# no tokens yet\n")
+    settings = parse_args([
+        "--api-tokens", str(tokens), "--api-origins", "https://a.example,https://b.example",
+        "--api-origins", "HTTPS://C.example:443", "--api-hosts", "remsim.example",
+        "--tls-cert", "api.pem", "--tls-key", "api.key",
+    ])  # fmt: skip
+    assert settings.api_tokens == tokens
+    assert settings.api_origins == ["https://a.example", "https://b.example", "https://c.example"]
+    assert settings.api_hosts == ["remsim.example"]
+    assert (settings.tls_cert, settings.tls_key) == (Path("api.pem"), Path("api.key"))
+
+
+async def test_tls_files_that_cannot_be_used_exit_1(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.pem")
+    status, stderr = await run_api(
+        "--rest-host", "127.0.0.1", "--rest-port", "0", "--tls-cert", missing, "--tls-key", missing
+    )
+    assert status == 1 and "cannot start" in stderr and "Traceback" not in stderr

@@ -5,6 +5,10 @@ certificates from a throw-away CA (``remsim_testing.pki``); the client presents
 ``urn:remsim:client:23``. With TLS the client completes the connect exchange on both links
 and the card works; a server whose certificate comes from another CA is refused with one
 log line, and the client keeps retrying as for any peer it cannot reach.
+
+A peer is who its certificate names (issue 11): the server link takes only a certificate
+naming ``urn:remsim:server``, the bankd link only one naming the bank the server sent the
+client to. Any other peer is closed before the connectClientReq, with one log line.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -42,6 +47,7 @@ from rspro.link import LinkState
 CARD_ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 SELECT_MF = bytes.fromhex("a0a40000023f00")
 CLIENT_URI = "urn:remsim:client:23"
+BANKD_URI = "urn:remsim:bankd:1"
 
 Script = Callable[[RsproStream], Awaitable[None]]
 
@@ -49,12 +55,14 @@ Script = Callable[[RsproStream], Awaitable[None]]
 class TlsPeer:
     """A TLS RSPRO listener on 127.0.0.1 playing the server or a bankd: it answers the
     client's ConnectClientReq, then runs ``script``. ``clients`` holds the URI SANs of the
-    certificate the client presented, one entry per connection that got through TLS."""
+    certificate the client presented, one entry per connection that got through TLS;
+    ``connects`` counts the connectClientReqs."""
 
     def __init__(self, identity: ComponentIdentity, credentials: Credentials) -> None:
         self.identity = identity
         self.security = credentials.security()
         self.clients: list[tuple[str, ...]] = []
+        self.connects = 0
         self.script: Script = _hold
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -62,6 +70,7 @@ class TlsPeer:
     async def _handle(self, stream: RsproStream) -> None:
         self.clients.append(peer_uris(stream.get_extra_info("ssl_object")))
         assert isinstance((await stream.recv()).msg, ConnectClientReq)
+        self.connects += 1
         stream.send(ConnectClientRes(self.identity, ResultCode.OK))
         await self.script(stream)
 
@@ -113,11 +122,13 @@ def client_credentials(ca: TestCA) -> Credentials:
     return ca.issue("client-23", CLIENT_URI)
 
 
-@pytest.fixture
-async def peers(ca: TestCA) -> AsyncIterator[tuple[TlsPeer, TlsPeer]]:
-    """A TLS server that maps C23:0 to a TLS bankd, both with certificates of ``ca``."""
-    bankd = TlsPeer(BANKD_IDENTITY, ca.issue("bankd-1", "urn:remsim:bankd:1"))
-    server = TlsPeer(SERVER_IDENTITY, ca.issue("server", "urn:remsim:server"))
+@asynccontextmanager
+async def tls_peers(
+    server_credentials: Credentials, bankd_credentials: Credentials
+) -> AsyncIterator[tuple[TlsPeer, TlsPeer]]:
+    """A TLS server that maps C23:0 to B1:0 on a TLS bankd, with these certificates."""
+    bankd = TlsPeer(BANKD_IDENTITY, bankd_credentials)
+    server = TlsPeer(SERVER_IDENTITY, server_credentials)
     bankd.script = bankd_script
     server.script = server_script(bankd)
     await bankd.start()
@@ -127,6 +138,14 @@ async def peers(ca: TestCA) -> AsyncIterator[tuple[TlsPeer, TlsPeer]]:
     finally:
         await server.stop()
         await bankd.stop()
+
+
+@pytest.fixture
+async def peers(ca: TestCA) -> AsyncIterator[tuple[TlsPeer, TlsPeer]]:
+    """The server and bankd B1 with the certificates they should have."""
+    server, bankd = ca.issue("server", "urn:remsim:server"), ca.issue("bankd-1", BANKD_URI)
+    async with tls_peers(server, bankd) as both:
+        yield both
 
 
 async def test_remote_card_over_mutual_tls_on_both_links(
@@ -199,3 +218,56 @@ async def test_a_server_certificate_of_another_ca_is_refused_with_one_log_line(
     assert "CERTIFICATE_VERIFY_FAILED" in record.getMessage()
     assert "\n" not in record.getMessage() and record.exc_info is None
     assert server.clients == []  # no connection got through TLS
+
+
+# --- identities -------------------------------------------------------------------------------
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in client_side(caplog) if "refusing" in r.getMessage()]
+
+
+async def test_a_server_certificate_not_naming_the_server_is_refused(
+    ca: TestCA, client_credentials: Credentials, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A squatter with a certificate of the operator's CA (a bankd's): not the server."""
+    squatter = ca.issue("squatter", BANKD_URI)
+    async with tls_peers(squatter, ca.issue("bankd-1", BANKD_URI)) as (server, _):
+        config = ClientConfig(server_port=server.port, client_slot=C23)
+        with caplog.at_level(logging.WARNING):
+            async with Client(config, _Modem(), security=client_credentials.security()) as client:
+                await eventually(lambda: bool(refusals(caplog)))
+                await eventually(lambda: client.server_state is LinkState.REESTABLISH)
+                assert client.state is MainState.INIT
+        assert server.connects == 0  # TLS was up (see the log line), no connectClientReq
+    (record,) = client_side(caplog)
+    assert record.name == "rspro.link" and record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        f"server link: refusing 127.0.0.1:{server.port}: "
+        "certificate 'commonName=squatter' (bankd:1), not urn:remsim:server"
+    )
+
+
+async def test_a_bankd_certificate_for_another_bank_is_refused(
+    ca: TestCA, client_credentials: Credentials, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server sends the client to B1:0; the bankd there presents B2's certificate."""
+    server_credentials = ca.issue("server", "urn:remsim:server")
+    async with tls_peers(server_credentials, ca.issue("bankd-2", "urn:remsim:bankd:2")) as (
+        server,
+        bankd,
+    ):
+        config = ClientConfig(server_port=server.port, client_slot=C23)
+        with caplog.at_level(logging.WARNING):
+            async with Client(config, _Modem(), security=client_credentials.security()) as client:
+                await eventually(lambda: bool(refusals(caplog)))
+                await eventually(lambda: client.bankd_state is LinkState.REESTABLISH)
+                assert client.state is MainState.WAIT_BANKD
+                assert client.server_state is LinkState.CONNECTED
+        assert server.connects == 1 and bankd.connects == 0
+    (record,) = client_side(caplog)
+    assert record.name == "rspro.link" and record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        f"bankd link: refusing 127.0.0.1:{bankd.port}: "
+        "certificate 'commonName=bankd-2' (bankd:2), not urn:remsim:bankd:1"
+    )

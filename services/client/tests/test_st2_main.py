@@ -5,21 +5,73 @@ SIMtrace2 on the pyusb backend)."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
 from remsim_client.config import ClientConfig
-from remsim_client.st2.cli import St2Options
+from remsim_client.options import client_parser
+from remsim_client.st2.cli import St2Options, St2Settings
 from remsim_client.st2.protocol import CardInsert, ModemReset, ResetAction, SimSelect
 from remsim_client.st2.usb import Selector
-from remsim_client.st2_client import run_st2_client
+from remsim_client.st2_client import PROGRAM, main, run_st2_client
 from remsim_testing.client import C23, ScriptedPeer, config_bank, eventually
 from remsim_testing.st2_firmware import SimulatedBackend, SimulatedDevice
 from rspro import ClientSlot, ConfigClientBankRes, SetAtrReq, SetAtrRes
 
 ANY = St2Options(Selector(), None)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No REMSIM_* variables from the environment the tests run in."""
+    for key in list(os.environ):
+        if key.startswith("REMSIM_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize("where", ["flag", "environment", "config file"])
+def test_a_bad_usb_option_is_one_line_naming_option_and_value(
+    where: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv: list[str] = []
+    if where == "flag":
+        argv = ["-V", "zz"]
+    elif where == "environment":
+        monkeypatch.setenv("REMSIM_CLIENT_USB_VENDOR", "zz")
+    else:
+        (tmp_path / "st2.toml").write_text('server_port = 9998\nusb_vendor = "zz"\n')
+        argv = ["--config", str(tmp_path / "st2.toml")]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "remsim-client-st2: bad value 'zz' for -V/--usb-vendor (REMSIM_CLIENT_USB_VENDOR): "
+        "not a hexadecimal id such as 1d50 or 0x1d50"
+    ]
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_dst2_is_the_log_category_of_the_st2_front_end() -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        settings = PROGRAM.load(St2Settings, client_parser(PROGRAM, "t"), ["-d", "DMAIN,7:DST2,1"])
+        PROGRAM.setup_logging(settings, stream)
+        logging.getLogger("remsim.client.st2").debug("st2 shown")
+        logging.getLogger("remsim.client").info("core not shown")
+    finally:
+        root.handlers[:], root.level = handlers, level
+        logging.captureWarnings(False)
+        for name in ("remsim.client", "remsim.client.st2", "rspro"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    assert "st2 shown" in stream.getvalue() and "not shown" not in stream.getvalue()
 
 
 def config(port: int) -> ClientConfig:

@@ -1,12 +1,14 @@
 """Descriptors, device selection and opening, through pyusb with the simulator backend."""
 
 import io
+import os
+from pathlib import Path
 
 import pytest
 import usb.core
 import usb.util
 
-from remsim_client.st2.cli import build_parser, main, st2_options
+from remsim_client.st2.cli import LISTER, St2Options, St2Settings, build_parser, main
 from remsim_client.st2.errors import DeviceError, SelectionError
 from remsim_client.st2.transfers import Completion, TransferStatus
 from remsim_client.st2.usb import (
@@ -248,35 +250,61 @@ def test_usb_path_of_a_device_without_port_numbers() -> None:
 # --- command line -----------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No REMSIM_* variables from the environment the tests run in."""
+    for key in list(os.environ):
+        if key.startswith("REMSIM_"):
+            monkeypatch.delenv(key)
+
+
+def st2_options(*argv: str) -> St2Options:
+    return LISTER.load(St2Settings, build_parser(), argv).st2_options()
+
+
 def test_upstream_options_parse_like_upstream() -> None:
     args = ["-V", "1d50", "-P", "0x4004", "-C", "1", "-I", "1", "-S", "0", "-A", "7"]
-    ns = build_parser({}).parse_args([*args, "-H", "2-1.4", "-Z", "1"])
-    options = st2_options(ns)
+    options = st2_options(*args, "-H", "2-1.4", "-Z", "1")
     assert options.selector == Selector(0x1D50, 0x4004, 1, 1, 0, 7, "2-1.4")
     assert options.presence_high is True
-    assert st2_options(build_parser({}).parse_args(["-Z", "0"])).presence_high is False
-    assert st2_options(build_parser({}).parse_args([])) == st2_options(
-        build_parser({}).parse_args(["-S", "0"])
+    assert st2_options("-Z", "0").presence_high is False
+    assert st2_options("-Z", "2").presence_high is True  # atoi(...) != 0
+    assert st2_options() == st2_options("-S", "0") == St2Options(Selector(), None)
+
+
+def test_long_options_environment_and_config_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The command line wins over REMSIM_CLIENT_*, which wins over the config file."""
+    config = tmp_path / "client.toml"
+    config.write_text(
+        'usb_vendor = "0x1d50"\nusb_product = 0x4004\nusb_config = 1\nusb_interface = 1\n'
+        'usb_path = "2-1.2"\nset_sim_presence = false\n'
     )
-
-
-def test_long_options_and_environment_defaults() -> None:
-    environ = {
-        "REMSIM_CLIENT_USB_PATH": "2-1.1",
-        "REMSIM_CLIENT_USB_INTERFACE": "1",
-        "REMSIM_CLIENT_USB_VENDOR": "1d50",
-    }
-    ns = build_parser(environ).parse_args(["--usb-interface=0", "--set-sim-presence", "1"])
-    options = st2_options(ns)
-    assert options.selector == Selector(vendor=0x1D50, interface=0, path="2-1.1")
+    monkeypatch.setenv("REMSIM_CLIENT_USB_PATH", "2-1.1")
+    monkeypatch.setenv("REMSIM_CLIENT_USB_INTERFACE", "1")
+    options = st2_options("--config", str(config), "--usb-interface=0", "--set-sim-presence", "1")
+    assert options.selector == Selector(0x1D50, 0x4004, 1, interface=0, path="2-1.1")
     assert options.presence_high is True
 
 
-@pytest.mark.parametrize("args", [["-V", "xyz"], ["-P", "10000"], ["-I", "one"], ["--bogus"]])
-def test_bad_options_are_usage_errors(args: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["-V", "zz"], "bad value 'zz' for -V/--usb-vendor (REMSIM_CLIENT_USB_VENDOR): not a hex"),
+        (["-P", "10000"], "bad value '10000' for -P/--usb-product (REMSIM_CLIENT_USB_PRODUCT)"),
+        (["-I", "one"], "bad value 'one' for -I/--usb-interface (REMSIM_CLIENT_USB_INTERFACE)"),
+        (["-A", "128"], "bad value '128' for -A/--usb-address (REMSIM_CLIENT_USB_ADDRESS)"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    args: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_:
-        build_parser({}).parse_args(args)
+        main(args, backend=SimulatedBackend([simtrace()]))
     assert exit_.value.code == 2
+    assert problem in capsys.readouterr().err
 
 
 def test_list_prints_every_interface() -> None:

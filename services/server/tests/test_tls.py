@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -55,7 +56,7 @@ async def test_a_bankd_with_a_certificate_of_the_ca_registers(
     stream = await register_bankd(server.rspro_port, bankd)
     async with stream:
         assert peer_uris(stream.get_extra_info("ssl_object")) == ("urn:remsim:server",)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.rest_port}") as http:
+        async with https(ca, server.rest_port) as http:
             banks = (await http.get("/api/backend/v1/banks")).json()["banks"]
         assert [bank["bankId"] for bank in banks] == [1]
 
@@ -104,3 +105,12 @@ async def _until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(TIMEOUT):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+def https(ca: TestCA, port: int, path: str = "") -> httpx.AsyncClient:
+    """A client of the REST API, which speaks HTTPS with the server's certificate."""
+    trust = ssl.create_default_context(cafile=ca.ca_file)
+    trust.check_hostname = False  # the certificate names localhost, the URL 127.0.0.1
+    return httpx.AsyncClient(
+        base_url=f"https://127.0.0.1:{port}{path}", verify=trust, timeout=TIMEOUT
+    )

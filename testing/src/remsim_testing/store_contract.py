@@ -7,17 +7,20 @@ Use from a test module by subclassing and providing the fixture::
         async def store(self) -> AsyncIterator[Store]:
             yield MemoryStore()
 
-The same classes run the Redis and NATS implementations (issue 7).
+The same classes run the SQLite store and the Redis and NATS implementations. The audit
+log's tests are also a class of their own (``AuditContract``, part of ``StoreContract``), and
+``RestartContract`` is for the stores whose state outlives the process (SQLite, Redis).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pydantic
 import pytest
 
+from remsim_control.audit import AUDIT_PAGE_MAX, AuditEntry, AuditKind, AuditQuery
 from remsim_control.bus import Bus, Event, ResetEvent, SlotmapEvent, decode_event, encode_event
 from remsim_control.errors import IdentityInUse, SlotInUse
 from remsim_control.models import (
@@ -68,7 +71,151 @@ def client_record(
     return ClientRecord(client=client, identity=CLIENT_IDENTITY, remote=remote, core_id=core)
 
 
-class StoreContract:
+T0 = 1_700_000_000.25
+"""An audit entry time (epoch seconds) the tests count from."""
+
+REST, SLOTMAP, IDENTITY = AuditKind.REST, AuditKind.SLOTMAP, AuditKind.IDENTITY
+
+
+def audit_entry(
+    kind: AuditKind = REST,
+    *,
+    time: float = T0,
+    bank_id: int | None = None,
+    client_id: int | None = None,
+    action: str = "POST /api/backend/v1/slotmaps",
+    result: str = "201",
+) -> AuditEntry:
+    return AuditEntry(
+        kind=kind,
+        time=time,
+        actor="ops",
+        action=action,
+        result=result,
+        address="127.0.0.1:50000",
+        bank_id=bank_id,
+        client_id=client_id,
+    )
+
+
+class AuditContract:
+    """The audit log. Subclass and provide an async ``store`` fixture yielding an empty
+    store (``StoreContract`` includes these tests)."""
+
+    async def test_audit_entries_get_increasing_seqs_and_are_kept_as_given(
+        self, store: Store
+    ) -> None:
+        full = AuditEntry(
+            kind=IDENTITY,
+            time=T0 + 0.123456,
+            actor="CN=client-24",
+            action="connectClientReq",
+            result="refused",
+            address="[::1]:40001",
+            bank_id=1,
+            bank_slot=0,
+            client_id=23,
+            client_slot=0,
+            detail="claimed C23:0; the certificate names C24",
+        )
+        added = [
+            await store.add_audit(entry)
+            for entry in (audit_entry(), full, audit_entry(SLOTMAP, action="NEW -> ACTIVE"))
+        ]
+        assert 0 < added[0].seq < added[1].seq < added[2].seq
+        assert added[1] == full.model_copy(update={"seq": added[1].seq})
+        assert await store.list_audit(AuditQuery()) == added
+
+    async def test_an_empty_audit_log_lists_nothing(self, store: Store) -> None:
+        assert await store.list_audit(AuditQuery()) == []
+        assert await store.list_audit(AuditQuery(since=T0, kind=REST, bank_id=1)) == []
+        assert await store.prune_audit(T0) == 0
+
+    async def test_audit_entries_are_filtered_by_time_kind_bank_and_client(
+        self, store: Store
+    ) -> None:
+        old = await store.add_audit(audit_entry(REST, time=T0, bank_id=1, client_id=23))
+        b1 = await store.add_audit(audit_entry(SLOTMAP, time=T0 + 10, bank_id=1, client_id=23))
+        c24 = await store.add_audit(audit_entry(IDENTITY, time=T0 + 20, client_id=24))
+        b2 = await store.add_audit(audit_entry(REST, time=T0 + 30, bank_id=2))
+
+        async def listed(**filters: object) -> list[AuditEntry]:
+            return await store.list_audit(AuditQuery.model_validate(filters))
+
+        assert await listed(since=T0 + 10) == [b1, c24, b2]
+        assert await listed(since=T0 + 10.5) == [c24, b2]
+        assert await listed(since=T0 + 31) == []
+        assert await listed(kind=REST) == [old, b2]
+        assert await listed(bank_id=1) == [old, b1]
+        assert await listed(client_id=23) == [old, b1]
+        assert await listed(client_id=24) == [c24]
+        assert await listed(bank_id=3) == []
+        assert await listed(kind=REST, bank_id=1) == [old]
+        assert await listed(since=T0 + 5, bank_id=1, client_id=23, kind=SLOTMAP) == [b1]
+        assert await listed(since=T0 + 5, kind=REST, bank_id=1) == []
+
+    async def test_audit_pages_follow_the_seq_cursor(self, store: Store) -> None:
+        added = [await store.add_audit(audit_entry(time=T0 + n)) for n in range(5)]
+        first = await store.list_audit(AuditQuery(limit=2))
+        second = await store.list_audit(AuditQuery(after=first[-1].seq, limit=2))
+        third = await store.list_audit(AuditQuery(after=second[-1].seq, limit=2))
+        assert (first, second, third) == (added[:2], added[2:4], added[4:])
+        assert await store.list_audit(AuditQuery(after=added[-1].seq)) == []
+        assert await store.list_audit(AuditQuery(after=2**63 - 1)) == []
+
+    async def test_filtered_pages_find_sparse_matches_among_many_entries(
+        self, store: Store
+    ) -> None:
+        matching = []
+        for n in range(30):
+            kind = SLOTMAP if n % 7 == 3 else REST
+            entry = await store.add_audit(audit_entry(kind, time=T0 + n, bank_id=1))
+            if kind is SLOTMAP:
+                matching.append(entry)
+        assert len(matching) == 4
+        page = await store.list_audit(AuditQuery(bank_id=1, kind=SLOTMAP, limit=3))
+        assert page == matching[:3]
+        rest = await store.list_audit(
+            AuditQuery(bank_id=1, kind=SLOTMAP, after=page[-1].seq, limit=3)
+        )
+        assert rest == matching[3:]
+        assert await store.list_audit(AuditQuery(kind=SLOTMAP, limit=2)) == matching[:2]
+        assert await store.list_audit(AuditQuery(kind=SLOTMAP, since=T0 + 10)) == matching[1:]
+
+    async def test_a_page_holds_at_most_its_limit(self, store: Store) -> None:
+        for _ in range(3):
+            await store.add_audit(audit_entry())
+        assert len(await store.list_audit(AuditQuery(limit=1))) == 1
+        with pytest.raises(pydantic.ValidationError):
+            AuditQuery(limit=AUDIT_PAGE_MAX + 1)
+
+    async def test_pruning_drops_the_entries_older_than_the_limit(self, store: Store) -> None:
+        for days in (3, 2):
+            await store.add_audit(audit_entry(time=T0 - days * 86400))
+        kept = [
+            await store.add_audit(audit_entry(time=T0 - 86400)),
+            await store.add_audit(audit_entry(time=T0)),
+        ]
+        assert await store.prune_audit(T0 - 86400) == 2
+        assert await store.list_audit(AuditQuery()) == kept
+        assert await store.list_audit(AuditQuery(since=T0 - 3 * 86400)) == kept
+        assert await store.prune_audit(T0 - 86400) == 0
+
+    async def test_seqs_are_never_handed_out_again_after_pruning(self, store: Store) -> None:
+        last = await store.add_audit(audit_entry(time=T0 - 100))
+        assert await store.prune_audit(T0) == 1
+        assert await store.list_audit(AuditQuery()) == []
+        new = await store.add_audit(audit_entry(time=T0))
+        assert new.seq > last.seq
+        assert await store.list_audit(AuditQuery(after=last.seq)) == [new]
+
+    async def test_concurrent_appends_get_distinct_seqs(self, store: Store) -> None:
+        added = await asyncio.gather(*(store.add_audit(audit_entry()) for _ in range(16)))
+        assert len({entry.seq for entry in added}) == 16
+        assert await store.list_audit(AuditQuery()) == sorted(added, key=lambda e: e.seq)
+
+
+class StoreContract(AuditContract):
     """Subclass and provide an async ``store`` fixture yielding an empty store."""
 
     # --- slotmaps ---------------------------------------------------------------------
@@ -304,6 +451,72 @@ class StoreContract:
         await store.set_client_config(C23_0, None)
         assert await store.get_client_config(C23_0) is None
         await store.set_client_config(C23_0, None)
+
+
+OpenStore = Callable[[], Awaitable[Store]]
+
+
+class RestartContract:
+    """For a store whose state outlives the process: subclass and provide an async
+    ``open_store`` fixture, a function opening a store on the same state (file, Redis
+    prefix) each time it is called (the fixture closes what it opened)."""
+
+    async def test_slotmaps_configs_and_audit_survive_a_restart_the_registry_does_not(
+        self, open_store: OpenStore
+    ) -> None:
+        config = ClientConfig(bank=B1_0, bankd=BankdAddress(host="127.0.0.1", port=9999))
+        before = await open_store()
+        await before.register_bank(bank_record(1))
+        await before.register_client(client_record(C23_0))
+        active = await before.update_slotmap(
+            (await before.create_slotmap(B1_0, C23_0)).serial, {NEW}, ACTIVE
+        )
+        deleting = await before.create_slotmap(B2_0, C24_0)
+        await before.update_slotmap(deleting.serial, {NEW}, ACTIVE)
+        await before.request_removal(deleting.id)
+        await before.set_client_config(C23_0, config)
+        logged = await before.add_audit(audit_entry(SLOTMAP, bank_id=1, action="NEW -> ACTIVE"))
+        slotmaps = await before.list_slotmaps()
+        await before.close()
+
+        after = await open_store()
+        assert await after.list_slotmaps() == slotmaps
+        assert active is not None and await after.get_slotmap(active.id) == active
+        assert await after.get_client_config(C23_0) == config
+        assert await after.list_audit(AuditQuery()) == [logged]
+        # The connections died with the process that held them; the new process (another
+        # core id) takes their identities.
+        assert await after.list_banks() == []
+        assert await after.list_clients() == []
+        await after.register_bank(bank_record(1, core="core-b"))
+        await after.register_client(client_record(C23_0, core="core-b"))
+
+    async def test_after_a_restart_serials_and_seqs_go_on_increasing(
+        self, open_store: OpenStore
+    ) -> None:
+        before = await open_store()
+        old = await before.create_slotmap(B1_0, C23_0)
+        await before.remove_slotmap(old.serial, {NEW})
+        old_entry = await before.add_audit(audit_entry(time=T0 - 100))
+        await before.prune_audit(T0)
+        await before.close()
+
+        after = await open_store()
+        assert (await after.create_slotmap(B1_0, C23_0)).serial > old.serial
+        assert (await after.add_audit(audit_entry())).seq > old_entry.seq
+
+    async def test_the_maps_at_the_old_process_s_bankds_are_orphans(
+        self, open_store: OpenStore
+    ) -> None:
+        before = await open_store()
+        await before.register_bank(bank_record(1))
+        serial = (await before.create_slotmap(B1_0, C23_0)).serial
+        active = await before.update_slotmap(serial, {NEW}, ACTIVE)
+        await before.close()
+
+        after = await open_store()
+        assert await after.release_orphans() == [active]
+        assert [m.state for m in await after.list_slotmaps()] == [NEW]
 
 
 class BusContract:

@@ -1,7 +1,8 @@
 """remsim_control: the control plane shared by the REST API and the server core.
 
-Models (slots, identities, slotmaps, registry records), the ``Store`` and ``Bus``
-interfaces and their in-memory implementations; Redis and NATS ones in ``redis_store`` and
+Models (slots, identities, slotmaps, registry records, the audit log), the ``Store`` and
+``Bus`` interfaces and their in-memory implementations; the SQLite store (one host, state
+kept across restarts) in ``sqlite_store``, Redis and NATS ones in ``redis_store`` and
 ``nats_bus``, chosen by ``backends.open_backends``.
 """
 

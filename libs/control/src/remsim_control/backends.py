@@ -1,20 +1,23 @@
-"""Choosing the store and the bus: in memory (one host, the default) or Redis + NATS.
+"""Choosing the store and the bus: in memory or in an SQLite file (one host), or Redis + NATS.
 
 ``remsim-server`` and ``remsim-api`` call ``open_backends(settings)`` with their settings
 (any object with the attributes of ``BackendSettings``, e.g. their pydantic-settings class
-with ``REMSIM_REDIS_URL``, ``REMSIM_NATS_URL``, ``REMSIM_LEASE_TTL``):
+with ``REMSIM_STATE_DIR``, ``REMSIM_REDIS_URL``, ``REMSIM_NATS_URL``, ``REMSIM_LEASE_TTL``):
 
-========================  ==================  ===============================================
-redis_url                 nats_url            store / bus
-========================  ==================  ===============================================
-unset                     unset               MemoryStore / MemoryBus (all in one process)
-set                       unset               a server core: RedisStore / MemoryBus (exactly
-                                              one core, its state kept; only its embedded
-                                              API changes it). An API process: refused, no
-                                              core would hear of its changes
-set                       set                 RedisStore / NatsBus (several cores and APIs)
-unset                     set                 refused: events without shared state
-========================  ==================  ===============================================
+==========  ==========  =========  ==============================================================
+state_dir   redis_url   nats_url   store / bus
+==========  ==========  =========  ==============================================================
+unset       unset       unset      MemoryStore / MemoryBus (all in one process, nothing kept)
+set         unset       unset      SqliteStore in ``state_dir`` / MemoryBus (one process; maps,
+                                   client configurations and the audit log survive its restart)
+unset       set         unset      a server core: RedisStore / MemoryBus (exactly one core, its
+                                   state kept; only its embedded API changes it). An API
+                                   process: refused, no core would hear of its changes
+unset       set         set        RedisStore / NatsBus (several cores and APIs)
+unset       unset       set        refused: events without shared state
+set         set         any        refused (so is state_dir with nats_url): the state is in
+                                   the file or in Redis, not both
+==========  ==========  =========  ==============================================================
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 from remsim_control.bus import Bus, ResetEvent
@@ -45,6 +49,11 @@ T = TypeVar("T")
 
 
 class BackendSettings(Protocol):
+    @property
+    def state_dir(self) -> Path | None:
+        """One host: the directory of the SQLite state file; None: in memory."""
+        ...
+
     @property
     def redis_url(self) -> str | None: ...
 
@@ -74,7 +83,13 @@ async def open_backends(
     calling server core's id (records left under it by a dead predecessor are dropped, its
     lease is held from now on and its own NATS subject is subscribed); None for an API
     process. Waits up to ``connect_timeout`` seconds for NATS and Redis to answer, then
-    raises ``BackendUnavailable``. Close both when done."""
+    raises ``BackendUnavailable``; an SQLite state directory that cannot be used, or that
+    another process has open, raises ``BackendUnavailable`` at once. Close both when done."""
+    if settings.state_dir is not None and (settings.redis_url or settings.nats_url):
+        raise ValueError(
+            "REMSIM_STATE_DIR (--state-dir) is for a single host; with REMSIM_REDIS_URL / "
+            "REMSIM_NATS_URL the state is in Redis: set one or the other"
+        )
     if settings.nats_url and not settings.redis_url:
         raise ValueError("REMSIM_NATS_URL needs REMSIM_REDIS_URL: the cores share state there")
     if settings.redis_url and not settings.nats_url and core_id is None:
@@ -84,6 +99,11 @@ async def open_backends(
         )
     if not settings.redis_url:
         from remsim_control.memory_bus import MemoryBus
+
+        if settings.state_dir is not None:
+            from remsim_control.sqlite_store import SqliteStore
+
+            return await SqliteStore.open(settings.state_dir), MemoryBus()
         from remsim_control.memory_store import MemoryStore
 
         return MemoryStore(), MemoryBus()

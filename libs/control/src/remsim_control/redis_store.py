@@ -16,7 +16,23 @@ Keys (``{prefix}`` is a hash tag, so a Redis Cluster keeps them in one slot):
 ``{p}:banks``, ``{p}:clients``  hash id -> registry record JSON; with ``...:order`` zsets
 ``{p}:client_configs``          hash ``client:slot`` -> configuration JSON
 ``{p}:lease:<core_id>``         present while core ``core_id`` lives (expires after a TTL)
+``{p}:audit``                   hash seq -> audit entry JSON (without its seq)
+``{p}:audit:seq``               counter, the last audit seq handed out
+``{p}:audit:seqs``              zset of every seq (score: the seq): the whole log, in order
+``{p}:audit:kind:<kind>``,      zsets of the seqs of one kind, bank id or client id (score:
+``{p}:audit:bank:<id>``,        the seq): the indexes of ``list_audit``'s filters
+``{p}:audit:client:<id>``
+``{p}:audit:clock``             the latest entry time appended so far
+``{p}:audit:by_clock``          zset seq -> the clock when it was appended
 ==============================  ============================================================
+
+The audit log's ``by_clock`` never decreases along the log (entry times themselves may, a
+little, when cores' clocks differ): the entries older than a prune's ``before`` are a prefix
+of it, and the entries a ``since`` filter can match a suffix. So both find their range with
+one ZRANGEBYSCORE; an entry appended after one with a later clock is kept until the clock
+has passed its retention too. ``list_audit`` walks the smallest index that applies from its
+``after`` cursor, ``AUDIT_SCAN_BATCH`` entries per script call at most (the other filters
+are checked in the script), so a long log never blocks Redis for long.
 
 Registry leases: a registry record names the core holding its connection; it counts only
 while that core's lease key exists. Every store that registered records for a core refreshes
@@ -40,6 +56,7 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from remsim_control.audit import AuditEntry, AuditQuery
 from remsim_control.errors import BackendUnavailable, IdentityInUse, SlotInUse
 from remsim_control.models import (
     BankRecord,
@@ -56,6 +73,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "remsim"
 DEFAULT_LEASE_TTL = 15.0
+AUDIT_SCAN_BATCH = 1000
+"""The most audit entries one script call of ``list_audit`` or ``prune_audit`` looks at."""
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
 
@@ -320,6 +339,83 @@ return out
 """
 
 
+# --- the audit log -------------------------------------------------------------------------
+
+# KEYS: entries, seq counter, seqs, by_clock, clock, then the entry's indexes
+# ARGV: entry JSON (without seq), entry time. Returns the seq.
+_ADD_AUDIT = """
+local seq = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], seq, ARGV[1])
+local clock = ARGV[2]
+local latest = redis.call('GET', KEYS[5])
+if latest and tonumber(latest) > tonumber(clock) then clock = latest end
+redis.call('SET', KEYS[5], clock)
+redis.call('ZADD', KEYS[4], clock, seq)
+redis.call('ZADD', KEYS[3], seq, seq)
+for i = 6, #KEYS do redis.call('ZADD', KEYS[i], seq, seq) end
+return seq
+"""
+
+# KEYS: entries, index to walk, by_clock
+# ARGV: after, limit, batch, since, kind, bank id, client id ('' where no filter)
+# Returns {exhausted (0/1), cursor (last seq looked at), seq, JSON, seq, JSON, ...}.
+_LIST_AUDIT = """
+local after = ARGV[1]  -- kept a string: a Lua number would round a seq beyond 2^53
+local since = tonumber(ARGV[4])
+if since then
+    local first = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[4], '+inf', 'LIMIT', 0, 1)
+    if #first == 0 then return {1, after} end
+    local floor = tonumber(first[1]) - 1
+    if floor > tonumber(after) then after = string.format('%d', floor) end
+end
+local limit, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
+local kind, bank, client = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local seqs = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. after, '+inf', 'LIMIT', 0, batch)
+local out = {#seqs < batch and 1 or 0, after}
+for _, s in ipairs(seqs) do
+    out[2] = s
+    local j = redis.call('HGET', KEYS[1], s)
+    if j then
+        local e = cjson.decode(j)
+        if (not since or e.time >= since) and (kind == '' or e.kind == kind)
+            and (not bank or e.bank_id == bank) and (not client or e.client_id == client) then
+            out[#out + 1] = s
+            out[#out + 1] = j
+            if #out - 2 >= 2 * limit then
+                out[1] = 0
+                return out
+            end
+        end
+    end
+end
+return out
+"""
+
+# KEYS: entries, seqs, by_clock, index key prefix ({p}:audit:)
+# ARGV: before, batch. Drops up to batch entries; returns how many.
+_PRUNE_AUDIT = """
+local seqs = redis.call(
+    'ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, s in ipairs(seqs) do
+    local j = redis.call('HGET', KEYS[1], s)
+    if j then
+        local e = cjson.decode(j)
+        redis.call('ZREM', KEYS[4] .. 'kind:' .. e.kind, s)
+        if e.bank_id ~= cjson.null then
+            redis.call('ZREM', KEYS[4] .. 'bank:' .. string.format('%d', e.bank_id), s)
+        end
+        if e.client_id ~= cjson.null then
+            redis.call('ZREM', KEYS[4] .. 'client:' .. string.format('%d', e.client_id), s)
+        end
+        redis.call('HDEL', KEYS[1], s)
+    end
+    redis.call('ZREM', KEYS[2], s)
+    redis.call('ZREM', KEYS[3], s)
+end
+return #seqs
+"""
+
+
 @contextlib.contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
     try:
@@ -369,6 +465,13 @@ class RedisStore:
         self._k_seq = f"{p}:seq"
         self._k_configs = f"{p}:client_configs"
         self._k_lease = f"{p}:lease:"
+        self._k_audit = f"{p}:audit"
+        self._k_audit_index = f"{p}:audit:"
+        self._k_audit_seq = f"{p}:audit:seq"
+        self._k_audit_seqs = f"{p}:audit:seqs"
+        self._k_audit_clock = f"{p}:audit:clock"
+        self._k_audit_by_clock = f"{p}:audit:by_clock"
+        self.audit_scan_batch = AUDIT_SCAN_BATCH
         script = redis.register_script
         self._create = script(_CREATE)
         self._get = script(_GET)
@@ -385,6 +488,9 @@ class RedisStore:
         self._release_bank = script(_RELEASE_BANK)
         self._release_orphans = script(_RELEASE_ORPHANS)
         self._forget_config = script(_FORGET_CONFIG)
+        self._add_audit = script(_ADD_AUDIT)
+        self._list_audit = script(_LIST_AUDIT)
+        self._prune_audit = script(_PRUNE_AUDIT)
         # What this process registered, per core: (records hash, field) -> record JSON.
         self._held: dict[str, dict[tuple[str, str], str]] = {}
         # Unregistrations that failed while Redis was away: (records hash, field, JSON).
@@ -640,6 +746,77 @@ class RedisStore:
                 keys=[self._k_clients, self._k_configs], args=[field, record.model_dump_json()]
             )
         return bool(forgotten)
+
+    # --- the audit log ------------------------------------------------------------------
+
+    def _audit_index(self, what: str, value: object) -> str:
+        return f"{self._k_audit_index}{what}:{value}"
+
+    async def add_audit(self, entry: AuditEntry) -> AuditEntry:
+        keys = [
+            self._k_audit,
+            self._k_audit_seq,
+            self._k_audit_seqs,
+            self._k_audit_by_clock,
+            self._k_audit_clock,
+            self._audit_index("kind", entry.kind.value),
+        ]
+        if entry.bank_id is not None:
+            keys.append(self._audit_index("bank", entry.bank_id))
+        if entry.client_id is not None:
+            keys.append(self._audit_index("client", entry.client_id))
+        args = [entry.model_dump_json(exclude={"seq"}), repr(entry.time)]
+        with _unavailable_on_failure():
+            seq = await self._add_audit(keys=keys, args=args)
+        return entry.model_copy(update={"seq": int(seq)})
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        # The index most likely the smallest; the script checks the other filters.
+        if query.bank_id is not None:
+            index = self._audit_index("bank", query.bank_id)
+        elif query.client_id is not None:
+            index = self._audit_index("client", query.client_id)
+        elif query.kind is not None:
+            index = self._audit_index("kind", query.kind.value)
+        else:
+            index = self._k_audit_seqs
+        filters = [
+            "" if value is None else str(value)
+            for value in (
+                None if query.since is None else repr(query.since),
+                None if query.kind is None else query.kind.value,
+                query.bank_id,
+                query.client_id,
+            )
+        ]
+        found: list[AuditEntry] = []
+        after = query.after
+        while True:
+            args: list[str | int] = [after, query.limit - len(found), self.audit_scan_batch]
+            args += filters
+            with _unavailable_on_failure():
+                exhausted, cursor, *rows = await self._list_audit(
+                    keys=[self._k_audit, index, self._k_audit_by_clock], args=args
+                )
+            found += (
+                AuditEntry.model_validate_json(data).model_copy(update={"seq": int(seq)})
+                for seq, data in zip(rows[::2], rows[1::2], strict=True)
+            )
+            if exhausted or len(found) >= query.limit:
+                return found
+            after = int(cursor)
+
+    async def prune_audit(self, before: float) -> int:
+        keys = [self._k_audit, self._k_audit_seqs, self._k_audit_by_clock, self._k_audit_index]
+        dropped = 0
+        while True:
+            with _unavailable_on_failure():
+                n = int(
+                    await self._prune_audit(keys=keys, args=[repr(before), self.audit_scan_batch])
+                )
+            dropped += n
+            if n < self.audit_scan_batch:
+                return dropped
 
     # --- leases -----------------------------------------------------------------------
 

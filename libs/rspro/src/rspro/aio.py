@@ -118,7 +118,10 @@ class RsproStream(asyncio.Protocol):
         """As ``asyncio.BaseTransport.get_extra_info`` ("socket", "peername", "ssl_object", …)."""
         if self._transport is None:
             return default
-        return self._transport.get_extra_info(name, default)
+        try:
+            return self._transport.get_extra_info(name, default)
+        except AttributeError:  # asyncio's TLS transport, once closed, raises this
+            return default
 
     @property
     def error(self) -> RsproError | None:

@@ -4,12 +4,19 @@
 Successful GETs print ``<path>: <Python repr of the JSON>`` on stdout, as the original.
 Unlike the original, a failure (server unreachable, HTTP error) is one line on stderr and
 exit status 1 instead of silence, a traceback or exit status 0.
+
+For a server with tokens, ``--token`` (or ``REMSIM_API_TOKEN``, which keeps the token out of
+the process list) is sent as ``Authorization: Bearer``; never printed, not even with ``-v``.
+``--ca FILE`` (``REMSIM_API_CA``) talks HTTPS and trusts the server's certificate if that CA
+signed it; ``--https`` alone trusts the system's CAs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -25,12 +32,25 @@ class ApitoolError(Exception):
     """A request that failed; the message is the one line shown to the user."""
 
 
+TIMEOUT = 10.0
+"""Seconds one request may take."""
+
+
 class Api:
-    def __init__(self, host: str, port: int, verbose: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        verbose: int,
+        *,
+        token: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.base = f"http://{authority}{PREFIX}"
+        self.base = f"{'https' if tls else 'http'}://{authority}{PREFIX}"
         self.verbose = verbose
-        self.http = httpx.Client(timeout=10.0)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(timeout=TIMEOUT, headers=headers, verify=tls or True)
 
     def _request(self, method: str, suffix: str, body: Any = None) -> httpx.Response:
         url = self.base + suffix
@@ -97,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "-P", "--port", type=_port, default=REST_PORT, help=f"REST port ({REST_PORT})"
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="show requests")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("REMSIM_API_TOKEN") or None,
+        help="bearer token (REMSIM_API_TOKEN)",
+    )
+    parser.add_argument(
+        "--ca",
+        "--tls-ca",
+        metavar="FILE",
+        default=os.environ.get("REMSIM_API_CA") or None,
+        help="HTTPS, trusting the CA in FILE (REMSIM_API_CA)",
+    )
+    parser.add_argument("--https", action="store_true", help="HTTPS, trusting the system's CAs")
     commands = parser.add_mutually_exclusive_group()
     commands.add_argument("-r", "--reset", action="store_true", help="delete all slotmaps")
     for short, long, what in (
@@ -129,8 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.ca is None and not args.https:
+        return None
+    try:
+        return ssl.create_default_context(cafile=args.ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ApitoolError(f"cannot use CA file {args.ca}: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> None:
-    api = Api(args.host, args.port, args.verbose)
+    api = Api(args.host, args.port, args.verbose, token=args.token, tls=_tls(args))
     if args.verbose:
         print("verbosity = ", args.verbose)
     if args.reset:

@@ -10,7 +10,10 @@ Next to the API, outside its OpenAPI document: ``/healthz``, ``/readyz`` and ``/
 (``remsim_common.HealthEndpoint``; the families in ``remsim_api.metrics``), and its
 documentation, ``/docs`` (Swagger UI) and ``/redoc``, whose scripts and styles are served
 from ``/docs/static`` (fastapi-offline's copies), so the pages work where no CDN can be
-reached.
+reached. In remsim's own namespace, ``/api/v1``: the audit log (``remsim_api.audit``).
+
+Every request passes ``remsim_api.security.Guard`` first: Host, Origin and Content-Type
+checks, bearer tokens and roles when configured, and the audit entry of every change.
 """
 
 from __future__ import annotations
@@ -24,21 +27,23 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from remsim_api import metrics, problems
+from remsim_api import audit, metrics, paths, problems
 from remsim_api.problems import ApiError
 from remsim_api.schemas import (
     Bank,
     BankList,
     Client,
     ClientList,
-    Problem,
     SlotmapCreate,
     SlotmapList,
     SlotmapOut,
+    problem_responses,
 )
+from remsim_api.security import ApiSecurity, Guard, is_json
 from remsim_common import HealthEndpoint
 from remsim_common.health import HEALTH_PATHS
 from remsim_control import (
@@ -61,9 +66,8 @@ log = logging.getLogger("remsim.api")
 maplog = logging.getLogger("remsim.api.slotmap")
 """Slotmaps added and deleted (the original's DSLOTMAP)."""
 
-PREFIX = "/api/backend/v1"
+PREFIX = paths.PREFIX
 MAX_SLOTMAP_ID = SLOT_MAX << 16 | SLOT_MAX
-DOCS_STATIC = "/docs/static"
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -93,22 +97,8 @@ SlotmapId = Annotated[
 ]
 
 
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    described = {
-        400: "The request is malformed (bad JSON, wrong types, ids out of 0..1023).",
-        404: "No such resource.",
-        409: "A slotmap already uses the bank slot or the client slot.",
-        415: "The body is not declared as JSON.",
-        503: "The shared store or bus (Redis, NATS) does not answer now; nothing was changed.",
-    }
-    return {status: {"model": Problem, "description": described[status]} for status in statuses}
-
-
 def _require_json(request: Request) -> None:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json" and not (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
+    if not is_json(request.headers.get("content-type", "")):
         raise ApiError(415, "the body must be sent as Content-Type: application/json")
 
 
@@ -140,6 +130,17 @@ def _slotmap_fields(slotmap: Slotmap) -> dict[str, object]:
     return _map_fields(slotmap.bank, slotmap.client)
 
 
+def _note_slots(request: Request, bank: BankSlot, client: ClientSlot) -> None:
+    """The slots a change names, for its audit entry."""
+    audit.note(
+        request.scope,
+        bank_id=bank.bank_id,
+        bank_slot=bank.slot_nr,
+        client_id=client.client_id,
+        client_slot=client.slot_nr,
+    )
+
+
 # --- banks and clients ---------------------------------------------------------------------
 
 
@@ -151,7 +152,7 @@ async def list_banks(store: StoreDep) -> BankList:
 @router.get(
     "/banks/{bank_id}",
     response_model_exclude_none=True,
-    responses=_problems(400, 404),
+    responses=problem_responses(400, 404),
     summary="One connected bankd",
 )
 async def get_bank(bank_id: BankId, store: StoreDep) -> Bank:
@@ -169,7 +170,7 @@ async def list_clients(store: StoreDep) -> ClientList:
 @router.get(
     "/clients/{client_id}",
     response_model_exclude_none=True,
-    responses=_problems(400, 404),
+    responses=problem_responses(400, 404),
     summary="The first connected client with this client id",
 )
 async def get_client(client_id: ClientId, store: StoreDep) -> Client:
@@ -200,13 +201,14 @@ async def list_slotmaps(store: StoreDep) -> SlotmapList:
                 "Location": {"description": "The new slotmap", "schema": {"type": "string"}}
             },
         },
-        **_problems(400, 409, 415, 503),
+        **problem_responses(400, 409, 415, 503),
     },
     summary="Create a slotmap",
 )
 async def create_slotmap(
-    body: SlotmapCreate, response: Response, store: StoreDep, bus: BusDep
+    body: SlotmapCreate, request: Request, response: Response, store: StoreDep, bus: BusDep
 ) -> SlotmapOut:
+    _note_slots(request, body.bank.to_model(), body.client.to_model())
     try:
         slotmap = await store.create_slotmap(body.bank.to_model(), body.client.to_model())
     except SlotInUse as exc:
@@ -221,7 +223,7 @@ async def create_slotmap(
 @router.get(
     "/slotmaps/{slotmap_id}",
     response_model_exclude_none=True,
-    responses=_problems(400, 404),
+    responses=problem_responses(400, 404),
     summary="One slotmap",
 )
 async def get_slotmap(slotmap_id: SlotmapId, store: StoreDep) -> SlotmapOut:
@@ -237,14 +239,18 @@ async def get_slotmap(slotmap_id: SlotmapId, store: StoreDep) -> SlotmapOut:
     dependencies=[Depends(_require_backends)],
     responses={
         200: {"description": "Deleted (the bankd and client are told afterwards)."},
-        **_problems(400, 404, 503),
+        **problem_responses(400, 404, 503),
     },
     summary="Delete a slotmap",
 )
-async def delete_slotmap(slotmap_id: SlotmapId, store: StoreDep, bus: BusDep) -> Response:
+async def delete_slotmap(
+    slotmap_id: SlotmapId, request: Request, store: StoreDep, bus: BusDep
+) -> Response:
+    audit.note(request.scope, bank_id=slotmap_id >> 16, bank_slot=slotmap_id & 0xFFFF)
     slotmap = await store.request_removal(slotmap_id)
     if slotmap is None:
         raise ApiError(404, f"no slotmap with id {slotmap_id}")
+    _note_slots(request, slotmap.bank, slotmap.client)
     maplog.info("slotmap deleted (was %s)", slotmap.state, extra=_slotmap_fields(slotmap))
     await _announce(bus, SlotmapEvent.of(slotmap))
     return Response(status_code=200)
@@ -254,13 +260,16 @@ async def delete_slotmap(slotmap_id: SlotmapId, store: StoreDep, bus: BusDep) ->
     "/global-reset",
     response_class=Response,
     dependencies=[Depends(_require_backends)],
-    responses={200: {"description": "Every slotmap is being deleted."}, **_problems(503)},
+    responses={200: {"description": "Every slotmap is being deleted."}, **problem_responses(503)},
     summary="Delete all slotmaps",
 )
-async def global_reset(store: StoreDep, bus: BusDep) -> Response:
+async def global_reset(request: Request, store: StoreDep, bus: BusDep) -> Response:
+    removed = 0
     for slotmap in await store.list_slotmaps(visible_only=True):
         if await store.request_removal(slotmap.id) is not None:
             maplog.info("slotmap deleted by global reset", extra=_slotmap_fields(slotmap))
+            removed += 1
+    audit.note(request.scope, detail=f"{removed} slotmaps deleted")
     await _announce(bus, ResetEvent())
     return Response(status_code=200)
 
@@ -331,6 +340,7 @@ def create_app(
     *,
     ready_needs_bus: bool = True,
     registry: CollectorRegistry | None = None,
+    security: ApiSecurity = ApiSecurity.OPEN,
 ) -> FastAPI:
     """The REST API over ``store`` and ``bus``; the caller owns (and closes) both.
 
@@ -338,9 +348,11 @@ def create_app(
     A server core embedding the API passes ``ready_needs_bus=False``: it serves its bankds
     and clients while NATS is away, so it stays in its load balancer's rotation.
     ``registry``: what ``/metrics`` shows (default: a ``remsim-api`` process's,
-    ``remsim_api.metrics.exposition()``)."""
+    ``remsim_api.metrics.exposition()``). ``security``: tokens, origins and Host names
+    (``remsim_api.security``; ``ApiSecurity.from_settings``); the default has no tokens
+    and answers any Host, but refuses cross-origin browser requests and non-JSON changes."""
     app = FastAPIOffline(
-        static_url=DOCS_STATIC,
+        static_url=paths.DOCS_STATIC,
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI's default is an external host
         title="remsim RSRES API",
         version=_package_version(),
@@ -350,6 +362,7 @@ def create_app(
     )
     app.state.store = store
     app.state.bus = bus
+    app.state.security = security
     health = health_routes(
         store, bus, registry or metrics.exposition(), ready_needs_bus=ready_needs_bus
     )
@@ -357,12 +370,22 @@ def create_app(
         app,
         [
             (route.path_regex, route.methods or set())
-            for route in [*router.routes, *health]
+            for route in [*router.routes, *audit.router.routes, *health]
             if isinstance(route, Route)
         ],
     )
     app.include_router(router)
+    app.include_router(audit.router)
     app.router.routes.extend(health)  # plain routes: not in the OpenAPI document
+    # outermost last: paths normalized, then CORS preflights answered, then the guard
+    app.add_middleware(Guard, security=security, store=store)
+    if security.origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(security.origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(NormalizePath)
 
     def openapi() -> dict[str, Any]:
@@ -376,16 +399,25 @@ def create_app(
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, with what this API really answers: problems (400, not 422) as
-    ``application/problem+json``."""
+    ``application/problem+json``, and the refusals of ``remsim_api.security.Guard``."""
     schema = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
+    security: ApiSecurity = app.state.security
+    if security.tokens is not None:
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "remsim-pki token"}
+        }
+        schema["security"] = [{"bearer": []}]
     problem_ref = {"$ref": "#/components/schemas/Problem"}
-    for operation in (op for path in schema["paths"].values() for op in path.values()):
+    for method, operation in (
+        (method, op) for path in schema["paths"].values() for method, op in path.items()
+    ):
         responses = operation.get("responses", {})
         responses.pop("422", None)
         if operation.get("parameters") and "400" not in responses:
             responses["400"] = {"description": "The request is malformed."}
+        responses.update(_refusals(security, changes=method.upper() not in ("GET", "HEAD")))
         for status, response in responses.items():
             if int(status) >= 400:
                 response["content"] = {problems.PROBLEM_JSON: {"schema": problem_ref}}
@@ -398,3 +430,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         schema.get("components", {}).get("schemas", {}).pop(name, None)
     return schema
+
+
+def _refusals(security: ApiSecurity, *, changes: bool) -> dict[str, dict[str, str]]:
+    """What ``Guard`` may answer to an operation (``changes``: one that is not a GET)."""
+    role = ", or the token's role is too low" if security.tokens is not None else ""
+    refusals = {"403": {"description": f"A browser request from another origin{role}."}}
+    if security.tokens is not None:
+        refusals["401"] = {"description": "No bearer token, or not a valid one."}
+    if security.hosts is not None:
+        refusals["421"] = {"description": "The Host is not one of this API's (--api-hosts)."}
+    if changes:
+        refusals["415"] = {"description": "The body is not declared as JSON."}
+    return refusals

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from remsim_api import audit
 from remsim_control import BackendUnavailable
 
 PROBLEM_JSON = "application/problem+json"
@@ -63,23 +64,28 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    audit.note(request.scope, detail=exc.detail)
     return problem(exc.status, exc.detail, instance=request.url.path, **exc.extra)
 
 
 async def _on_backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    return problem(503, f"shared state unavailable: {exc}", instance=request.url.path)
+    detail = f"shared state unavailable: {exc}"
+    audit.note(request.scope, detail=detail)
+    return problem(503, detail, instance=request.url.path)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _validation_errors(exc)
     detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+    audit.note(request.scope, detail=detail)
     return problem(400, detail, instance=request.url.path, errors=errors)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if exc.detail != http.HTTPStatus(exc.status_code).phrase else None
+    audit.note(request.scope, detail=detail)
     headers = dict(exc.headers) if exc.headers else {}
     if exc.status_code == 405:
         # Starlette names only the first route matching the path; list them all.

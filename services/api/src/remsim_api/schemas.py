@@ -188,3 +188,17 @@ class Problem(BaseModel):
     slotmap: SlotmapOut | None = Field(
         default=None, description="For 409: the existing map that uses the slot."
     )
+
+
+PROBLEMS = {
+    400: "The request is malformed (bad JSON, wrong types, ids out of 0..1023).",
+    404: "No such resource.",
+    409: "A slotmap already uses the bank slot or the client slot.",
+    415: "The body is not declared as JSON.",
+    503: "The shared store or bus (Redis, NATS) does not answer now; nothing was changed.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of an operation: these problems, as ``PROBLEMS`` describes them."""
+    return {status: {"model": Problem, "description": PROBLEMS[status]} for status in statuses}

@@ -9,7 +9,10 @@ names: returned to the caller when that is its own session, else posted.
 
 Both RSPRO endpoints take their socket security from the one ``TransportSecurity`` given:
 the client port (each accepted socket's TLS handshake is done in its connection thread,
-never in the accept loop) and the control link to the server. Plaintext by default.
+never in the accept loop) and the control link to the server. Plaintext by default. With
+TLS, what each client's certificate names goes to the core (``session_secured``), which
+serves a client only the slots mapped to its ids; the control link talks only to a peer
+whose certificate names the server.
 
 With ``BankdConfig.metrics`` set, ``remsim_common.HealthServer`` serves ``/healthz``,
 ``/readyz`` (ready while the control link to the server is connected) and ``/metrics``.

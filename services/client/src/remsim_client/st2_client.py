@@ -12,12 +12,12 @@ from remsim_common import TransportSecurity
 
 from .client import Client
 from .config import ClientConfig
-from .options import CATEGORIES, ClientSettings, client_parser, client_program, configure
-from .st2.cli import St2Options, add_st2_arguments, st2_options
+from .options import CATEGORIES, client_parser, client_program, configure
+from .st2.cli import St2Options, St2Settings, add_st2_arguments
 from .st2.errors import St2Error
 from .st2.frontend import St2Frontend
 
-PROGRAM = client_program("remsim-client-st2", {**CATEGORIES, "DST2": ("remsim.client.st2", "DST2")})
+PROGRAM = client_program("remsim-client-st2", {**CATEGORIES, "DST2": ("remsim.client.st2",)})
 
 
 async def run_st2_client(
@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = client_parser(PROGRAM, "remsim client for a modem on a SIMtrace2 card emulator (USB)")
     add_st2_arguments(parser)
     args = parser.parse_args(argv)
-    settings, security = configure(PROGRAM, ClientSettings, parser, args)
+    settings, security = configure(PROGRAM, St2Settings, parser, args)
     config = settings.client_config()
-    sys.exit(asyncio.run(run_st2_client(config, st2_options(args), security=security)))
+    sys.exit(asyncio.run(run_st2_client(config, settings.st2_options(), security=security)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ While the store does not answer (Redis down), a connection's current step is ret
 its inbox. A peer that is not registered yet is closed instead (it connects again later).
 Events are hints: one the bus cannot deliver now is made up for by the reset that follows
 the bus's recovery.
+
+Listeners (``start``): the control port speaks plaintext, or TLS when the core has
+certificates; with a ``tls_port`` as well (an operator migrating from the original), the
+control port stays plaintext and the TLS port is added; ``require_tls`` leaves out every
+plaintext listener. A connection's TLS certificate decides which bankd or client it may be
+(``remsim_server.role``). The core keeps the audit log ``audit_days`` days.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import rspro
-from remsim_common import BANKD_PORT, TransportSecurity
+from remsim_common import BANKD_PORT, PeerIdentity, TransportSecurity
+from remsim_common.transport import peer_subject
 from remsim_control import (
+    AuditEntry,
     BackendUnavailable,
     BankdAddress,
     Bus,
@@ -37,9 +47,10 @@ from remsim_control import (
     SlotmapEvent,
     Store,
 )
+from remsim_control.audit import AUDIT_RETENTION_DAYS
 from remsim_server import lifecycle, metrics
 from remsim_server.convert import unmapped_ip
-from remsim_server.peer import Label, Peer, format_address, slotmap_fields
+from remsim_server.peer import DELETED, Label, Peer, format_address, slotmap_audit, slotmap_fields
 from remsim_server.role import IDENTIFY_TIMEOUT, REJECT_DELAY, ServerConnection
 from remsim_server.settings import parse_host_port
 from rspro.connection import DEFAULT_KEEPALIVE
@@ -51,13 +62,17 @@ RETRY_INTERVAL = 1.0
 """Seconds between two attempts while the store does not answer."""
 RESYNC_INTERVAL = 30.0
 """Seconds between two re-reads of the store for every connection held (see _resync)."""
+AUDIT_PRUNE_INTERVAL = 3600.0
+"""Seconds between two prunings of the audit log (entries older than ``audit_days``)."""
+DAY = 86400.0
+"""Seconds in a day (``audit_days``)."""
 
 
 class ControlCore:
     """The control server's connections. ``keepalive``: the IPA PING/PONG timing of each
     connection (``None``: no keepalive, as everywhere in rspro); ``security``: the socket
-    security of the RSPRO listener (plaintext by default). It is each connection's
-    ``remsim_server.peer.Core``."""
+    security of the RSPRO listeners (plaintext by default); ``audit_days``: how long audit
+    entries are kept. It is each connection's ``remsim_server.peer.Core``."""
 
     def __init__(
         self,
@@ -74,6 +89,8 @@ class ControlCore:
         retry_interval: float = RETRY_INTERVAL,
         resync_interval: float = RESYNC_INTERVAL,
         security: TransportSecurity = TransportSecurity.PLAINTEXT,
+        audit_days: float = AUDIT_RETENTION_DAYS,
+        audit_prune_interval: float = AUDIT_PRUNE_INTERVAL,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -90,22 +107,38 @@ class ControlCore:
         self.retry_interval = retry_interval
         self.resync_interval = resync_interval
         self.security = security
+        self.audit_days = audit_days
+        self.audit_prune_interval = audit_prune_interval
         self.stopping = False
         self._banks: dict[int, Peer] = {}
         self._clients: dict[ClientSlot, Peer] = {}
         self._peers: set[Peer] = set()
         self._connections: Counter[Label] = Counter()
         self._bus_down = False
-        self._server: asyncio.Server | None = None
+        self._control: asyncio.Server | None = None
+        """The listener on the control port (plaintext, or TLS without a TLS port)."""
+        self._tls: asyncio.Server | None = None
+        """The listener on the TLS port, beside a plaintext control port."""
         self._dispatcher: asyncio.Task[None] | None = None
         self._resyncer: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return list(self._server.sockets) if self._server is not None else []
+        """The control port's sockets (none with ``require_tls`` and a TLS port)."""
+        return list(self._control.sockets) if self._control is not None else []
 
-    async def start(self, host: str | None, port: int) -> None:
-        """Listen for RSPRO on ``host:port``; events are handled from when this returns."""
+    @property
+    def tls_sockets(self) -> list[socket.socket]:
+        """The TLS port's sockets (none without a TLS port)."""
+        return list(self._tls.sockets) if self._tls is not None else []
+
+    async def start(self, host: str | None, port: int, tls_port: int | None = None) -> None:
+        """Listen for RSPRO on ``host:port`` (and TLS on ``host:tls_port``, see the
+        module's docstring); events are handled from when this returns."""
+        tls = self.security.server_context
+        if tls_port is not None and tls is None:
+            raise ValueError("a TLS port needs a certificate, its key and the CA")
         subscribed = asyncio.Event()
         self._dispatcher = asyncio.create_task(self._dispatch(subscribed), name="bus")
         waiting = asyncio.create_task(subscribed.wait())
@@ -115,32 +148,44 @@ class ControlCore:
             self._dispatcher.result()
             raise BackendUnavailable("the bus subscription ended at once")
         try:
-            self._server = await rspro.start_server(
-                self._handle,
-                host,
-                port,
-                keepalive=self.keepalive,
-                ssl=self.security.server_context,
-            )
+            if tls_port is None:
+                self._control = await self._listen(host, port, tls)
+            else:
+                if not self.security.require_tls:
+                    self._control = await self._listen(host, port, None)
+                self._tls = await self._listen(host, tls_port, tls)
         except BaseException:
+            for server in (self._control, self._tls):
+                if server is not None:
+                    server.close()
             self._dispatcher.cancel()
             raise
         self._resyncer = asyncio.create_task(self._resync(), name="resync")
-        tls = " (mutual TLS)" if self.security.tls else ""
-        for sock in self._server.sockets:
-            log.info("RSPRO control listening on %s%s", format_address(sock.getsockname()), tls)
+        self._pruner = asyncio.create_task(self._prune_audit(), name="audit-prune")
+
+    async def _listen(
+        self, host: str | None, port: int, tls: ssl.SSLContext | None
+    ) -> asyncio.Server:
+        server = await rspro.start_server(
+            self._handle, host, port, keepalive=self.keepalive, ssl=tls
+        )
+        how = " (mutual TLS)" if tls is not None else ""
+        for sock in server.sockets:
+            log.info("RSPRO control listening on %s%s", format_address(sock.getsockname()), how)
+        return server
 
     async def aclose(self) -> None:
         """Stop: close every connection (their bankds and clients may go to another core)."""
         self.stopping = True
-        if self._server is not None:
-            self._server.close()
+        for server in (self._control, self._tls):
+            if server is not None:
+                server.close()
         for peer in list(self._peers):
             peer.close()
         tasks = [peer.task for peer in self._peers if peer.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-        for task in (self._resyncer, self._dispatcher):
+        for task in (self._pruner, self._resyncer, self._dispatcher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -178,6 +223,27 @@ class ControlCore:
             self.kick_all()
             await asyncio.sleep(self.resync_interval)
 
+    async def _prune_audit(self) -> None:
+        """Every ``audit_prune_interval`` (from the start): drop the audit entries older
+        than ``audit_days`` (every core does; dropping twice changes nothing)."""
+        while True:
+            before = time.time() - self.audit_days * DAY
+            try:
+                dropped = await self.store.prune_audit(before)
+            except BackendUnavailable as exc:
+                log.debug("audit pruning: the store does not answer: %s", exc)
+            except Exception:
+                log.exception("pruning the audit log failed")
+            else:
+                if dropped:
+                    log.info(
+                        "audit log: %d entries older than %g days dropped",
+                        dropped,
+                        self.audit_days,
+                        extra={"core": self.core_id},
+                    )
+            await asyncio.sleep(self.audit_prune_interval)
+
     async def release_orphans(self) -> None:
         """Maps of banks without a live connection anywhere wait for their bank as NEW;
         maps being deleted are freed (their clients are told)."""
@@ -196,12 +262,18 @@ class ControlCore:
                     state,
                     extra=slotmap_fields(slotmap, why),
                 )
+            await self.audit(
+                slotmap_audit(self.core_id, slotmap, slotmap.state, state or DELETED, why)
+            )
             await self.publish(slotmap)
 
     async def _handle(self, stream: rspro.RsproStream) -> None:
+        tls = stream.get_extra_info("ssl_object")
         conn = ServerConnection(
             self.identity,
             asyncio.get_running_loop().time(),
+            tls_subject=peer_subject(tls),
+            certificate=PeerIdentity.from_peer(tls),
             identify_timeout=self.identify_timeout,
             reject_delay=self.reject_delay,
         )
@@ -236,6 +308,18 @@ class ControlCore:
         if after is not None:
             self._connections[after] += 1
         metrics.set_connections(+self._connections)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Write ``entry`` to the audit log; a store that fails costs the entry, never the
+        connection (one log line)."""
+        try:
+            await self.store.add_audit(entry)
+        except BackendUnavailable as exc:
+            log.warning(
+                "audit entry lost (%s %s %s): %s", entry.kind, entry.action, entry.result, exc
+            )
+        except Exception:
+            log.exception("writing the audit log failed")
 
     async def publish(self, slotmap: Slotmap) -> None:
         try:

@@ -5,7 +5,9 @@ Flags as the original's where it has them (``-h``, ``-V``, ``-d MASK``, ``-L``; 
 ``REMSIM_*`` environment variable or in a TOML file (``--config``, see docs/server.md).
 Without ``--redis-url``/``--nats-url`` everything is in memory; with them this process is
 one of several cores sharing Redis and NATS (docs/distributed.md). With ``--tls-cert``/
-``--tls-key``/``--tls-ca`` the RSPRO control port speaks mutual TLS.
+``--tls-key``/``--tls-ca`` the RSPRO control port speaks mutual TLS; with ``--tls-port`` as
+well, the control port stays plaintext and TLS is on that port (mixed fleets), until
+``--require-tls`` drops the plaintext port.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from remsim_api.main import add_backend_options
+from remsim_api.main import add_backend_options, add_security_options
 from remsim_common import BANKD_PORT, CONTROL_PORT, REST_PORT, Program, TransportSecurity
 from remsim_control import BackendUnavailable
 from remsim_control.backends import open_backends
@@ -47,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--rspro-host", metavar="HOST", help="RSPRO control bind address (0.0.0.0)")
     add("--rspro-port", metavar="PORT", help=f"RSPRO control port ({CONTROL_PORT})")
+    add("--tls-port", metavar="PORT",
+        help="RSPRO port for TLS peers beside a plaintext control port, while a fleet "
+        "moves to TLS (needs --tls-cert/--tls-key/--tls-ca); with --require-tls the only "
+        "one")  # fmt: skip
     add("--rest-host", metavar="HOST", help="REST API bind address (0.0.0.0)")
     add("--rest-port", metavar="PORT", help=f"REST API port ({REST_PORT})")
     add("--name", dest="identity_name", help="name in the server's identity (host name)")
@@ -56,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="address given to clients for this bank, instead of the address its control "
         "connection comes from (NAT, multi-homed hosts); repeatable")  # fmt: skip
     add_backend_options(parser)
+    add_security_options(parser)
     add("--resync-interval", metavar="SECONDS", help="between re-reads of the store (30)")
     add("--core-id", help="this core's name in the registry (host-pid-random)")
+    add("--audit-days", metavar="DAYS", help="days the audit log keeps its entries (90)")
     return parser
 
 

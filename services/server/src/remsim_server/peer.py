@@ -4,7 +4,9 @@ so the requests sent to a bankd stay in the order of the store.
 
 The connection asks the core that holds it for what it cannot do alone through ``Core``:
 being the target of its bank's or client's events (``attach``, ``detach``), announcing
-slotmap changes, the address clients are given for a bankd, and counting connections.
+slotmap changes, the address clients are given for a bankd, counting connections, and
+writing the audit log: every connect request accepted or refused (kind ``identity``) and
+every slotmap state change made here (kind ``slotmap``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Protocol, TypeVar
 
 import rspro
 from remsim_control import (
+    AuditEntry,
+    AuditKind,
     BackendUnavailable,
     BankdAddress,
     BankRecord,
@@ -97,6 +101,10 @@ class Core(Protocol):
         """Announce that ``slotmap`` changed."""
         ...
 
+    async def audit(self, entry: AuditEntry) -> None:
+        """Write ``entry`` to the audit log; never raises (a failure is logged)."""
+        ...
+
     async def announce_released(self, maps: Sequence[Slotmap], why: str) -> None:
         """Log and announce the maps that a bankd's loss changed."""
         ...
@@ -156,11 +164,11 @@ class Peer:
         """``extra=`` for this connection's log lines: its remote address (``peer``), its
         ``bank`` or ``client_slot`` once identified, and the ``cause`` if given."""
         fields: dict[str, object] = {"peer": self.remote}
-        hello = self.conn.hello
-        if isinstance(hello, BankHello):
-            fields["bank"] = hello.bank_id
-        elif isinstance(hello, ClientHello):
-            fields["client_slot"] = str(hello.client)
+        request = self.conn.request  # what the peer claims, accepted or not
+        if isinstance(request, rspro.ConnectBankReq):
+            fields["bank"] = request.bank_id
+        elif isinstance(request, rspro.ConnectClientReq) and request.client_slot is not None:
+            fields["client_slot"] = _client_slot(request.client_slot)
         if cause is not None:
             fields["cause"] = str(cause)
         return fields
@@ -250,6 +258,8 @@ class Peer:
             await self._config_acknowledged(event)
         elif isinstance(event, Close):
             log.warning("closing the connection", extra=self.log_fields(event.reason))
+            if self.conn.request is not None:  # a connect request that cannot be answered
+                await self._audit_identity(event.reason)
             return False
         elif isinstance(event, Refused):
             log.warning(
@@ -258,6 +268,7 @@ class Peer:
                 extra=self.log_fields(event.reason),
             )
             self.send(self.conn.reject(self.loop.time(), event.result))
+            await self._audit_identity(event.reason)
         elif isinstance(event, Ignored):
             log.warning("message ignored", extra=self.log_fields(event.reason))
         return True
@@ -285,7 +296,7 @@ class Peer:
             try:
                 await self.store.register_bank(record)
             except IdentityInUse as exc:
-                self._refuse(exc)
+                await self._refuse(exc)
                 return True
             except BackendUnavailable as exc:
                 return await self._not_registered(exc, lambda: self.store.unregister_bank(record))
@@ -293,20 +304,22 @@ class Peer:
             self.core.attach(self)
             self.send(self.conn.accept())
             log.info(
-                "bankd connected (%d slots, %s %s); clients are given %s",
+                "bankd connected (%d slots, %s %s%s); clients are given %s",
                 hello.number_of_slots,
                 hello.identity.software,
                 hello.identity.name,
+                self._certified(),
                 bankd,
                 extra=self.log_fields(),
             )
+            await self._audit_identity()
             if ipaddress.ip_address(bankd.host).is_loopback:
                 log.info("clients on other hosts cannot reach %s", bankd, extra=self.log_fields())
         if not self.restored:
             for slotmap in await self.store.list_slotmaps(bank_id=hello.bank_id):
                 state = lifecycle.on_bank_connect(slotmap)
                 if state is not None:
-                    await self._update(slotmap, state)
+                    await self._update(slotmap, state, "its bankd connected")
             self.restored = True
         await self._sync_bank(hello.bank_id)
         return True
@@ -318,13 +331,15 @@ class Peer:
             # A map in UNACKNOWLEDGED or DELETING without a request outstanding here was
             # moved there by this connection, and then the store failed before the request
             # went out: send it now.
-            if (lifecycle.needs_create(slotmap) and await self._update(slotmap, UNACK)) or (
-                slotmap.state is UNACK and not self.conn.awaiting_create(serial)
-            ):
+            if (
+                lifecycle.needs_create(slotmap)
+                and await self._update(slotmap, UNACK, "createMappingReq sent to its bankd")
+            ) or (slotmap.state is UNACK and not self.conn.awaiting_create(serial)):
                 request: rspro.Message = self.conn.create_mapping(serial, bank, client)
-            elif (lifecycle.needs_remove(slotmap) and await self._update(slotmap, DELETING)) or (
-                slotmap.state is DELETING and not self.conn.awaiting_remove(serial)
-            ):
+            elif (
+                lifecycle.needs_remove(slotmap)
+                and await self._update(slotmap, DELETING, "removeMappingReq sent to its bankd")
+            ) or (slotmap.state is DELETING and not self.conn.awaiting_remove(serial)):
                 request = self.conn.remove_mapping(serial, bank, client)
             else:
                 continue
@@ -332,10 +347,16 @@ class Peer:
 
     async def _mapping_created(self, event: MappingCreated) -> None:
         if event.result is rspro.ResultCode.OK:
-            updated = await self._update_serial(event.serial, UNACK, ACTIVE)
+            updated = await self._update_serial(
+                event.serial, UNACK, ACTIVE, "its bankd created it (createMappingRes)"
+            )
         else:
             updated = await self._update_serial(
-                event.serial, UNACK, NEW, result=event.result.asn_name
+                event.serial,
+                UNACK,
+                NEW,
+                "its bankd refused it (createMappingRes)",
+                result=event.result.asn_name,
             )
             if updated is not None:
                 maplog.warning(
@@ -353,25 +374,39 @@ class Peer:
                 extra=slotmap_fields(removed, event.result.asn_name),
             )
         maplog.info("slotmap deleted", extra=slotmap_fields(removed))
+        await self.core.audit(
+            slotmap_audit(
+                self.core.core_id,
+                removed,
+                DELETING,
+                DELETED,
+                "its bankd removed it (removeMappingRes)",
+                result=None if event.result is rspro.ResultCode.OK else event.result.asn_name,
+            )
+        )
         await self.core.publish(removed)
 
-    async def _update(
-        self, slotmap: Slotmap, state: SlotmapState, result: str | None = None
-    ) -> Slotmap | None:
-        return await self._update_serial(slotmap.serial, slotmap.state, state, result=result)
+    async def _update(self, slotmap: Slotmap, state: SlotmapState, cause: str) -> Slotmap | None:
+        return await self._update_serial(slotmap.serial, slotmap.state, state, cause)
 
     async def _update_serial(
         self,
         serial: int,
         expected: SlotmapState,
         state: SlotmapState,
+        cause: str,
         *,
         result: str | None = None,
     ) -> Slotmap | None:
+        """Every slotmap state change a connection makes: in the store (if the map is still
+        ``expected``), in the log and the audit log (with its ``cause``), on the bus."""
         updated = await self.store.update_slotmap(serial, {expected}, state, result=result)
         if updated is not None:
             maplog.info(
                 "slotmap state change: %s -> %s", expected, state, extra=slotmap_fields(updated)
+            )
+            await self.core.audit(
+                slotmap_audit(self.core.core_id, updated, expected, state, cause, result=result)
             )
             await self.core.publish(updated)
         return updated
@@ -390,7 +425,7 @@ class Peer:
             try:
                 await self.store.register_client(record)
             except IdentityInUse as exc:
-                self._refuse(exc)
+                await self._refuse(exc)
                 return True
             except BackendUnavailable as exc:
                 return await self._not_registered(exc, lambda: self.store.unregister_client(record))
@@ -398,11 +433,13 @@ class Peer:
             self.core.attach(self)
             self.send(self.conn.accept())
             log.info(
-                "client connected (%s %s)",
+                "client connected (%s %s%s)",
                 hello.identity.software,
                 hello.identity.name,
+                self._certified(),
                 extra=self.log_fields(),
             )
+            await self._audit_identity()
         self.conn.sent = await self.store.get_client_config(hello.client)
         await self._sync_client(hello.client)
         return True
@@ -444,7 +481,7 @@ class Peer:
             await unregister()
         return False
 
-    def _refuse(self, exc: IdentityInUse) -> None:
+    async def _refuse(self, exc: IdentityInUse) -> None:
         log.warning(
             "connect request refused (identityInUse): connected already from %s (core %s)",
             exc.existing.remote,
@@ -452,6 +489,38 @@ class Peer:
             extra=self.log_fields(),
         )
         self.send(self.conn.reject(self.loop.time()))
+        await self._audit_identity(f"identityInUse: connected already from {exc.existing.remote}")
+
+    def _certified(self) -> str:
+        """``", certificate <subject>"`` for the log line of a TLS peer accepted."""
+        subject = self.conn.tls_subject
+        return "" if subject is None else f", certificate {subject or '(no subject)'}"
+
+    async def _audit_identity(self, refused: str | None = None) -> None:
+        """The audit log's record of the connect request: accepted, or refused (why)."""
+        request = self.conn.request
+        assert request is not None
+        ids: dict[str, int] = {}
+        if isinstance(request, rspro.ConnectBankReq):
+            claim = f"B{request.bank_id}"
+            ids = {"bank_id": request.bank_id}
+        elif (slot := request.client_slot) is not None:
+            claim = _client_slot(slot)
+            ids = {"client_id": slot.client_id, "client_slot": slot.slot_nr}
+        else:
+            claim = "no client slot"
+        subject = self.conn.tls_subject
+        await self.core.audit(
+            AuditEntry(
+                kind=AuditKind.IDENTITY,
+                actor="plaintext" if subject is None else subject or "(no subject)",
+                action=request.ASN_NAME,
+                result="accepted" if refused is None else "refused",
+                address=self.remote,
+                detail=claim if refused is None else f"{claim}: {refused}",
+                **ids,
+            )
+        )
 
     async def _cleanup(self) -> None:
         try:
@@ -510,6 +579,40 @@ def slotmap_fields(slotmap: Slotmap, cause: object = None) -> dict[str, object]:
     if cause is not None:
         fields["cause"] = str(cause)
     return fields
+
+
+DELETED = "DELETED"
+"""The audit log's name for a slotmap that is gone (not a state of the store)."""
+
+
+def slotmap_audit(
+    core_id: str,
+    slotmap: Slotmap,
+    before: SlotmapState,
+    after: SlotmapState | str,
+    cause: str,
+    *,
+    result: str | None = None,
+) -> AuditEntry:
+    """The audit log's record of core ``core_id`` moving ``slotmap`` from ``before`` to
+    ``after`` (or ``DELETED``) for ``cause``; ``result``: the bankd's result code if it
+    refused."""
+    return AuditEntry(
+        kind=AuditKind.SLOTMAP,
+        actor=core_id,
+        action=f"{before} -> {after}",
+        result=result or str(after),
+        bank_id=slotmap.bank.bank_id,
+        bank_slot=slotmap.bank.slot_nr,
+        client_id=slotmap.client.client_id,
+        client_slot=slotmap.client.slot_nr,
+        detail=cause,
+    )
+
+
+def _client_slot(slot: rspro.ClientSlot) -> str:
+    """``C<client>:<slot>``, for a client slot as claimed (valid or not)."""
+    return f"C{slot.client_id}:{slot.slot_nr}"
 
 
 def format_address(address: tuple[str, int] | tuple[str, int, int, int]) -> str:

@@ -11,6 +11,7 @@ import uvicorn
 
 import rspro
 from remsim_api.app import create_app
+from remsim_api.security import ApiSecurity, tls_options
 from remsim_common import TransportSecurity
 from remsim_common.health import EmbeddedServer
 from remsim_control import Bus, MemoryBus, MemoryStore, Store
@@ -61,6 +62,7 @@ class RemsimServer:
             keepalive=rspro.Keepalive(settings.keepalive_interval, settings.keepalive_timeout),
             resync_interval=settings.resync_interval,
             security=security,
+            audit_days=settings.audit_days,
         )
         self._rest_socket: socket.socket | None = None
         self._uvicorn: EmbeddedServer | None = None
@@ -68,7 +70,13 @@ class RemsimServer:
 
     @property
     def rspro_port(self) -> int:
+        """The control port (none with ``require_tls`` and a TLS port: IndexError)."""
         return int(self.core.sockets[0].getsockname()[1])
+
+    @property
+    def tls_port(self) -> int:
+        """The TLS port beside the control port (IndexError without ``tls_port``)."""
+        return int(self.core.tls_sockets[0].getsockname()[1])
 
     @property
     def rest_port(self) -> int:
@@ -77,7 +85,9 @@ class RemsimServer:
 
     async def start(self) -> None:
         """Bind both ports and serve; raises OSError if a port cannot be bound."""
-        await self.core.start(self.settings.rspro_host, self.settings.rspro_port)
+        await self.core.start(
+            self.settings.rspro_host, self.settings.rspro_port, self.settings.tls_port
+        )
         try:
             await self._start_rest()
         except BaseException:
@@ -86,13 +96,20 @@ class RemsimServer:
 
     async def _start_rest(self) -> None:
         self._rest_socket = _bind(self.settings.rest_host, self.settings.rest_port)
-        app = create_app(self.store, self.bus, ready_needs_bus=False, registry=metrics.exposition())
+        app = create_app(
+            self.store,
+            self.bus,
+            ready_needs_bus=False,
+            registry=metrics.exposition(),
+            security=ApiSecurity.from_settings(self.settings),
+        )
         config = uvicorn.Config(
             app,
             log_config=None,
             log_level=None,  # uvicorn's loggers follow -e and -d (DREST) like every other
             server_header=False,
             timeout_graceful_shutdown=REST_SHUTDOWN_TIMEOUT,
+            **tls_options(self.settings),  # HTTPS with the server's certificate
         )
         self._uvicorn = EmbeddedServer(config)
         self._rest_task = asyncio.create_task(self._uvicorn.serve(sockets=[self._rest_socket]))

@@ -2,19 +2,21 @@
 
 The API's settings (REST, logging, shared store and bus), the core's, and the socket
 security of the RSPRO control port (``remsim_common.TransportSettings``: ``--tls-cert``,
-``--tls-key``, ``--tls-ca``; plaintext without them).
+``--tls-key``, ``--tls-ca``, ``--require-tls``; plaintext without them), with
+``--tls-port`` for a TLS port beside a plaintext control port (mixed fleets).
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from remsim_api.settings import ApiSettings
 from remsim_common import BANKD_PORT, CONTROL_PORT, TransportSettings, distribution_version
+from remsim_control.audit import AUDIT_RETENTION_DAYS
 from remsim_control.backends import new_core_id
 
 
@@ -56,6 +58,13 @@ class ServerSettings(ApiSettings, TransportSettings):
 
     rspro_host: str = Field(default="0.0.0.0", description="RSPRO control bind address")
     rspro_port: int = Field(default=CONTROL_PORT, ge=0, le=65535, description="RSPRO control port")
+    tls_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="an RSPRO port for TLS beside the plaintext control port (mixed fleets; "
+        "needs tls_cert, tls_key and tls_ca); unset: the control port speaks TLS if they are set",
+    )
     identity_name: str = Field(
         default_factory=lambda: socket.gethostname()[:32] or "unknown",
         min_length=1,
@@ -79,6 +88,11 @@ class ServerSettings(ApiSettings, TransportSettings):
         description="seconds between two re-reads of the store for every connection held "
         "(makes up for lost events; also frees the maps of banks whose core died)",
     )
+    audit_days: float = Field(
+        default=AUDIT_RETENTION_DAYS,
+        gt=0,
+        description="days the audit log keeps its entries",
+    )
     core_id: str = Field(
         default_factory=new_core_id,
         min_length=1,
@@ -100,3 +114,11 @@ class ServerSettings(ApiSettings, TransportSettings):
         for address in value.values():
             parse_host_port(address)
         return value
+
+    @model_validator(mode="after")
+    def _tls_port_with_tls(self) -> Self:
+        if self.tls_port is not None and self.tls_cert is None:
+            raise ValueError("tls_port needs tls_cert, tls_key and tls_ca")
+        if self.tls_port and self.tls_port == self.rspro_port:
+            raise ValueError("tls_port must differ from rspro_port")
+        return self
