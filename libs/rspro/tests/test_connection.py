@@ -119,13 +119,37 @@ def test_timing_is_configurable() -> None:
 
 
 def test_without_keepalive_no_ping_is_sent_but_pings_are_answered() -> None:
-    """The bankd's side of the client link never pings (wire spec §2.3)."""
+    """As the original bankd on its client port (wire spec §2.3)."""
     conn = started(0.0, keepalive=None)
     assert conn.data_to_send() == b""
     assert conn.next_deadline() is None
     assert conn.handle_timeout(1e9) == []
     conn.receive_data(ipa.PING, now=1.0)
     assert conn.data_to_send() == ipa.PONG
+
+
+def test_an_idle_start_pings_only_after_one_interval() -> None:
+    """The bankd's client port: nothing unasked before the client's connectClientReq."""
+    conn = RsproConnection(initiator=False, keepalive=Keepalive(interval=20.0, timeout=10.0))
+    conn.start(0.0, idle=True)
+    assert conn.data_to_send() == b""
+    assert conn.next_deadline() == 20.0
+    assert conn.handle_timeout(20.0) == []
+    assert conn.data_to_send() == ipa.PING
+    assert conn.handle_timeout(30.0) == [KeepaliveTimedOut()]
+
+
+def test_a_liveness_check_pings_now_with_its_own_timeout() -> None:
+    conn = RsproConnection(initiator=False, keepalive=Keepalive(interval=20.0, timeout=10.0))
+    conn.start(0.0, idle=True)
+    conn.ping(5.0, timeout=1.0)
+    assert conn.data_to_send() == ipa.PING
+    assert conn.next_deadline() == 6.0
+    conn.receive_data(ipa.PONG, now=5.2)
+    assert conn.last_pong == 5.2
+    assert conn.next_deadline() == 25.2  # back to the keepalive interval
+    conn.ping(30.0, timeout=1.0)
+    assert conn.handle_timeout(31.0) == [KeepaliveTimedOut()]
 
 
 # --- CCM replies per role -----------------------------------------------------------------

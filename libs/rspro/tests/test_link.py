@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from rspro import (
     ClientSlot,
@@ -63,15 +64,42 @@ def test_a_long_lived_connection_that_drops_reconnects_immediately() -> None:
     assert fsm.deadline == 500.001
 
 
-def test_a_refusing_peer_is_retried_every_10_s() -> None:
+def test_a_refusing_peer_is_retried_on_the_backoff_table_from_its_first_step() -> None:
+    fsm = LinkFsm(SERVER)
+    now = 0.0
+    fsm.establish(now)
+    waits = []
+    for _ in range(6):
+        start = fsm.deadline or 0.0
+        waits.append(round(start - now, 3))
+        now = start
+        assert fsm.timeout(now) == [OpenTcp()]
+        assert fsm.tcp_down(now) == []  # connection refused: nothing to close
+        assert fsm.state is LinkState.REESTABLISH_DELAY
+    assert waits == [0.001, 0.001, 0.001, 1.0, 1.0, 1.0]
+
+
+def test_a_peer_that_drops_and_refuses_is_reached_within_a_second_once_back() -> None:
+    fsm = connected_fsm()
+    now = 500.0  # a long-lived connection drops: the table starts over
+    fsm.tcp_down(now)
+    attempts = []
+    while now < 520.0:
+        now = fsm.deadline or 0.0
+        assert fsm.timeout(now) == [OpenTcp()]
+        attempts.append(now)
+        fsm.tcp_down(now)  # refused while the peer restarts
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert max(gaps) < 1.01  # so the first attempt after its return is at most 1 s late
+
+
+def test_a_connect_without_any_answer_is_given_up_after_t2() -> None:
     fsm = LinkFsm(SERVER)
     fsm.establish(0.0)
     fsm.timeout(0.001)
-    assert fsm.tcp_down(0.002) == []  # connection refused: wait for T2
-    assert fsm.state is LinkState.REESTABLISH
+    assert fsm.state is LinkState.REESTABLISH and fsm.deadline == 10.001
     assert fsm.timeout(10.001) == [CloseTcp()]
-    assert fsm.deadline is not None and fsm.deadline - 10.001 < 0.01
-    assert fsm.timeout(fsm.deadline) == [OpenTcp()]
+    assert fsm.state is LinkState.REESTABLISH_DELAY
 
 
 def test_a_rejecting_peer_is_tried_three_times_at_once_then_backs_off() -> None:

@@ -187,6 +187,30 @@ async def test_an_invalid_id_is_400(api: httpx.AsyncClient, path: str) -> None:
     assert response.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.parametrize(
+    "path", ["/banks/+1", "/banks/1.0", "/banks/%201", "/clients/1_0", "/slotmaps/%D9%A1"]
+)
+async def test_an_id_is_digits_only(api: httpx.AsyncClient, store: MemoryStore, path: str) -> None:
+    await store.register_bank(B1)
+    response = await api.get(path)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "digits" in response.json()["detail"]
+
+
+async def test_delete_with_a_non_digit_id_deletes_nothing(
+    api: httpx.AsyncClient, store: MemoryStore
+) -> None:
+    slotmap = await store.create_slotmap(BankSlot(bank_id=9, slot_nr=1), C23_0)
+    assert slotmap.id == 589_825
+    for path in ["/slotmaps/5_89_825", "/slotmaps/+589825", "/slotmaps/589825.0"]:
+        response = await api.delete(path)
+        assert response.status_code == 400
+        assert response.headers["content-type"] == "application/problem+json"
+    assert [m.id for m in await store.list_slotmaps(visible_only=True)] == [589_825]
+    assert (await api.delete("/slotmaps/0589825")).status_code == 200
+
+
 async def test_trailing_and_doubled_slashes_and_queries_are_tolerated(
     api: httpx.AsyncClient,
 ) -> None:
@@ -352,7 +376,7 @@ async def test_global_reset_removes_every_map_and_announces_it(
     response = await api.post("/global-reset", content='{"x":')
     assert (response.status_code, response.content) == (200, b"")
     assert (await api.get("/slotmaps")).json() == {"slotmaps": []}
-    assert events.seen[-1] == ResetEvent()
+    assert events.seen[-1] == ResetEvent(global_reset=True)
 
 
 # --- against the recordings of the original -------------------------------------------------

@@ -175,7 +175,9 @@ async def test_paging_with_limit_after_and_next(api: httpx.AsyncClient) -> None:
     assert summary(full["entries"]) == seen
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "bank=1024", "kind=x", "after=-1"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=1001", "bank=1024", "kind=x", "after=-1", "clinet=23"]
+)
 async def test_bad_queries_are_400(api: httpx.AsyncClient, query: str) -> None:
     response = await api.get(f"{AUDIT}?{query}", headers=bearer("vera"))
     assert response.status_code == 400

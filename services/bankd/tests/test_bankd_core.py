@@ -9,8 +9,10 @@ import pytest
 from remsim_bankd.bankd import bankd_identity
 from remsim_bankd.card import CardError, CardNotPresentError, CardUnresponsiveError
 from remsim_bankd.core import (
+    RESET_GRACE,
     Action,
     BankdCore,
+    CheckAlive,
     Close,
     OpenCard,
     ReleaseCard,
@@ -286,14 +288,41 @@ def test_remapping_the_client_to_another_slot_drops_its_session(core: BankdCore)
     assert core.card_released(B0) == []
 
 
-def test_reset_state_drops_every_session(core: BankdCore) -> None:
+def test_reset_state_drops_every_session_whose_map_does_not_come_back(core: BankdCore) -> None:
     sid = mapped_session(core)
     core.create_mapping(C24, B1)
     sid2, _ = connect(core, C24)
-    result, actions = core.reset_state()
-    assert result is ResultCode.OK
+    result, actions = core.reset_state(now=100.0)
+    assert result is ResultCode.OK and actions == []  # the server re-pushes its maps at once
+    assert core.next_deadline() == 100.0 + RESET_GRACE
+    assert core.handle_timeout(100.0 + RESET_GRACE - 0.01) == []
+    actions = core.handle_timeout(100.0 + RESET_GRACE)
     assert {a.sid for a in actions if isinstance(a, Close)} == {sid, sid2}
     assert {a.slot for a in actions if isinstance(a, ReleaseCard)} == {B0, B1}
+    assert core.next_deadline() is None
+
+
+def test_a_map_pushed_again_after_a_reset_keeps_its_session(core: BankdCore) -> None:
+    """A server restart: resetStateReq, then the same maps; the modem loses nothing."""
+    sid = mapped_session(core)
+    core.create_mapping(C24, B1)
+    sid2, _ = connect(core, C24)
+    core.reset_state(now=100.0)
+    assert core.create_mapping(C23, B0) == (ResultCode.OK, [])
+    assert core.create_mapping(C24, B1) == (ResultCode.OK, [])
+    assert core.handle_timeout(200.0) == []
+    assert core.sessions[sid].state.name == "CONN_CLIENT_MAPPED_CARD"  # untouched
+    assert core.sessions[sid2].state.name == "CONN_CLIENT_MAPPED"  # still opening its card
+
+
+def test_another_map_for_a_slot_after_a_reset_closes_its_session_at_once(core: BankdCore) -> None:
+    sid = mapped_session(core)
+    core.reset_state(now=100.0)
+    result, actions = core.create_mapping(C24, B0)
+    assert result is ResultCode.OK
+    assert Close(sid, "map B1:0 <-> C23:0 removed by resetState") in actions
+    assert ReleaseCard(sid, B0) in actions
+    assert core.next_deadline() is None
 
 
 def test_a_released_slot_is_not_reopened_before_the_release_is_done(core: BankdCore) -> None:
@@ -322,16 +351,37 @@ def test_client_disconnect_releases_the_card(core: BankdCore) -> None:
     assert core.maps.bank_of(C23) == B0  # the map stays
 
 
-def test_a_new_connection_for_the_client_slot_replaces_the_old_one(core: BankdCore) -> None:
-    """The client's host died without a FIN and the client is back: it must not wait for
-    TCP to give up on the old connection (bankd.md: a bank slot serves one connection)."""
+def test_a_live_session_is_never_taken_over(core: BankdCore) -> None:
+    """A second connection claims C23:0: the session holding it is checked first; it
+    answers, so the newcomer is refused (identityInUse) and the card stays where it is."""
     sid = mapped_session(core)
-    sid2, actions = connect(core)  # a second connection claiming C23:0
-    why = f"replaced by a new connection for C23:0 (session {sid2})"
+    sid2, actions = connect(core)
+    assert actions == [CheckAlive(sid)]
+    sid3, actions = connect(core)  # a third one while the check is under way
+    assert actions == []
+    actions = core.alive(sid)
+    refused = ConnectClientRes(core.identity, ResultCode.IDENTITY_IN_USE)
+    assert actions == [
+        Send(sid2, refused),
+        Close(sid2, f"C23:0 is in use by the live session {sid}"),
+        Send(sid3, refused),
+        Close(sid3, f"C23:0 is in use by the live session {sid}"),
+    ]
+    tpdu = TpduModemToCard(C23, B0, SELECT_MF)
+    assert core.receive(sid, tpdu) == [Transmit(sid, B0, tpdu)]
+
+
+def test_a_dead_session_is_replaced_at_once(core: BankdCore) -> None:
+    """The client's host died without a FIN and the client is back: the old session does
+    not answer the check, is dropped, and the newcomer gets the card."""
+    sid = mapped_session(core)
+    sid2, actions = connect(core)
+    assert actions == [CheckAlive(sid)]
+    why = "no PONG within 1s"
+    actions = core.drop(sid, why)
     (ind,) = sent(actions)
     assert isinstance(ind, ErrorInd) and ind.error_string == why
     assert actions == [Send(sid, ind), ReleaseCard(sid, B0), Close(sid, why)]
-    assert core.sessions[sid].state is SessionState.CLOSED
     assert core.sessions[sid2].state is SessionState.CONN_CLIENT_MAPPED
     # the new one gets the card once the old one has released it
     assert core.session_closed(sid) == []
@@ -340,16 +390,23 @@ def test_a_new_connection_for_the_client_slot_replaces_the_old_one(core: BankdCo
     assert msgs == [ConnectClientRes(core.identity, ResultCode.OK), SetAtrReq(C23, ATR)]
 
 
-def test_a_waiting_connection_is_replaced_too(core: BankdCore) -> None:
+def test_a_checked_session_that_closes_leaves_the_slot_to_the_newcomer(core: BankdCore) -> None:
     sid, _ = connect(core)  # no map yet: waits
     sid2, actions = connect(core)
-    why = f"replaced by a new connection for C23:0 (session {sid2})"
-    assert actions[1:] == [
-        Close(sid, why),
+    assert actions == [CheckAlive(sid)]
+    assert core.session_closed(sid) == [
         Send(sid2, ConnectClientRes(core.identity, ResultCode.CARD_NOT_PRESENT)),
     ]
-    assert sid not in {s.sid for s in core.sessions.values() if s.state is not SessionState.CLOSED}
     assert core.create_mapping(C23, B0)[1] == [OpenCard(sid2, B0)]
+
+
+def test_a_silent_connection_is_dropped_without_error_ind(core: BankdCore) -> None:
+    """The identification timeout: nothing was claimed, nothing is said."""
+    sid = core.session_opened()
+    assert core.drop(sid, "no connectClientReq within 10s") == [
+        Close(sid, "no connectClientReq within 10s")
+    ]
+    assert core.session_closed(sid) == []
 
 
 def test_other_client_slots_are_not_affected(core: BankdCore) -> None:
@@ -466,10 +523,10 @@ def test_a_claim_the_certificate_does_not_name_is_refused_and_the_real_client_ke
 
 
 def test_without_tls_the_claim_alone_counts(core: BankdCore) -> None:
-    """Plaintext (the original's behaviour): no certificate, the newest connection wins."""
+    """Plaintext: no certificate, a claim of a held slot only gets the holder checked."""
     sid = mapped_session(core)
-    sid2, actions = connect(core)
-    assert Close(sid, f"replaced by a new connection for C23:0 (session {sid2})") in actions
+    _, actions = connect(core)
+    assert actions == [CheckAlive(sid)]
 
 
 # --- reset (bankd.md §8) ----------------------------------------------------------------------

@@ -167,6 +167,7 @@ async def test_metrics_are_the_bankds_own(server: ScriptedServer) -> None:
     assert remsim == [
         "remsim_build_info",
         "remsim_connections",
+        "remsim_connections_refused",
         "remsim_keepalive_timeouts",
         "remsim_reconnects",
         "remsim_slotmaps",

@@ -1,7 +1,10 @@
 """The control procedures over real TCP: scripted bankds and clients, REST over HTTP.
 
 Frames the server sends in the reference scenarios are compared byte for byte with the
-original's (shared/reference/upstream-1.0.0, server identity "fixme-name" / "1.0.0").
+original's (shared/reference/upstream-1.0.0, server identity "fixme-name" / "1.0.0"), with
+one deliberate difference: the original never sends ``resetStateReq``; this server sends it
+to a bankd right after ``connectBankRes`` and on a global reset (the bankd drops every map,
+then is sent the ones it must hold: reconciliation; the original bankd implements it).
 """
 
 import asyncio
@@ -57,6 +60,7 @@ CONFIG_B1_0 = bytes.fromhex(
 CONFIG_B1_1 = bytes.fromhex(
     "0021ee07301e800102810100a216b1143006020101020101300a80047f0000010202270f"
 )
+RESET_STATE_REQ = bytes.fromhex("000dee07300a800102810100a202b300")  # rspro-wire.md §7.4
 UNMAP_B1_0 = bytes.fromhex("0020ee07301d800102810100a215b11330060201010201003009800400000000020100")
 UNMAP_B1_1 = bytes.fromhex("0020ee07301d800102810100a215b11330060201010201013009800400000000020100")
 
@@ -113,6 +117,9 @@ async def test_a_bankd_connects_and_is_listed(
     _, frame = await bankd.expect(rspro.ConnectBankRes)
     assert frame == CONNECT_BANK_RES
     assert bankd.pings == 1  # the server pings every accepted connection at once
+    _, frame = await bankd.expect(rspro.ResetStateReq)  # not the original: reconciliation
+    assert frame == RESET_STATE_REQ
+    bankd.send(rspro.ResetStateRes(OK))
     [bank] = (await rest.get("/banks")).json()["banks"]
     assert bank["peer"] == "B1" and bank["state"] == "CONNECTED_BANKD"
     assert (bank["bankId"], bank["numberOfSlots"]) == (1, 2)
@@ -255,6 +262,9 @@ async def test_global_reset_removes_every_map_the_same_way(
     assert (await c24.expect(rspro.ConfigClientBankReq))[1] == CONFIG_B1_1
     assert (await rest.post("/global-reset")).status_code == 200
     assert await slotmaps(rest) == []
+    # Not the original: the bankd also drops the maps the server does not know.
+    assert (await bankd.expect(rspro.ResetStateReq))[1] == RESET_STATE_REQ
+    bankd.send(rspro.ResetStateRes(OK))
     assert (await bankd.expect(rspro.RemoveMappingReq))[1] == REMOVE_B1_0_C23_0
     assert (await bankd.expect(rspro.RemoveMappingReq))[1] == REMOVE_B1_1_C24_0
     bankd.send(rspro.RemoveMappingRes(OK))
@@ -521,6 +531,7 @@ async def test_a_bankd_reached_over_ipv6_is_given_to_clients_as_ipv6() -> None:
             bankd = await ScriptedConnection.connect(server.rspro_port, host="::1")
             bankd.send(rspro.ConnectBankReq(BANKD_IDENTITY, 1, 2))
             await bankd.expect(rspro.ConnectBankRes)
+            await bankd.expect(rspro.ResetStateReq)
             client = await ScriptedConnection.connect(server.rspro_port, host="::1")
             client.send(rspro.ConnectClientReq(CLIENT_IDENTITY, rspro.ClientSlot(23, 0)))
             await client.expect(rspro.ConnectClientRes)

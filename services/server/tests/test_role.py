@@ -14,8 +14,10 @@ from remsim_server.role import (
     Ignored,
     MappingCreated,
     MappingRemoved,
+    RequestTimedOut,
     Role,
     ServerConnection,
+    StateReset,
 )
 
 SERVER = rspro.ComponentIdentity(
@@ -88,9 +90,9 @@ def test_a_bad_connect_request_closes_without_reply(request_: rspro.Message) -> 
 def test_a_peer_that_does_not_identify_within_10_s_is_closed() -> None:
     conn = ServerConnection(SERVER, now=100.0)
     assert conn.next_deadline() == 110.0
-    assert conn.handle_timeout(109.9) is None
+    assert conn.handle_timeout(109.9) == []
     assert isinstance(conn.receive(pdu(rspro.CreateMappingRes(OK))), Ignored)
-    assert isinstance(conn.handle_timeout(110.0), Close)
+    assert [type(due) for due in conn.handle_timeout(110.0)] == [Close]
 
 
 def test_a_refused_peer_reads_identity_in_use_and_is_closed_1_s_later() -> None:
@@ -100,15 +102,15 @@ def test_a_refused_peer_reads_identity_in_use_and_is_closed_1_s_later() -> None:
     assert answer == rspro.ConnectClientRes(SERVER, rspro.ResultCode.IDENTITY_IN_USE)
     assert conn.role is Role.REJECTED
     assert isinstance(conn.receive(pdu(rspro.ConfigClientBankRes(OK))), Ignored)
-    assert conn.handle_timeout(5.5) is None
-    assert conn.handle_timeout(6.0) == Close("refused")
+    assert conn.handle_timeout(5.5) == []
+    assert conn.handle_timeout(6.0) == [Close("refused")]
 
 
 def test_responses_are_matched_to_requests_by_order_per_kind() -> None:
     conn = bank_connection()
-    conn.create_mapping(10, B1_0, C23_0)
-    conn.create_mapping(11, B1_1, C24_0)
-    conn.remove_mapping(10, B1_0, C23_0)
+    conn.create_mapping(10, B1_0, C23_0, now=0.0)
+    conn.create_mapping(11, B1_1, C24_0, now=0.0)
+    conn.remove_mapping(10, B1_0, C23_0, now=0.0)
     assert conn.awaiting_create(10) and conn.awaiting_create(11) and conn.awaiting_remove(10)
     assert conn.receive(pdu(rspro.CreateMappingRes(OK))) == MappingCreated(10, OK)
     assert conn.receive(pdu(rspro.CreateMappingRes(ILLEGAL_SLOT))) == MappingCreated(
@@ -122,12 +124,41 @@ def test_responses_are_matched_to_requests_by_order_per_kind() -> None:
 
 def test_the_connection_knows_which_requests_are_outstanding() -> None:
     conn = bank_connection()
-    conn.create_mapping(10, B1_0, C23_0)
-    conn.remove_mapping(11, B1_1, C24_0)
+    conn.create_mapping(10, B1_0, C23_0, now=0.0)
+    conn.remove_mapping(11, B1_1, C24_0, now=0.0)
     assert (conn.awaiting_create(10), conn.awaiting_create(11)) == (True, False)
     assert (conn.awaiting_remove(11), conn.awaiting_remove(10)) == (True, False)
     conn.receive(pdu(rspro.CreateMappingRes(OK)))
     assert not conn.awaiting_create(10)
+
+
+def test_a_map_request_unanswered_in_time_times_out_and_its_late_answer_is_dropped() -> None:
+    conn = ServerConnection(SERVER, now=0.0, map_request_timeout=10.0)
+    conn.receive(pdu(rspro.ConnectBankReq(BANKD, 1, 2)))
+    conn.accept()
+    conn.create_mapping(10, B1_0, C23_0, now=0.0)
+    conn.remove_mapping(11, B1_1, C24_0, now=5.0)
+    assert conn.next_deadline() == 10.0
+    assert conn.handle_timeout(9.9) == []
+    assert conn.handle_timeout(10.0) == [RequestTimedOut(10, "createMappingReq")]
+    assert not conn.awaiting_create(10)
+    assert conn.next_deadline() == 15.0
+    assert conn.handle_timeout(15.0) == [RequestTimedOut(11, "removeMappingReq")]
+    assert conn.next_deadline() is None and conn.handle_timeout(99.0) == []
+    conn.create_mapping(10, B1_0, C23_0, now=20.0)  # retried
+    # The late answer goes to the request that timed out, the next to the retry.
+    assert isinstance(conn.receive(pdu(rspro.CreateMappingRes(OK))), Ignored)
+    assert conn.receive(pdu(rspro.CreateMappingRes(OK))) == MappingCreated(10, OK)
+    assert isinstance(conn.receive(pdu(rspro.RemoveMappingRes(OK))), Ignored)
+
+
+def test_a_bankd_is_reset_and_its_answer_reported() -> None:
+    conn = bank_connection()
+    assert conn.reset_state() == rspro.ResetStateReq()
+    assert conn.receive(pdu(rspro.ResetStateRes(OK))) == StateReset(OK)
+    assert isinstance(conn.receive(pdu(rspro.ResetStateRes(OK))), Ignored)  # none outstanding
+    with pytest.raises(RuntimeError):
+        client_connection().reset_state()
 
 
 def test_a_response_without_a_request_is_ignored() -> None:
@@ -139,10 +170,10 @@ def test_a_response_without_a_request_is_ignored() -> None:
 
 def test_requests_carry_the_slots_as_the_original() -> None:
     conn = bank_connection()
-    assert conn.create_mapping(1, B1_0, C23_0) == rspro.CreateMappingReq(
+    assert conn.create_mapping(1, B1_0, C23_0, now=0.0) == rspro.CreateMappingReq(
         rspro.ClientSlot(23, 0), rspro.BankSlot(1, 0)
     )
-    assert conn.remove_mapping(1, B1_0, C23_0) == rspro.RemoveMappingReq(
+    assert conn.remove_mapping(1, B1_0, C23_0, now=0.0) == rspro.RemoveMappingReq(
         rspro.ClientSlot(23, 0), rspro.BankSlot(1, 0)
     )
 
@@ -164,4 +195,4 @@ def test_messages_for_the_other_role_are_ignored() -> None:
     assert isinstance(client.receive(pdu(rspro.CreateMappingRes(OK))), Ignored)
     assert isinstance(bank.receive(pdu(rspro.ConnectBankReq(BANKD, 1, 2))), Ignored)
     with pytest.raises(RuntimeError):
-        client.create_mapping(1, B1_0, C23_0)
+        client.create_mapping(1, B1_0, C23_0, now=0.0)

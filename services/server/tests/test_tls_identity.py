@@ -209,6 +209,7 @@ async def test_identities_and_slotmap_changes_are_audited(
     bankd = await tls_peer(ca, server.rspro_port, "bankd-1", "urn:remsim:bankd:1")
     bankd.send(rspro.ConnectBankReq(BANKD_IDENTITY, bank_id=1, number_of_slots=2))
     assert (await bankd.expect(rspro.ConnectBankRes))[0].result is rspro.ResultCode.OK
+    await bankd.expect(rspro.ResetStateReq)
     client = await tls_peer(ca, server.rspro_port, "client-23", "urn:remsim:client:23")
     client.send(rspro.ConnectClientReq(CLIENT_IDENTITY, rspro.ClientSlot(23, 0)))
     assert (await client.expect(rspro.ConnectClientRes))[0].result is rspro.ResultCode.OK
@@ -262,6 +263,7 @@ async def test_a_refused_slotmap_and_a_lost_bankd_are_audited(
     bankd = await tls_peer(ca, server.rspro_port, "bankd-1", "urn:remsim:bankd:1")
     bankd.send(rspro.ConnectBankReq(BANKD_IDENTITY, bank_id=1, number_of_slots=2))
     await bankd.expect(rspro.ConnectBankRes)
+    await bankd.expect(rspro.ResetStateReq)
     for slot_nr in (0, 1):
         assert (
             await rest.post("/slotmaps", json=slotmap(1, slot_nr, 23, slot_nr))

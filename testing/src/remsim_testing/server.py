@@ -22,11 +22,14 @@ CLIENT_IDENTITY = rspro.ComponentIdentity(
 
 
 async def connect_bankd(port: int, bank_id: int = 1, slots: int = 2) -> ScriptedConnection:
-    """A bankd that has connected and been accepted."""
+    """A bankd that has connected, been accepted, and answered the server's resetStateReq
+    (the maps it must hold come next)."""
     bankd = await ScriptedConnection.connect(port)
     bankd.send(rspro.ConnectBankReq(BANKD_IDENTITY, bank_id, slots))
     answer, _ = await bankd.expect(rspro.ConnectBankRes)
     assert answer.result is rspro.ResultCode.OK
+    await bankd.expect(rspro.ResetStateReq)
+    bankd.send(rspro.ResetStateRes(rspro.ResultCode.OK))
     return bankd
 
 

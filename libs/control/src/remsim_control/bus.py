@@ -39,10 +39,12 @@ class SlotmapEvent(_Event):
 
 
 class ResetEvent(_Event):
-    """Many maps changed at once (global reset): every core re-reads all of its banks and
-    clients."""
+    """Many maps changed at once (global reset, or events lost while the bus was away):
+    every core re-reads all of its banks and clients. ``global_reset``: the operator's
+    global reset; every bankd is also told to drop whatever maps it holds."""
 
     kind: Literal["reset"] = "reset"
+    global_reset: bool = False
 
 
 Event: TypeAlias = Annotated[SlotmapEvent | ResetEvent, Field(discriminator="kind")]

@@ -29,9 +29,13 @@ from .messages import Message, RsproPdu
 log = logging.getLogger("rspro")
 
 Handler = Callable[["RsproStream"], Awaitable[None]]
+TlsFailureHandler = Callable[[tuple[str, int], str], None]
+"""Told the peer address and the reason of a failed TLS handshake (instead of a log line)."""
 
 TLS_HANDSHAKE_TIMEOUT = 10.0
 """Seconds an accepted connection has to complete its TLS handshake."""
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues for a listener before they are accepted (connect bursts)."""
 
 
 def tune_socket(sock: socket.socket | None) -> None:
@@ -50,9 +54,13 @@ class RsproStream(asyncio.Protocol):
         on_connection_made: Callable[[RsproStream], None] | None = None,
         *,
         drop_invalid: bool = False,
+        report_errors: bool = True,
     ) -> None:
         self.conn = conn
         self.drop_invalid = drop_invalid
+        self.report_errors = report_errors
+        """Log why a peer's bytes closed the connection (False: its owner reports
+        ``error``, e.g. rate-limited)."""
         self._on_connection_made = on_connection_made
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -133,9 +141,12 @@ class RsproStream(asyncio.Protocol):
         return self._transport is None or self._transport.is_closing()
 
     def send(self, msg: Message | RsproPdu) -> None:
-        """Encode and write one PDU now. Raises ConnectionClosedError when closed."""
+        """Encode and write one PDU now. Raises ConnectionClosedError when closed (also
+        when the peer's bad bytes closed it: that error is ``error``)."""
         if self._transport is None or self._transport.is_closing():
-            raise self._error or ConnectionClosedError("connection is closed")
+            if isinstance(self._error, ConnectionClosedError):
+                raise self._error
+            raise ConnectionClosedError(f"connection is closed: {self._error or 'locally'}")
         self.conn.send(msg)
         self._flush()
 
@@ -233,7 +244,7 @@ class RsproStream(asyncio.Protocol):
     def _fail(self, exc: RsproError) -> None:
         if self._error is None:
             self._error = exc
-            if not isinstance(exc, KeepaliveTimeoutError | ConnectionClosedError):
+            if self.report_errors and not isinstance(exc, ConnectionClosedError):
                 log.warning("closing RSPRO connection from %s:%s: %s", *self.peername, exc)
         self.conn.close()
         self._cancel_timer()
@@ -260,10 +271,12 @@ class _TlsAccept(asyncio.Protocol):
         stream: RsproStream,
         context: _ssl.SSLContext,
         keep: Callable[[asyncio.Task[None]], None],
+        on_failure: TlsFailureHandler | None = None,
     ) -> None:
         self._stream = stream
         self._context = context
         self._keep = keep
+        self._on_failure = on_failure
         self._early: list[bytes] = []
         self._eof = False
         self._lost: list[Exception | None] = []
@@ -296,8 +309,11 @@ class _TlsAccept(asyncio.Protocol):
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )
         except (OSError, TimeoutError) as exc:
-            log.warning("closing connection from %s:%s: TLS handshake failed: %s",
-                        host, port, _tls_failure(exc))  # fmt: skip
+            if self._on_failure is not None:
+                self._on_failure((host, port), _tls_failure(exc))
+            else:
+                log.warning("closing connection from %s:%s: TLS handshake failed: %s",
+                            host, port, _tls_failure(exc))  # fmt: skip
             transport.abort()
             return
         assert tls is not None
@@ -361,12 +377,18 @@ async def start_server(
     ssl: _ssl.SSLContext | None = None,
     reuse_address: bool = True,
     drop_invalid: bool = False,
+    backlog: int = LISTEN_BACKLOG,
+    report_errors: bool = True,
+    on_tls_failure: TlsFailureHandler | None = None,
 ) -> asyncio.Server:
     """Serve RSPRO: ``handler(stream)`` runs as one task per accepted connection.
 
     The stream is closed when the handler returns or raises; a handler's exception is
     logged and never reaches another connection. With ``ssl`` every connection does the
-    TLS handshake first; one that fails it is closed with a log line.
+    TLS handshake first; one that fails it is closed with a log line. A peer's bad bytes
+    close its connection with a log line, or without one (``report_errors`` False) when the
+    handler reports ``stream.error`` itself; ``on_tls_failure`` likewise takes the place of
+    the log line of a failed TLS handshake.
     """
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
@@ -390,7 +412,9 @@ async def start_server(
 
     def factory() -> asyncio.Protocol:
         conn = RsproConnection(initiator=False, keepalive=keepalive)
-        stream = RsproStream(conn, spawn, drop_invalid=drop_invalid)
-        return stream if ssl is None else _TlsAccept(stream, ssl, keep)
+        stream = RsproStream(conn, spawn, drop_invalid=drop_invalid, report_errors=report_errors)
+        return stream if ssl is None else _TlsAccept(stream, ssl, keep, on_tls_failure)
 
-    return await loop.create_server(factory, host, port, reuse_address=reuse_address)
+    return await loop.create_server(
+        factory, host, port, reuse_address=reuse_address, backlog=backlog
+    )

@@ -60,7 +60,7 @@ class RsproConnection:
 
     ``initiator`` is the TCP-client side (bankd or client towards the server, client
     towards the bankd): it answers ID_GET with an ID_RESP. The accepting side answers
-    ID_ACK with ID_ACK. ``keepalive=None`` only answers PINGs (the bankd's client side).
+    ID_ACK with ID_ACK. ``keepalive=None`` only answers PINGs.
     """
 
     def __init__(
@@ -77,13 +77,26 @@ class RsproConnection:
         self._ka = _Ka.OFF
         self._deadline: float | None = None
         self.closed = False
+        self.last_pong: float | None = None  # when the last PONG arrived
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def start(self, now: float) -> None:
-        """The TCP connection is up: queue the first PING (before any PDU)."""
+    def start(self, now: float, *, idle: bool = False) -> None:
+        """The TCP connection is up: queue the first PING (before any PDU), or with
+        ``idle`` send it only after one keepalive interval (nothing unasked on the wire)."""
         if self.keepalive is not None and self._ka is _Ka.OFF:
+            if idle:
+                self._ka = _Ka.IDLE
+                self._deadline = now + self.keepalive.interval
+            else:
+                self._ping(now)
+
+    def ping(self, now: float, timeout: float) -> None:
+        """A liveness check: PING now; no PONG within ``timeout`` (at most the keepalive
+        timeout) is a ``KeepaliveTimedOut``. ``last_pong`` tells when it was answered."""
+        if self.keepalive is not None and not self.closed and self._ka is not _Ka.DEAD:
             self._ping(now)
+            self._deadline = now + min(timeout, self.keepalive.timeout)
 
     def close(self) -> None:
         self.closed = True
@@ -131,6 +144,7 @@ class RsproConnection:
         if kind == ipa.CcmType.PING:
             self._out += ipa.PONG
         elif kind == ipa.CcmType.PONG:
+            self.last_pong = now
             if self._ka is _Ka.WAIT_PONG and self.keepalive is not None:
                 self._ka = _Ka.IDLE
                 self._deadline = now + self.keepalive.interval

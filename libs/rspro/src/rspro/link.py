@@ -26,11 +26,14 @@ from .messages import ComponentType, ConnectBankRes, ConnectClientRes, Message, 
 log = logging.getLogger("rspro.link")
 
 CONNECT_RES_TIMEOUT = 10.0  # T1: from TCP up to the connect*Res
-TCP_CONNECT_TIMEOUT = 10.0  # T2: for the TCP connect; also the retry period of a refusing peer
+TCP_CONNECT_TIMEOUT = 10.0  # T2: for a TCP connect that gets no answer at all
 BACKOFF_RESET_AFTER = 32.0  # an attempt older than this starts the back-off table over
 BACKOFF_TABLE: tuple[float, ...] = (
     (0.0,) * 3 + (1.0,) * 30 + (2.0,) * 30 + (4.0,) * 30 + (8.0,) * 30 + (16.0,)
 )
+"""Seconds between attempts, by attempt: also after a refused connect, so that a peer
+back after a restart is reached within about a second."""
+CONNECT_FAILURE_LOG_INTERVAL = 60.0  # a failing connect logs a warning at most this often
 
 
 class LinkState(enum.Enum):
@@ -103,8 +106,9 @@ class LinkFsm:
 
     def tcp_down(self, now: float) -> list[Action]:
         """The TCP connection failed or was lost (keepalive timeouts count as such)."""
-        if self.state is LinkState.REESTABLISH:
-            return []  # a refused connect: T2 drives the retry
+        if self.state is LinkState.REESTABLISH:  # the connect failed (refused, unreachable):
+            self.state = LinkState.REESTABLISH_DELAY  # nothing to close; the next step of
+            return self._schedule_reconnect(now)  # the back-off table, not T2
         if self.state in (LinkState.ESTABLISHED, LinkState.CONNECTED):
             return self._schedule_reconnect(now)
         return []
@@ -187,7 +191,7 @@ class RsproLink:
         self._stream: RsproStream | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._failed_connects = 0
+        self._last_failure_warning: float | None = None
         self.last_error: RsproError | None = None
         """Why the last connection ended (a ``KeepaliveTimeoutError``, …), for logs and metrics."""
 
@@ -282,7 +286,7 @@ class RsproLink:
                 self._connect_failed(me, f"refusing {self.host}:{self.port}: {refusal}")
                 return
         self._stream = stream
-        self._failed_connects = 0
+        self._last_failure_warning = None
         stream.set_receiver(self._dispatch)
         self._run(self._fsm.tcp_up(self._loop.time()))
         await stream.wait_closed()
@@ -296,10 +300,14 @@ class RsproLink:
             self._run(self._fsm.tcp_down(self._loop.time()))
 
     def _connect_failed(self, me: asyncio.Task[None] | None, why: str) -> None:
-        # The first failure and then about one a minute are worth an operator's eye.
-        level = logging.WARNING if self._failed_connects % 6 == 0 else logging.DEBUG
-        self._failed_connects += 1
-        log.log(level, "%s link: %s", self.name, why)
+        # The first failure and then one a minute are worth an operator's eye.
+        now = self._loop.time()
+        last = self._last_failure_warning
+        if last is None or now - last >= CONNECT_FAILURE_LOG_INTERVAL:
+            self._last_failure_warning = now
+            log.warning("%s link: %s", self.name, why)
+        else:
+            log.debug("%s link: %s", self.name, why)
         if self._task is me:
             self._run(self._fsm.tcp_down(self._loop.time()))
 

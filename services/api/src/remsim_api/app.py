@@ -12,7 +12,8 @@ documentation, ``/docs`` (Swagger UI) and ``/redoc``, whose scripts and styles a
 from ``/docs/static`` (fastapi-offline's copies), so the pages work where no CDN can be
 reached. In remsim's own namespace, ``/api/v1``: the audit log (``remsim_api.audit``).
 
-Every request passes ``remsim_api.security.Guard`` first: Host, Origin and Content-Type
+A body over 64 KiB is refused first (``remsim_api.limits``). Every request passes
+``remsim_api.security.Guard`` then: Host, Origin and Content-Type
 checks, bearer tokens and roles when configured, and the audit entry of every change.
 """
 
@@ -27,11 +28,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
+from pydantic import BeforeValidator
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from remsim_api import audit, metrics, paths, problems
+from remsim_api.limits import BodyLimit
 from remsim_api.problems import ApiError
 from remsim_api.schemas import (
     Bank,
@@ -88,12 +91,26 @@ def _bus(request: Request) -> Bus:
     return bus
 
 
+def _digits_only(value: Any) -> Any:
+    """A path id is ASCII digits and nothing else: no sign, blank, ``_``, ``.`` or exponent
+    (Python's ``int()`` would read ``+1``, `` 1``, ``1_0`` and Arabic-Indic digits)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("an id is decimal digits only")
+    return value
+
+
 StoreDep = Annotated[Store, Depends(_store)]
 BusDep = Annotated[Bus, Depends(_bus)]
-BankId = Annotated[int, Path(ge=0, le=SLOT_MAX, description="bank id, 0..1023")]
-ClientId = Annotated[int, Path(ge=0, le=SLOT_MAX, description="client id, 0..1023")]
+BankId = Annotated[
+    int, Path(ge=0, le=SLOT_MAX, description="bank id, 0..1023"), BeforeValidator(_digits_only)
+]
+ClientId = Annotated[
+    int, Path(ge=0, le=SLOT_MAX, description="client id, 0..1023"), BeforeValidator(_digits_only)
+]
 SlotmapId = Annotated[
-    int, Path(ge=0, le=MAX_SLOTMAP_ID, description="bankId * 65536 + slotNr (decimal)")
+    int,
+    Path(ge=0, le=MAX_SLOTMAP_ID, description="bankId * 65536 + slotNr (decimal)"),
+    BeforeValidator(_digits_only),
 ]
 
 
@@ -270,7 +287,7 @@ async def global_reset(request: Request, store: StoreDep, bus: BusDep) -> Respon
             maplog.info("slotmap deleted by global reset", extra=_slotmap_fields(slotmap))
             removed += 1
     audit.note(request.scope, detail=f"{removed} slotmaps deleted")
-    await _announce(bus, ResetEvent())
+    await _announce(bus, ResetEvent(global_reset=True))
     return Response(status_code=200)
 
 
@@ -387,6 +404,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(NormalizePath)
+    app.add_middleware(BodyLimit)  # outermost: a body too large is refused before all else
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

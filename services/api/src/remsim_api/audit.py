@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope
@@ -88,10 +88,28 @@ def _store(request: Request) -> Store:
     return store
 
 
+_AUDIT_FILTERS = frozenset({"since", "bank", "client", "kind", "after", "limit"})
+
+
+def _known_filters(request: Request) -> None:
+    """A misspelt filter (``clinet=23``) is an error, not a listing of everything."""
+    unknown = sorted(set(request.query_params) - _AUDIT_FILTERS)
+    if unknown:
+        raise HTTPException(
+            400,
+            f"unknown query parameter {unknown[0]!r}: one of {', '.join(sorted(_AUDIT_FILTERS))}",
+        )
+
+
 router = APIRouter(prefix=paths.OWN_PREFIX, generate_unique_id_function=_operation_id)
 
 
-@router.get("/audit", responses=problem_responses(400, 503), summary="The audit log")
+@router.get(
+    "/audit",
+    responses=problem_responses(400, 503),
+    summary="The audit log",
+    dependencies=[Depends(_known_filters)],
+)
 async def list_audit(
     store: Annotated[Store, Depends(_store)],
     since: Annotated[

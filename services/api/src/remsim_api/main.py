@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from remsim_api.app import create_app
+from remsim_api.limits import http_options
 from remsim_api.security import ApiSecurity, tls_options
 from remsim_api.settings import ApiSettings
 from remsim_common import REST_PORT, Program
@@ -33,6 +34,9 @@ CATEGORIES = {
     "DSLOTMAP": ("remsim.api.slotmap",),
 }
 """The original's log categories (``-d``) and the loggers behind each (as remsim-server's)."""
+
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues before they are accepted (a connect burst)."""
 
 PROGRAM = Program("remsim-api", "remsim-api", categories=CATEGORIES)
 
@@ -92,7 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ApiSettings:
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)
+    sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -118,6 +122,7 @@ async def serve(settings: ApiSettings) -> int:
         log_config=None,
         log_level=None,
         server_header=False,
+        **http_options(settings),
         **tls_options(settings),
     )
     try:

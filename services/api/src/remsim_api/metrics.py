@@ -1,5 +1,7 @@
 """The REST API's metric families, in a registry of their own.
 
+- ``remsim_http_refused_total{cause}`` (counter): requests the HTTP layer refused
+  (``body-too-large``, ``malformed-http``, ``request-timeout``: ``remsim_api.limits``).
 - ``remsim_slotmaps{state}`` (gauge): the slotmaps in the store by state (``NEW``,
   ``UNACKNOWLEDGED``, ``ACTIVE``, ``DELETE_REQ``, ``DELETING``), read from the store before
   each scrape (``count_slotmaps``). With a shared store every API process and core shows the
@@ -13,13 +15,13 @@ from __future__ import annotations
 
 import collections
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from remsim_common import component_registry, distribution_version
 from remsim_common import exposition as process_exposition
 from remsim_control import SlotmapState, Store
 
-__all__ = ["REGISTRY", "SLOTMAPS", "count_slotmaps", "exposition"]
+__all__ = ["HTTP_REFUSED", "REGISTRY", "SLOTMAPS", "count_slotmaps", "exposition"]
 
 REGISTRY = component_registry()
 
@@ -28,6 +30,15 @@ SLOTMAPS = Gauge(
 )
 for _state in SlotmapState:  # every state shows, 0 included
     SLOTMAPS.labels(_state.value)
+
+HTTP_REFUSED = Counter(
+    "remsim_http_refused",
+    "REST requests refused by the HTTP layer's limits, by cause.",
+    ["cause"],
+    registry=REGISTRY,
+)
+for _cause in ("body-too-large", "malformed-http", "request-timeout"):
+    HTTP_REFUSED.labels(_cause)
 
 
 async def count_slotmaps(store: Store) -> None:

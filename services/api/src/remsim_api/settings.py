@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from remsim_api.limits import KEEPALIVE_TIMEOUT, REQUEST_TIMEOUT
 from remsim_api.security import load_tokens, normalize_origin
 from remsim_common import REST_PORT, CommonSettings
 
@@ -57,6 +58,14 @@ class ApiSettings(CommonSettings):
 
     rest_host: str = Field(default="0.0.0.0", description="REST bind address")
     rest_port: int = Field(default=REST_PORT, ge=0, le=65535, description="REST port")
+    rest_request_timeout: float = Field(
+        default=REQUEST_TIMEOUT,
+        gt=0,
+        description="seconds for a whole request to arrive (slow clients: 408, closed)",
+    )
+    rest_keepalive_timeout: int = Field(
+        default=KEEPALIVE_TIMEOUT, gt=0, description="seconds an idle keep-alive connection stays"
+    )
     state_dir: Path | None = Field(
         default=None,
         description="one host: slotmaps and audit log in DIR/remsim.sqlite3, kept across "

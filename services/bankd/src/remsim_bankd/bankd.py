@@ -14,6 +14,12 @@ TLS, what each client's certificate names goes to the core (``session_secured``)
 serves a client only the slots mapped to its ids; the control link talks only to a peer
 whose certificate names the server.
 
+The client port has limits: at most ``max_clients`` connections (lowered to what the file
+descriptor limit allows: each connection takes ``FDS_PER_CONNECTION``) and
+``max_clients_per_host`` from one address; a connection over a limit is accepted and closed
+at once, without a thread, counted (``remsim_connections_refused_total``) and logged at
+most once per ``REFUSAL_LOG_INTERVAL``.
+
 With ``BankdConfig.metrics`` set, ``remsim_common.HealthServer`` serves ``/healthz``,
 ``/readyz`` (ready while the control link to the server is connected) and ``/metrics``.
 """
@@ -21,7 +27,10 @@ With ``BankdConfig.metrics`` set, ``remsim_common.HealthServer`` serves ``/healt
 from __future__ import annotations
 
 import asyncio
+import collections
+import errno
 import logging
+import resource
 import socket
 import threading
 import time
@@ -53,15 +62,51 @@ from rspro import (
 from . import metrics
 from .card import Card, CardError
 from .clients import ClientConnection, tune_client_socket
-from .config import CARD_RETRY, DEFAULT_BANK_ID, DEFAULT_NUM_SLOTS, PROGRAM, BankdSettings
+from .config import (
+    ALIVE_CHECK_TIMEOUT,
+    CARD_RETRY,
+    CLIENT_KEEPALIVE_INTERVAL,
+    CLIENT_KEEPALIVE_TIMEOUT,
+    DEFAULT_BANK_ID,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_CLIENTS_PER_HOST,
+    DEFAULT_NUM_SLOTS,
+    IDENTIFY_TIMEOUT,
+    PROGRAM,
+    BankdSettings,
+)
 from .control import ControlLink
 from .core import Action, BankdCore, Close
 from .drivers import CardSource
 from .gsmtap import GSMTAP_PORT, GsmtapTracer
 
-__all__ = ["SHUTDOWN_JOIN_TIMEOUT", "Bankd", "BankdConfig", "bankd_identity"]
+__all__ = [
+    "ACCEPT_PAUSE",
+    "FDS_PER_CONNECTION",
+    "FD_RESERVE",
+    "LISTEN_BACKLOG",
+    "REFUSAL_LOG_INTERVAL",
+    "SHUTDOWN_JOIN_TIMEOUT",
+    "Bankd",
+    "BankdConfig",
+    "bankd_identity",
+]
 
 log = logging.getLogger("remsim.bankd")
+
+CLIENT_KEEPALIVE = Keepalive(CLIENT_KEEPALIVE_INTERVAL, CLIENT_KEEPALIVE_TIMEOUT)
+
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues on the client port until the accept loop takes them."""
+FDS_PER_CONNECTION = 2
+"""File descriptors a client connection holds: its socket and its thread's wake-up eventfd."""
+FD_RESERVE = 64
+"""File descriptors kept free of client connections: listeners, the control link, cards,
+logs, the health endpoint."""
+REFUSAL_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about refused client connections (the rest are counted)."""
+ACCEPT_PAUSE = 0.1
+"""Seconds the accept loop pauses when the process has no file descriptor left."""
 
 SHUTDOWN_JOIN_TIMEOUT = 5.0
 """Seconds ``aclose`` waits for each client thread (a card call or a TLS handshake may still
@@ -87,6 +132,11 @@ class BankdConfig:
     gsmtap_port: int = GSMTAP_PORT
     gsmtap_slot: int = -1
     server_keepalive: Keepalive = field(default_factory=Keepalive)
+    client_keepalive: Keepalive = field(default_factory=lambda: CLIENT_KEEPALIVE)
+    identify_timeout: float = IDENTIFY_TIMEOUT
+    alive_check_timeout: float = ALIVE_CHECK_TIMEOUT
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    max_clients_per_host: int = DEFAULT_MAX_CLIENTS_PER_HOST
     metrics: tuple[str, int] | None = None  # /healthz, /readyz, /metrics on (host, port)
 
     @classmethod
@@ -99,6 +149,12 @@ class BankdConfig:
             server=(settings.server_host, settings.server_port),
             bind=(settings.bind_ip or None, settings.bind_port),
             card_retry=settings.card_retry,
+            client_keepalive=Keepalive(
+                settings.client_keepalive_interval, settings.client_keepalive_timeout
+            ),
+            identify_timeout=settings.identify_timeout,
+            max_clients=settings.max_clients,
+            max_clients_per_host=settings.max_clients_per_host,
             gsmtap_host=settings.gsmtap_ip,
             gsmtap_slot=settings.gsmtap_slot,
             metrics=None if port is None else (settings.metrics_host, port),
@@ -122,6 +178,10 @@ class Bankd:
         )
         self.lock = threading.Lock()
         self.connections: dict[int, ClientConnection] = {}
+        self.max_clients = config.max_clients  # lowered to the FD limit by ``start``
+        self._per_host: collections.Counter[str] = collections.Counter()
+        self._refusals = 0  # not logged yet
+        self._refusal_log_at = 0.0  # time.monotonic() of the next allowed line
         self.control: ControlLink | None = None
         self.tracer: GsmtapTracer | None = None
         self.health: HealthServer | None = None
@@ -155,11 +215,20 @@ class Bankd:
             self.tracer = GsmtapTracer(cfg.gsmtap_host, cfg.gsmtap_port, cfg.gsmtap_slot)
         host, port = cfg.bind
         family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host or "", port), family=family, backlog=64)
+        self._listener = socket.create_server(
+            (host or "", port), family=family, backlog=LISTEN_BACKLOG
+        )
         self._listener.setblocking(False)
         loop.add_reader(self._listener.fileno(), self._accept)
         tls = " (TLS)" if self.security.tls else ""
         log.info("listening for clients on %s:%d%s", host or "*", self.port, tls, extra=bank)
+        fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if fds != resource.RLIM_INFINITY:
+            allowed = max(1, (fds - FD_RESERVE) // FDS_PER_CONNECTION)
+            if allowed < self.max_clients:
+                self.max_clients = allowed
+                log.warning("serving at most %d client connections (file descriptor limit %d)",
+                            allowed, fds, extra=bank)  # fmt: skip
         if cfg.metrics is not None:
             registry = exposition(cfg.identity.software, cfg.identity.sw_version, metrics.REGISTRY)
             endpoint = HealthEndpoint(registry, self.readiness, before_scrape=self._update_metrics)
@@ -238,6 +307,16 @@ class Bankd:
         with self.lock:
             self.core.session_secured(sid, identity)
 
+    def drop(self, sid: int, why: str) -> list[Action]:
+        """The connection of ``sid`` gives up on its client (a timeout): close it."""
+        with self.lock:
+            return self._route(sid, self.core.drop(sid, why))
+
+    def alive(self, sid: int) -> list[Action]:
+        """The client of ``sid`` answered its ``CheckAlive``."""
+        with self.lock:
+            return self._route(sid, self.core.alive(sid))
+
     def receive(self, sid: int, msg: Message) -> list[Action]:
         """A PDU from the client of ``sid``."""
         with self.lock:
@@ -269,7 +348,11 @@ class Bankd:
     def session_closed(self, sid: int) -> list[Action]:
         """The connection of ``sid`` is closed: what is left for its thread to do."""
         with self.lock:
-            self.connections.pop(sid, None)
+            conn = self.connections.pop(sid, None)
+            if conn is not None:
+                self._per_host[conn.host] -= 1
+                if not self._per_host[conn.host]:
+                    del self._per_host[conn.host]
             return self._route(sid, self.core.session_closed(sid))
 
     def card(self, slot: BankSlot) -> Card:
@@ -298,32 +381,75 @@ class Bankd:
         assert self._listener is not None
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, address = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("accept failed: %s", exc)
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._refused("fds", "?", str(exc))
+                    self._pause_accepting()
+                else:
+                    log.warning("accept failed: %s", exc)
                 return
+            host, port = address[:2]
+            peer = f"{host}:{port}"
+            with self.lock:
+                if len(self.connections) >= self.max_clients:
+                    why = f"{self.max_clients} client connections already"
+                    cause = "port"
+                elif self._per_host[host] >= self.config.max_clients_per_host:
+                    why = f"{self.config.max_clients_per_host} client connections from {host}"
+                    cause = "host"
+                else:
+                    why = cause = ""
+            if cause:
+                sock.close()
+                self._refused(cause, peer, why)
+                continue
             try:
                 tune_client_socket(sock)
-                host, port = sock.getpeername()[:2]
             except OSError as exc:  # the client is already gone
                 log.info("client connection lost at once: %s", exc)
                 sock.close()
                 continue
-            peer = f"{host}:{port}"
             with self.lock:
                 sid = self.core.session_opened(peer)
                 try:
-                    conn = ClientConnection(self, sock, sid, peer)
+                    conn = ClientConnection(self, sock, sid, peer, host)
                 except OSError as exc:  # out of file descriptors
-                    log.error("cannot serve client %s: %s", peer, exc, extra={"peer": peer})
                     self.core.session_closed(sid)
                     sock.close()
+                    self._refused("fds", peer, str(exc))
                     continue
                 self.connections[sid] = conn
+                self._per_host[host] += 1
             log.debug("client connection %d from %s", sid, peer, extra={"peer": peer})
             conn.start()
+
+    def _refused(self, cause: str, peer: str, why: str) -> None:
+        """A client connection closed at once: counted; logged once per interval."""
+        metrics.REFUSED.labels(cause).inc()
+        self._refusals += 1
+        now = time.monotonic()
+        if now >= self._refusal_log_at:
+            log.warning("client connection from %s refused: %s (%d refused since the last "
+                        "such line)", peer, why, self._refusals,
+                        extra={"peer": peer, "cause": cause})  # fmt: skip
+            self._refusals = 0
+            self._refusal_log_at = now + REFUSAL_LOG_INTERVAL
+
+    def _pause_accepting(self) -> None:
+        """No file descriptor left: stop accepting for a moment (the listener would stay
+        readable and spin the loop)."""
+        assert self._listener is not None and self._loop is not None
+        listener = self._listener
+        self._loop.remove_reader(listener.fileno())
+
+        def resume() -> None:
+            if self._listener is listener and listener.fileno() >= 0:
+                self._loop.add_reader(listener.fileno(), self._accept)  # type: ignore[union-attr]
+
+        self._loop.call_later(ACCEPT_PAUSE, resume)
 
     def handle_control(self, msg: Message) -> Message | None:
         """A request from the server: the reply, or None if it is not one of ours."""
@@ -335,11 +461,12 @@ class Bankd:
                 result, actions = self.core.remove_mapping(msg.client, msg.bank)
                 reply = RemoveMappingRes(result)
             elif isinstance(msg, ResetStateReq):
-                result, actions = self.core.reset_state()
+                result, actions = self.core.reset_state(time.monotonic())
                 reply = ResetStateRes(result)
             else:
                 return None
             self._route(None, actions)
+        self._arm_timer()  # a reset leaves sessions to settle (RESET_GRACE)
         return reply
 
     def _arm_timer(self) -> None:

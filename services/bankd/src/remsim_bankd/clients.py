@@ -14,8 +14,13 @@ closes that connection with one log line. Then it hands the identity in the clie
 certificate to the core (``session_secured``), which judges the client's connectClientReq
 by it.
 
-The bankd never pings its clients (as the original); it answers their PINGs. Frames may
-arrive split or coalesced in any way, and a client that vanishes ends only its own session.
+The thread also keeps the session's timers, on ``time.monotonic``: the identification
+timeout (no valid connectClientReq in time: closed), the IPA keepalive (the first PING one
+interval after the accept, so nothing unasked precedes the client's connectClientReq; a
+client that stops answering PINGs is dropped and its card released) and the liveness check
+the core asks for (``CheckAlive``) when another connection claims this session's client
+slot. Original clients answer PINGs (libosmo-abis does). Frames may arrive split or
+coalesced in any way, and a client that vanishes ends only its own session.
 
 Each TPDU is counted (``remsim_tpdus_relayed_total``) and its card round trip observed
 (``remsim_tpdu_roundtrip_seconds``) right in this thread: about 1.5 µs, no hand-off.
@@ -35,11 +40,18 @@ import time
 from typing import TYPE_CHECKING
 
 from remsim_common import PeerIdentity
-from rspro import BankSlot, IpaFramingError, PduReceived, RsproConnection
+from rspro import (
+    BankSlot,
+    ConnectClientReq,
+    IpaFramingError,
+    KeepaliveTimedOut,
+    PduReceived,
+    RsproConnection,
+)
 
 from .card import Card, CardError
-from .core import Action, Close, OpenCard, ReleaseCard, ResetCard, Send, Transmit
-from .metrics import TO_CARD, TO_MODEM, TPDU_ROUNDTRIP
+from .core import Action, CheckAlive, Close, OpenCard, ReleaseCard, ResetCard, Send, Transmit
+from .metrics import CLIENT_KEEPALIVE_TIMEOUTS, REFUSED, TO_CARD, TO_MODEM, TPDU_ROUNDTRIP
 
 if TYPE_CHECKING:
     from .bankd import Bankd
@@ -48,8 +60,7 @@ __all__ = ["ClientConnection", "tune_client_socket"]
 
 log = logging.getLogger("remsim.bankd.clients")
 
-# The bankd sends nothing on an idle link, so only TCP keepalive notices a client host that
-# died without a FIN (it would hold its bank slot for hours); unacknowledged data gives up
+# TCP keepalive as a second line behind the IPA keepalive; unacknowledged data gives up
 # after the user timeout.
 _KEEPALIVE = ((socket.TCP_KEEPIDLE, 30), (socket.TCP_KEEPINTVL, 10), (socket.TCP_KEEPCNT, 3))
 _USER_TIMEOUT_MS = 60_000
@@ -69,16 +80,20 @@ def tune_client_socket(sock: socket.socket) -> None:
 class ClientConnection:
     """One client connection and the thread that serves it."""
 
-    def __init__(self, bankd: Bankd, sock: socket.socket, sid: int, peer: str) -> None:
+    def __init__(
+        self, bankd: Bankd, sock: socket.socket, sid: int, peer: str, host: str = ""
+    ) -> None:
         self.bankd = bankd
         self.sock = sock
         self.sid = sid
         self.peer = peer
+        self.host = host  # the client's address, for the per-host limit
         self.log_fields = {"peer": peer}
-        self.conn = RsproConnection(initiator=False, keepalive=None)
+        self.conn = RsproConnection(initiator=False, keepalive=bankd.config.client_keepalive)
+        self._identify_by: float | None = None  # until a valid connectClientReq came
+        self._checking_since: float | None = None  # a CheckAlive's PING went out then
         self._inbox: queue.SimpleQueue[Action] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)  # a full pipe already wakes the thread
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # one FD, not a pipe's two
         self._open = True
         # The card this session opened: only this thread uses it while the session holds
         # its bank slot, so TPDUs need not look it up (under the bankd lock) each time.
@@ -91,8 +106,8 @@ class ClientConnection:
     def post(self, action: Action) -> None:
         """Hand an action to this connection's thread (called with the bankd lock held)."""
         self._inbox.put(action)
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"\0")
+        with contextlib.suppress(BlockingIOError):  # a full counter already wakes the thread
+            os.eventfd_write(self._wake, 1)
 
     # --- the thread -------------------------------------------------------------------------
 
@@ -127,10 +142,20 @@ class ClientConnection:
     def _serve(self) -> None:
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._wake, select.POLLIN)
         sock_fd = self.sock.fileno()
+        now = time.monotonic()
+        self.conn.start(now, idle=True)
+        self._identify_by = now + self.bankd.config.identify_timeout
         while self._open:
-            for fd, _ in poller.poll():
+            self._timers(time.monotonic())
+            if not self._open:
+                return
+            deadlines = [d for d in (self.conn.next_deadline(), self._identify_by) if d is not None]
+            timeout = None
+            if deadlines:
+                timeout = max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+            for fd, _ in poller.poll(timeout):
                 if fd == sock_fd:
                     data = self._recv()
                     if not data:
@@ -142,10 +167,39 @@ class ClientConnection:
                         return
                     self._received(data)
                 else:
-                    os.read(self._wake_r, 4096)
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(self._wake)
                     self._execute(self._drain_inbox())
                 if not self._open:
                     return
+
+    def _timers(self, now: float) -> None:
+        if self._identify_by is not None and now >= self._identify_by:
+            timeout = self.bankd.config.identify_timeout
+            REFUSED.labels("identify_timeout").inc()
+            self._give_up(f"no connectClientReq within {timeout:g}s")
+            return
+        for event in self.conn.handle_timeout(now):
+            if isinstance(event, KeepaliveTimedOut):
+                if self._checking_since is None:
+                    CLIENT_KEEPALIVE_TIMEOUTS.inc()
+                self._give_up(self._no_pong())
+                return
+        self._flush()  # a keepalive PING
+
+    def _give_up(self, why: str) -> None:
+        """End the session for a timeout (the core says what to send and release first)."""
+        self._identify_by = None
+        self._execute(self.bankd.drop(self.sid, why))
+        self._open = False
+
+    def _no_pong(self) -> str:
+        if self._checking_since is not None:
+            return (
+                f"no PONG within {self.bankd.config.alive_check_timeout:g}s "
+                "while another connection claims its client slot"
+            )
+        return f"keepalive: no PONG within {self.bankd.config.client_keepalive.timeout:g}s"
 
     def _recv(self) -> bytes:
         data = self.sock.recv(_RECV_SIZE)
@@ -162,9 +216,16 @@ class ClientConnection:
             self._open = False
             return
         bankd, sid = self.bankd, self.sid
+        since = self._checking_since
+        if since is not None and self.conn.last_pong is not None and self.conn.last_pong >= since:
+            self._checking_since = None
+            self._execute(bankd.alive(sid))
         for event in events:
             if isinstance(event, PduReceived):
-                self._execute(bankd.receive(sid, event.pdu.msg))
+                msg = event.pdu.msg
+                self._execute(bankd.receive(sid, msg))
+                if isinstance(msg, ConnectClientReq) and self._open:
+                    self._identify_by = None
             else:
                 log.warning(
                     "client connection %d: %s: closing", self.sid, event, extra=self.log_fields
@@ -206,6 +267,10 @@ class ClientConnection:
                     bankd.tracer.apdu(action.slot.slot_nr, data, response)
             elif type(action) is Send:
                 self.conn.send(action.msg)
+            elif isinstance(action, CheckAlive):
+                now = time.monotonic()
+                self._checking_since = now
+                self.conn.ping(now, bankd.config.alive_check_timeout)
             elif isinstance(action, OpenCard | ResetCard):
                 try:
                     if isinstance(action, OpenCard):
@@ -261,5 +326,4 @@ class ClientConnection:
         self.sock.close()
         # Whatever was posted before the session ended must still run: a card release.
         self._execute(self.bankd.session_closed(self.sid) + self._drain_inbox())
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        os.close(self._wake)

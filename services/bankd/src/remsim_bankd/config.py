@@ -25,11 +25,17 @@ from .errors import ConfigError
 from .mapping import ID_MAX
 
 __all__ = [
+    "ALIVE_CHECK_TIMEOUT",
     "CARD_RETRY",
     "CATEGORIES",
+    "CLIENT_KEEPALIVE_INTERVAL",
+    "CLIENT_KEEPALIVE_TIMEOUT",
     "DEFAULT_BANK_ID",
+    "DEFAULT_MAX_CLIENTS",
+    "DEFAULT_MAX_CLIENTS_PER_HOST",
     "DEFAULT_NUM_SLOTS",
     "DEFAULT_SLOTS_CSV",
+    "IDENTIFY_TIMEOUT",
     "PROGRAM",
     "BankdSettings",
     "SlotsCsvError",
@@ -44,6 +50,21 @@ DEFAULT_BANK_ID = 1
 DEFAULT_NUM_SLOTS = 8
 CARD_RETRY = 2.0
 """Seconds between attempts to open an absent or mute card while a client waits for it."""
+CLIENT_KEEPALIVE_INTERVAL = 20.0
+"""Seconds between the IPA PINGs the bankd sends each client once a PONG came back."""
+CLIENT_KEEPALIVE_TIMEOUT = 10.0
+"""Seconds a client has to answer a PING; a frozen client loses its card within
+interval + timeout (30 s)."""
+IDENTIFY_TIMEOUT = 10.0
+"""Seconds a new client connection has to send a valid connectClientReq."""
+DEFAULT_MAX_CLIENTS = 1024
+"""Client connections served at once; more are closed at once. The file descriptor limit
+may lower it (``Bankd.max_clients``)."""
+DEFAULT_MAX_CLIENTS_PER_HOST = 128
+"""Client connections served at once from one address."""
+ALIVE_CHECK_TIMEOUT = 1.0
+"""Seconds the session holding a client slot has to answer the PING sent when another
+connection claims that slot; no answer: it is dropped and the newcomer gets the slot."""
 
 CATEGORIES = {
     "DMAIN": ("remsim.bankd", "remsim.bankd.pcsc"),
@@ -181,6 +202,11 @@ class BankdSettings(CommonSettings, TransportSettings):
     card_driver: Literal["pcsc", "sim"] = "pcsc"
     sim_profile: list[Path] = Field(default_factory=list)
     card_retry: float = Field(default=CARD_RETRY, gt=0)
+    client_keepalive_interval: float = Field(default=CLIENT_KEEPALIVE_INTERVAL, gt=0)
+    client_keepalive_timeout: float = Field(default=CLIENT_KEEPALIVE_TIMEOUT, gt=0)
+    identify_timeout: float = Field(default=IDENTIFY_TIMEOUT, gt=0)
+    max_clients: int = Field(default=DEFAULT_MAX_CLIENTS, ge=1)
+    max_clients_per_host: int = Field(default=DEFAULT_MAX_CLIENTS_PER_HOST, ge=1)
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
@@ -215,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="card profile for the sim driver, once per slot in slot order")  # fmt: skip
     add("--card-retry", metavar="SECONDS",
         help=f"retry period for opening an absent card ({CARD_RETRY:g})")  # fmt: skip
+    add("--client-keepalive-interval", metavar="SECONDS",
+        help=f"idle time between PINGs to each client ({CLIENT_KEEPALIVE_INTERVAL:g})")  # fmt: skip
+    add("--client-keepalive-timeout", metavar="SECONDS",
+        help=f"a client not answering a PING within this is dropped "
+             f"({CLIENT_KEEPALIVE_TIMEOUT:g})")  # fmt: skip
+    add("--identify-timeout", metavar="SECONDS",
+        help=f"a client connection sending no connectClientReq within this is closed "
+             f"({IDENTIFY_TIMEOUT:g})")  # fmt: skip
+    add("--max-clients", metavar="N",
+        help=f"client connections served at once; more are closed at once "
+             f"({DEFAULT_MAX_CLIENTS}, or what the file descriptor limit allows)")  # fmt: skip
+    add("--max-clients-per-host", metavar="N",
+        help=f"client connections served at once from one address "
+             f"({DEFAULT_MAX_CLIENTS_PER_HOST})")  # fmt: skip
     add("--metrics-port", metavar="PORT",
         help="serve /healthz, /readyz and Prometheus /metrics over HTTP on PORT (off)")  # fmt: skip
     add("--metrics-host", metavar="IP", help="listen address for --metrics-port (0.0.0.0)")

@@ -8,9 +8,14 @@ to the next session only once the previous one reported it released (``card_rele
 
 A client session follows the original worker's states (bankd.md §5), with its gaps
 closed: an ATR is sent whenever the card becomes usable (also after a late map or a reset),
-card trouble is reported (result codes, ErrorInd) before the connection closes, a bank
-slot is used by one session at a time, and a new connection for a client slot replaces the
-one it already has (that client's host died without closing it).
+card trouble is reported (result codes, ErrorInd) before the connection closes, and a bank
+slot is used by one session at a time.
+
+A live session is never taken over: when a new connection claims a client slot that an
+older session holds, the older one is checked first (``CheckAlive``: an IPA PING that must
+be answered within a short window). If it answers, the newcomer is refused
+(``identityInUse``) and closed; if not (its host died without closing it, or it is
+frozen), the connection layer drops it (``drop``) and the newcomer takes its place at once.
 
 With TLS, a client is who its certificate says (``session_secured``): its connectClientReq
 is accepted only for a client id the certificate names, so only for a bank slot mapped to
@@ -53,6 +58,7 @@ from .mapping import ID_MAX, MappingChange, MappingTable, valid_client_slot
 __all__ = [
     "Action",
     "BankdCore",
+    "CheckAlive",
     "Close",
     "OpenCard",
     "ReleaseCard",
@@ -62,6 +68,11 @@ __all__ = [
     "SessionState",
     "Transmit",
 ]
+
+RESET_GRACE = 1.0
+"""Seconds a session keeps its card after a resetStateReq, for the server to push its map
+again (it sends the maps it knows right after the reset): an unchanged map keeps its
+session, so a server restart costs the modem nothing."""
 
 log = logging.getLogger("remsim.bankd.session")
 maplog = logging.getLogger("remsim.bankd.mapping")
@@ -126,7 +137,15 @@ class ReleaseCard:
     slot: BankSlot
 
 
-Action = Send | Close | OpenCard | Transmit | ResetCard | ReleaseCard
+@dataclass(frozen=True, slots=True)
+class CheckAlive:
+    """Check that the client is alive: a PING it must answer soon. Answered: ``alive``;
+    not answered: ``drop``."""
+
+    sid: int
+
+
+Action = Send | Close | OpenCard | Transmit | ResetCard | ReleaseCard | CheckAlive
 
 
 @dataclass(slots=True)
@@ -142,6 +161,11 @@ class Session:
     tls: bool = False  # over TLS: its claims are judged by ``identity``
     identity: PeerIdentity | None = None  # what the client's certificate names
     retry_at: float | None = None  # next attempt to open an absent card
+    # a newcomer for a client slot held by session ``contested``: its claim, while the
+    # older session is checked (``checking``: a CheckAlive of this session is under way)
+    contested: int | None = None
+    claim: ConnectClientReq | None = None
+    checking: bool = False
     # modem-side levels last reported, for reset edge detection, and the last indication
     vcc: bool = True
     rst: bool = False
@@ -193,6 +217,7 @@ class BankdCore:
         self.sessions: dict[int, Session] = {}
         self._holders: dict[BankSlot, Session] = {}
         self._releasing: set[BankSlot] = set()  # released by a closed session, not yet done
+        self._after_reset: dict[BankSlot, tuple[ClientSlot, float]] = {}  # see reset_state
         self._next_sid = 1
 
     @property
@@ -208,19 +233,43 @@ class BankdCore:
     def create_mapping(self, client: ClientSlot, bank: BankSlot) -> tuple[ResultCode, list[Action]]:
         change = self.maps.create(client, bank)
         maplog.info("createMapping: %s", change.result.name, extra=_map_fields(bank, client))
-        return change.result, self._apply(change)
+        actions: list[Action] = []
+        kept = self._after_reset.pop(bank, None)
+        if kept is not None and kept[0] != client:  # another map for a slot held since a reset
+            self._close_after_reset(bank, kept[0], actions)
+        return change.result, actions + self._apply(change)
 
     def remove_mapping(self, client: ClientSlot, bank: BankSlot) -> tuple[ResultCode, list[Action]]:
         change = self.maps.remove(client, bank)
         maplog.info("removeMapping: %s", change.result.name, extra=_map_fields(bank, client))
         return change.result, self._apply(change)
 
-    def reset_state(self) -> tuple[ResultCode, list[Action]]:
+    def reset_state(self, now: float = 0.0) -> tuple[ResultCode, list[Action]]:
+        """Forget every map. A session holding a card keeps it for ``RESET_GRACE`` seconds:
+        the server follows its resetStateReq with the maps it knows, and a session whose
+        map comes back unchanged goes on untouched; the others are closed then."""
         change = self.maps.reset()
         maplog.info(
             "resetState: %d maps removed", len(change.removed), extra={"bank": self.bank_id}
         )
-        return change.result, self._apply(change)
+        actions: list[Action] = []
+        for bank, client in change.removed:
+            if bank in self._holders:
+                self._after_reset[bank] = (client, now + RESET_GRACE)
+        return change.result, actions
+
+    def _settle_reset(self, now: float, actions: list[Action]) -> None:
+        """Close the sessions whose map has not come back ``RESET_GRACE`` after a reset."""
+        for bank, (client, deadline) in list(self._after_reset.items()):
+            if deadline <= now:
+                del self._after_reset[bank]
+                if self.maps.client_of(bank) != client:
+                    self._close_after_reset(bank, client, actions)
+
+    def _close_after_reset(self, bank: BankSlot, client: ClientSlot, actions: list[Action]) -> None:
+        holder = self._holders.get(bank)
+        if holder is not None and holder.client_slot == client:
+            self._close(holder, f"map {bank} <-> {client} removed by resetState", actions)
 
     def _apply(self, change: MappingChange) -> list[Action]:
         actions: list[Action] = []
@@ -265,9 +314,42 @@ class BankdCore:
             return []
         actions: list[Action] = []
         if s.state is not SessionState.CLOSED:
-            log.info("%s client disconnected", s, extra=s.log_fields)
+            # one that never identified is not worth a line (a port scan, a flood)
+            level = logging.DEBUG if s.client_slot is None else logging.INFO
+            log.log(level, "%s client disconnected", s, extra=s.log_fields)
             self._close(s, "", actions, connection_gone=True)
         return actions
+
+    def drop(self, sid: int, why: str) -> list[Action]:
+        """The connection layer gives up on ``sid`` (no PONG in time, no connectClientReq
+        in time): close it (one log line)."""
+        s = self.sessions.get(sid)
+        actions: list[Action] = []
+        if s is not None and s.state is not SessionState.CLOSED:
+            if s.client_slot is not None:  # what the client gets, should it still read
+                actions.append(Send(sid, self._error_ind(s, ErrorSeverity.MAJOR, why)))
+            self._close(s, why, actions)
+        return actions
+
+    def alive(self, sid: int) -> list[Action]:
+        """``sid`` answered its ``CheckAlive``: the newcomers claiming its slot are refused."""
+        s = self.sessions.get(sid)
+        actions: list[Action] = []
+        if s is None or s.state is SessionState.CLOSED:
+            return actions
+        s.checking = False
+        for w in self._contesting(s):
+            why = f"{s.client_slot} is in use by the live session {s.sid}"
+            fields = {"peer": w.peer, "client_slot": str(s.client_slot), "cause": why}
+            log.warning("%s connectClientReq refused: %s", w, why, extra=fields)
+            actions.append(Send(w.sid, ConnectClientRes(self.identity, ResultCode.IDENTITY_IN_USE)))
+            w.contested = w.claim = None
+            w.state = SessionState.CLOSED  # it holds nothing yet
+            actions.append(Close(w.sid, why))
+        return actions
+
+    def _contesting(self, s: Session) -> list[Session]:
+        return [w for w in self.sessions.values() if w.contested == s.sid]
 
     def receive(self, sid: int, msg: Message) -> list[Action]:
         """A PDU from the client of session ``sid``."""
@@ -293,7 +375,7 @@ class BankdCore:
 
     def _connect_client(self, s: Session, msg: ConnectClientReq, actions: list[Action]) -> None:
         client = msg.client_slot
-        if s.state is not SessionState.CONN_WAIT_ID:
+        if s.state is not SessionState.CONN_WAIT_ID or s.contested is not None:
             self._refuse(s, "second connectClientReq", actions)
             return
         if client is None:
@@ -305,11 +387,32 @@ class BankdCore:
         if s.tls and (s.identity is None or not s.identity.names("client", client.client_id)):
             self._refuse_impostor(s, client, actions)
             return
+        holder = self._holder_of(client)
+        if holder is not None:
+            fields = {"peer": s.peer, "client_slot": str(client)}
+            log.info("%s connectClientReq for %s, held by session %d: checking it is alive",
+                     s, client, holder.sid, extra=fields)  # fmt: skip
+            s.contested, s.claim = holder.sid, msg
+            if not holder.checking:
+                holder.checking = True
+                actions.append(CheckAlive(holder.sid))
+            return
+        self._identified(s, msg, actions)
+
+    def _holder_of(self, client: ClientSlot) -> Session | None:
+        """The session identified as ``client``, if any."""
+        for s in self.sessions.values():
+            if s.client_slot == client and s.state is not SessionState.CLOSED:
+                return s
+        return None
+
+    def _identified(self, s: Session, msg: ConnectClientReq, actions: list[Action]) -> None:
+        client = msg.client_slot
+        assert client is not None
         s.client_slot = client
         s.state = SessionState.CONN_CLIENT_WAIT_MAP
         log.info("%s client connected: %s/%s %s", s, msg.identity.name, msg.identity.software,
                  msg.identity.sw_version, extra=s.log_fields)  # fmt: skip
-        self._preempt(s, actions)
         bank = self.maps.bank_of(client)
         if bank is None or bank in self._holders:
             why = "no map" if bank is None else f"{bank} is in use by another connection"
@@ -317,23 +420,6 @@ class BankdCore:
             self._answer(s, ResultCode.CARD_NOT_PRESENT, actions)
             return
         self._hold(s, bank, actions)
-
-    def _preempt(self, s: Session, actions: list[Action]) -> None:
-        """Drop older sessions of ``s``'s client slot: a client host that died without a FIN
-        would otherwise keep its bank slot until TCP gives up, and the client that comes
-        back is that same client."""
-        for old in list(self.sessions.values()):
-            if (
-                old is not s
-                and old.client_slot == s.client_slot
-                and old.state is not SessionState.CLOSED
-            ):
-                why = f"replaced by a new connection for {s.client_slot} (session {s.sid})"
-                log.warning(
-                    "%s %s: did its host die without closing it?", old, why, extra=old.log_fields
-                )
-                actions.append(Send(old.sid, self._error_ind(old, ErrorSeverity.MAJOR, why)))
-                self._close(old, why, actions)
 
     def _refuse(self, s: Session, why: str, actions: list[Action]) -> None:
         actions.append(Send(s.sid, ConnectClientRes(self.identity, ResultCode.ILLEGAL_CLIENT_ID)))
@@ -415,6 +501,7 @@ class BankdCore:
             log.info("%s closing: %s", s, why, extra=s.log_fields)
         s.state = SessionState.CLOSED
         s.retry_at = None
+        s.contested = s.claim = None
         bank = s.bank_slot
         if bank is not None and self._holders.get(bank) is s:
             del self._holders[bank]
@@ -423,6 +510,10 @@ class BankdCore:
                 actions.append(ReleaseCard(s.sid, bank))
         if not connection_gone:
             actions.append(Close(s.sid, why))
+        for w in self._contesting(s):  # the slot's old session is gone: the newcomer has it
+            claim, w.contested, w.claim = w.claim, None, None
+            assert claim is not None
+            self._identified(w, claim, actions)
 
     # --- card call results ------------------------------------------------------------------
 
@@ -491,10 +582,12 @@ class BankdCore:
 
     def next_deadline(self) -> float | None:
         deadlines = [s.retry_at for s in self.sessions.values() if s.retry_at is not None]
+        deadlines += [deadline for _, deadline in self._after_reset.values()]
         return min(deadlines, default=None)
 
     def handle_timeout(self, now: float) -> list[Action]:
         actions: list[Action] = []
+        self._settle_reset(now, actions)
         for s in self.sessions.values():
             if s.retry_at is not None and s.retry_at <= now and s.bank_slot is not None:
                 s.retry_at = None

@@ -9,8 +9,12 @@
 - ``remsim_tpdu_roundtrip_seconds`` (histogram): a TPDU's card transmit time.
 - ``remsim_reconnects_total{link="server"}`` (counter): the control link registered again
   after having been registered.
-- ``remsim_keepalive_timeouts_total{link="server"}`` (counter): the control link lost to an
-  unanswered PING.
+- ``remsim_keepalive_timeouts_total{link}`` (counter): the control link (``server``) or a
+  client connection (``client``) lost to an unanswered PING.
+- ``remsim_connections_refused_total{cause}`` (counter): client connections closed at once,
+  over a limit: ``port`` (connections on the client port), ``host`` (from one address),
+  ``fds`` (no file descriptor left to accept); and ``identify_timeout``: closed for sending
+  no connectClientReq in time.
 
 The TPDU path counts in the client connection's own thread (about 1.5 µs a TPDU).
 ``remsim_common.exposition`` adds the process collectors and ``remsim_build_info``.
@@ -27,9 +31,11 @@ from remsim_common import component_registry
 
 __all__ = [
     "ACTIVE",
+    "CLIENT_KEEPALIVE_TIMEOUTS",
     "CONNECTIONS",
     "KEEPALIVE_TIMEOUTS",
     "RECONNECTS",
+    "REFUSED",
     "REGISTRY",
     "SERVER_KEEPALIVE_TIMEOUTS",
     "SERVER_LINK",
@@ -92,11 +98,21 @@ KEEPALIVE_TIMEOUTS = Counter(
     registry=REGISTRY,
 )
 
+REFUSED = Counter(
+    "remsim_connections_refused",
+    "Client connections closed at once (over a limit) or unidentified in time, by cause.",
+    ["cause"],
+    registry=REGISTRY,
+)
+
 # Series that exist from the start, so that rate() and alerts see zeros.
 TO_CARD = TPDUS_RELAYED.labels("modem_to_card")
 TO_MODEM = TPDUS_RELAYED.labels("card_to_modem")
 SERVER_RECONNECTS = RECONNECTS.labels(SERVER_LINK)
 SERVER_KEEPALIVE_TIMEOUTS = KEEPALIVE_TIMEOUTS.labels(SERVER_LINK)
+CLIENT_KEEPALIVE_TIMEOUTS = KEEPALIVE_TIMEOUTS.labels("client")
+for _cause in ("port", "host", "fds", "identify_timeout"):
+    REFUSED.labels(_cause)
 SLOTMAPS.labels(ACTIVE).set(0)
 
 

@@ -50,8 +50,15 @@ from remsim_control import (
 from remsim_control.audit import AUDIT_RETENTION_DAYS
 from remsim_server import lifecycle, metrics
 from remsim_server.convert import unmapped_ip
+from remsim_server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, ConnectionLimits
 from remsim_server.peer import DELETED, Label, Peer, format_address, slotmap_audit, slotmap_fields
-from remsim_server.role import IDENTIFY_TIMEOUT, REJECT_DELAY, ServerConnection
+from remsim_server.ratelimit import LOG_INTERVAL, RateLimitedLog
+from remsim_server.role import (
+    IDENTIFY_TIMEOUT,
+    MAP_REQUEST_TIMEOUT,
+    REJECT_DELAY,
+    ServerConnection,
+)
 from remsim_server.settings import parse_host_port
 from rspro.connection import DEFAULT_KEEPALIVE
 
@@ -86,11 +93,15 @@ class ControlCore:
         keepalive: rspro.Keepalive | None = DEFAULT_KEEPALIVE,
         identify_timeout: float = IDENTIFY_TIMEOUT,
         reject_delay: float = REJECT_DELAY,
+        map_request_timeout: float = MAP_REQUEST_TIMEOUT,
         retry_interval: float = RETRY_INTERVAL,
         resync_interval: float = RESYNC_INTERVAL,
         security: TransportSecurity = TransportSecurity.PLAINTEXT,
         audit_days: float = AUDIT_RETENTION_DAYS,
         audit_prune_interval: float = AUDIT_PRUNE_INTERVAL,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+        peer_log_interval: float = LOG_INTERVAL,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -104,11 +115,15 @@ class ControlCore:
         self.keepalive = keepalive
         self.identify_timeout = identify_timeout
         self.reject_delay = reject_delay
+        self.map_request_timeout = map_request_timeout
         self.retry_interval = retry_interval
         self.resync_interval = resync_interval
         self.security = security
         self.audit_days = audit_days
         self.audit_prune_interval = audit_prune_interval
+        self.limits = ConnectionLimits(max_connections, max_connections_per_address)
+        self.peer_log = RateLimitedLog(log, peer_log_interval)
+        """Log lines about what peers did wrong: at most one per interval and cause."""
         self.stopping = False
         self._banks: dict[int, Peer] = {}
         self._clients: dict[ClientSlot, Peer] = {}
@@ -167,12 +182,29 @@ class ControlCore:
         self, host: str | None, port: int, tls: ssl.SSLContext | None
     ) -> asyncio.Server:
         server = await rspro.start_server(
-            self._handle, host, port, keepalive=self.keepalive, ssl=tls
+            self._handle,
+            host,
+            port,
+            keepalive=self.keepalive,
+            ssl=tls,
+            report_errors=False,  # the connection's Peer reports them, rate-limited
+            on_tls_failure=self._tls_failed,
         )
         how = " (mutual TLS)" if tls is not None else ""
         for sock in server.sockets:
             log.info("RSPRO control listening on %s%s", format_address(sock.getsockname()), how)
         return server
+
+    def _tls_failed(self, peer: tuple[str, int], reason: str) -> None:
+        metrics.PEER_ERRORS.labels("tls").inc()
+        self.peer_log.log(
+            logging.WARNING,
+            "tls",
+            "closing connection from %s: TLS handshake failed: %s",
+            format_address(peer),
+            reason,
+            extra={"peer": format_address(peer), "cause": reason},
+        )
 
     async def aclose(self) -> None:
         """Stop: close every connection (their bankds and clients may go to another core)."""
@@ -201,18 +233,22 @@ class ControlCore:
                     if (client := self._clients.get(event.client)) is not None:
                         client.kick()
                 elif isinstance(event, ResetEvent):
-                    self.kick_all()
+                    self.kick_all(reset=event.global_reset)
 
-    def kick_all(self) -> None:
-        """Every connection held re-reads the store and acts on it."""
-        for peer in [*self._banks.values(), *self._clients.values()]:
+    def kick_all(self, *, retry: bool = False, reset: bool = False) -> None:
+        """Every connection held re-reads the store and acts on it (``retry``, ``reset``:
+        see ``Peer.kick``)."""
+        for peer in self._banks.values():
+            peer.kick(retry=retry, reset=reset)
+        for peer in self._clients.values():
             peer.kick()
 
     async def _resync(self) -> None:
         """Every ``resync_interval``: free the maps of banks whose core died (its lease
         lapsed) and that did not come back, and let every connection held re-read the
         store, as on a reset. This makes up for events the bus lost without anyone
-        noticing (a slow consumer, a publication buffered when NATS broke)."""
+        noticing (a slow consumer, a publication buffered when NATS broke), and retries
+        the map requests that bankds did not answer in time."""
         while True:
             try:
                 await self.release_orphans()
@@ -220,7 +256,7 @@ class ControlCore:
                 log.debug("resync: the store does not answer: %s", exc)
             except Exception:
                 log.exception("resync failed")
-            self.kick_all()
+            self.kick_all(retry=True)
             await asyncio.sleep(self.resync_interval)
 
     async def _prune_audit(self) -> None:
@@ -268,6 +304,26 @@ class ControlCore:
             await self.publish(slotmap)
 
     async def _handle(self, stream: rspro.RsproStream) -> None:
+        port, address = stream.sockname[1], stream.peername[0]
+        if (limit := self.limits.admit(port, address)) is not None:
+            metrics.CONNECTIONS_REFUSED.labels(limit).inc()
+            self.peer_log.log(
+                logging.WARNING,
+                f"limit {limit}",
+                "connection refused: %s",
+                f"{self.limits.per_port} connections on port {port}"
+                if limit == "port"
+                else f"{self.limits.per_address} connections from {address}",
+                extra={"peer": format_address(stream.peername), "cause": f"{limit} limit"},
+            )
+            stream.abort()
+            return
+        try:
+            await self._serve(stream)
+        finally:
+            self.limits.release(port, address)
+
+    async def _serve(self, stream: rspro.RsproStream) -> None:
         tls = stream.get_extra_info("ssl_object")
         conn = ServerConnection(
             self.identity,
@@ -276,6 +332,7 @@ class ControlCore:
             certificate=PeerIdentity.from_peer(tls),
             identify_timeout=self.identify_timeout,
             reject_delay=self.reject_delay,
+            map_request_timeout=self.map_request_timeout,
         )
         peer = Peer(self, stream, conn)
         self._peers.add(peer)

@@ -10,21 +10,31 @@ NEW, UNACK, ACTIVE = SlotmapState.NEW, SlotmapState.UNACKNOWLEDGED, SlotmapState
 DELETE_REQ, DELETING = SlotmapState.DELETE_REQ, SlotmapState.DELETING
 
 
-def needs_create(slotmap: Slotmap) -> bool:
-    """A map its (connected) bankd must be sent: NEW and not refused by this bankd."""
-    return slotmap.state is NEW and slotmap.result is None
+TIMEOUT = "timeout"
+"""The ``result`` of a map whose last request its bankd did not answer in time."""
 
 
-def needs_remove(slotmap: Slotmap) -> bool:
-    return slotmap.state is DELETE_REQ
+def needs_create(slotmap: Slotmap, retry: bool = False) -> bool:
+    """A map its (connected) bankd must be sent: NEW and not refused by this bankd; with
+    ``retry`` (the periodic resync) also one whose createMappingReq timed out."""
+    return slotmap.state is NEW and (
+        slotmap.result is None or (retry and slotmap.result == TIMEOUT)
+    )
+
+
+def needs_remove(slotmap: Slotmap, retry: bool = False) -> bool:
+    """A map its bankd must be told to drop; one whose removeMappingReq timed out only
+    with ``retry`` (the periodic resync)."""
+    return slotmap.state is DELETE_REQ and (slotmap.result is None or retry)
 
 
 def on_bank_connect(slotmap: Slotmap) -> SlotmapState | None:
-    """A bankd (re)connects: every map of its bank is pushed again, whatever a previous
-    connection had done with it; a removal that was under way is requested again."""
+    """A bankd (re)connects, or is reset: it holds no map now (it was sent resetStateReq),
+    so every map of its bank is pushed again, whatever a previous connection had done with
+    it, refused or timed out ones too; a removal that was under way is requested again."""
     if slotmap.state in (UNACK, ACTIVE) or (slotmap.state is NEW and slotmap.result):
         return NEW
-    if slotmap.state is DELETING:
+    if slotmap.state is DELETING or (slotmap.state is DELETE_REQ and slotmap.result):
         return DELETE_REQ
     return None
 

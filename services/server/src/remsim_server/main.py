@@ -17,12 +17,16 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from remsim_api.main import add_backend_options, add_security_options
 from remsim_common import BANKD_PORT, CONTROL_PORT, REST_PORT, Program, TransportSecurity
 from remsim_control import BackendUnavailable
 from remsim_control.backends import open_backends
+from remsim_server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
+from remsim_server.ratelimit import LOG_INTERVAL, RateLimitedLog
+from remsim_server.role import IDENTIFY_TIMEOUT, MAP_REQUEST_TIMEOUT
 from remsim_server.server import RemsimServer
 from remsim_server.settings import ServerSettings
 
@@ -37,6 +41,10 @@ CATEGORIES = {
 """The original's log categories (``-d``) and the loggers behind each."""
 
 PROGRAM = Program("remsim-server", "remsim-server", categories=CATEGORIES)
+
+ACCEPT_FAILED = "socket.accept() out of system resource"
+"""asyncio's report of a listener that cannot accept (file descriptors used up): logged
+with a traceback each time it retries, which floods the log under attack."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +72,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_options(parser)
     add_security_options(parser)
     add("--resync-interval", metavar="SECONDS", help="between re-reads of the store (30)")
+    add(
+        "--identify-timeout",
+        metavar="SECONDS",
+        help=f"for a new RSPRO connection to send its connect request ({IDENTIFY_TIMEOUT:g})",
+    )
+    add(
+        "--max-connections",
+        metavar="N",
+        help=f"RSPRO connections per port, more are refused ({MAX_CONNECTIONS})",
+    )
+    add(
+        "--max-connections-per-address",
+        metavar="N",
+        help=f"RSPRO connections per source address ({MAX_CONNECTIONS_PER_ADDRESS})",
+    )
+    add(
+        "--peer-log-interval",
+        metavar="SECONDS",
+        help=f"between two log lines of the same peer error ({LOG_INTERVAL:g})",
+    )
+    add("--map-request-timeout", metavar="SECONDS",
+        help="for a bankd to answer a map request; then retried at the next resync "
+        f"({MAP_REQUEST_TIMEOUT:g})")  # fmt: skip
     add("--core-id", help="this core's name in the registry (host-pid-random)")
     add("--audit-days", metavar="DAYS", help="days the audit log keeps its entries (90)")
     return parser
@@ -101,14 +132,35 @@ async def run(settings: ServerSettings) -> int:
         await bus.close()
 
 
+def quiet_accept_failures(
+    limiter: RateLimitedLog,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """An event loop exception handler that logs ``ACCEPT_FAILED`` without a traceback, at
+    most once per interval; everything else as asyncio does."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") == ACCEPT_FAILED:
+            limiter.log(
+                logging.ERROR,
+                "accept",
+                "cannot accept connections now: %s (too many open files?)",
+                context.get("exception"),
+            )
+        else:
+            loop.default_exception_handler(context)
+
+    return handle
+
+
 async def _serve(server: RemsimServer) -> int:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(quiet_accept_failures(server.core.peer_log))
     try:
         await server.start()
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:

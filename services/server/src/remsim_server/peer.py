@@ -34,6 +34,7 @@ from remsim_control import (
     Store,
 )
 from remsim_server import lifecycle, metrics
+from remsim_server.ratelimit import RateLimitedLog
 from remsim_server.role import (
     BankHello,
     ClientHello,
@@ -44,7 +45,9 @@ from remsim_server.role import (
     MappingCreated,
     MappingRemoved,
     Refused,
+    RequestTimedOut,
     ServerConnection,
+    StateReset,
 )
 
 log = logging.getLogger("remsim.server")
@@ -52,7 +55,7 @@ maplog = logging.getLogger("remsim.server.slotmap")
 """The slotmap life cycle (the original's DSLOTMAP)."""
 
 NEW, UNACK, ACTIVE = SlotmapState.NEW, SlotmapState.UNACKNOWLEDGED, SlotmapState.ACTIVE
-DELETING = SlotmapState.DELETING
+DELETE_REQ, DELETING = SlotmapState.DELETE_REQ, SlotmapState.DELETING
 
 Label = tuple[str, str]
 """A connection's ``remsim_connections`` labels: (role, state)."""
@@ -60,6 +63,11 @@ Label = tuple[str, str]
 _KICK = object()
 _CLOSED = object()
 _ROLES: dict[type, str] = {BankHello: "bankd", ClientHello: "client"}
+_BAD_BYTES: dict[type, str] = {
+    rspro.RsproDecodeError: "undecodable",
+    rspro.IpaFramingError: "framing",
+}
+"""``remsim_peer_errors_total`` causes of the errors that end a connection."""
 T = TypeVar("T")
 
 
@@ -77,6 +85,11 @@ class Core(Protocol):
     @property
     def retry_interval(self) -> float:
         """Seconds between two attempts while the store does not answer."""
+        ...
+
+    @property
+    def peer_log(self) -> RateLimitedLog:
+        """For the log lines about what peers did wrong (one per interval and cause)."""
         ...
 
     @property
@@ -128,10 +141,17 @@ class Peer:
         self.conn = conn
         self.inbox: asyncio.Queue[object] = asyncio.Queue()
         self.kicked = False
+        self.retry_due = False
+        """The next kick also retries the map requests that timed out (see ``kick``)."""
+        self.reset_due = False
+        """The next kick resets the bankd first (see ``kick``)."""
         self.bank: BankRecord | None = None
         self.client: ClientRecord | None = None
         self.restored = False
-        """The bank's maps were reset for this connection (done once: see _bank_hello)."""
+        """The bankd was brought to the store's view: reset, and its maps set to be pushed
+        again (done once per connection and per global reset: see ``_reconcile``)."""
+        self.reset_sent = False
+        """The resetStateReq of the current reconciliation is sent."""
         self.label: Label | None = None
         self.task = asyncio.current_task()
         self._relabel(self.role_and_state())
@@ -141,8 +161,12 @@ class Peer:
         role = _ROLES.get(type(self.conn.hello), "unidentified")
         return role, self.conn.role.value
 
-    def kick(self) -> None:
-        """Re-read the store and act on it (soon, from the peer's own task)."""
+    def kick(self, *, retry: bool = False, reset: bool = False) -> None:
+        """Re-read the store and act on it (soon, from the peer's own task). ``retry``:
+        also send again the map requests its bankd did not answer in time; ``reset``: the
+        operator's global reset, the bankd is first told to drop every map it holds."""
+        self.retry_due |= retry
+        self.reset_due |= reset
         if not self.kicked:
             self.kicked = True
             self.inbox.put_nowait(_KICK)
@@ -202,23 +226,41 @@ class Peer:
                 async with asyncio.timeout_at(deadline):
                     item = await self.inbox.get()
             except TimeoutError:
-                close = self.conn.handle_timeout(self.loop.time())
-                if close is not None:
-                    log.info("closing the connection", extra=self.log_fields(close.reason))
-                    return
+                for due in self.conn.handle_timeout(self.loop.time()):
+                    if isinstance(due, Close):
+                        self._closing_at_deadline(due)
+                        return
+                    await self.persist(functools.partial(self._timed_out, due))
                 continue
             if item is _CLOSED:
                 error = self.stream.error
-                log.info("connection ended", extra=self.log_fields(error))
+                if (cause := _bad_bytes(error)) is not None:
+                    metrics.PEER_ERRORS.labels(cause).inc()
+                    self.core.peer_log.log(
+                        logging.WARNING,
+                        cause,
+                        "connection closed: %s",
+                        error,
+                        extra=self.log_fields(error),
+                    )
+                else:
+                    log.info("connection ended", extra=self.log_fields(error))
                 role, _ = self.role_and_state()
                 if isinstance(error, rspro.KeepaliveTimeoutError) and role != "unidentified":
                     metrics.KEEPALIVE_TIMEOUTS.labels(role).inc()
                 return
             if item is _KICK:
-                self.kicked = False
-                await self.persist(self.sync)
+                retry, reset = self.retry_due, self.reset_due
+                self.kicked = self.retry_due = self.reset_due = False
+                if reset and self.bank is not None:
+                    self.restored = self.reset_sent = False
+                    await self.persist(functools.partial(self._reconcile, self.bank.bank_id))
+                else:
+                    await self.persist(functools.partial(self.sync, retry))
             elif isinstance(item, rspro.RsproPdu):
                 log.debug("Rx %s", item.msg, extra=self.log_fields())
+                if self.conn.hello is None and _bad_bytes(self.stream.error) is not None:
+                    continue  # a connect request before bad bytes: nobody left to answer
                 event = self.conn.receive(item)
                 if not await self.persist(functools.partial(self.handle, event)):
                     return
@@ -254,6 +296,13 @@ class Peer:
             await self._mapping_created(event)
         elif isinstance(event, MappingRemoved):
             await self._mapping_removed(event)
+        elif isinstance(event, StateReset):
+            if event.result is rspro.ResultCode.OK:
+                log.info("the bankd dropped every map (resetStateRes)", extra=self.log_fields())
+            else:
+                log.warning(
+                    "the bankd refused to reset", extra=self.log_fields(event.result.asn_name)
+                )
         elif isinstance(event, ConfigAcknowledged):
             await self._config_acknowledged(event)
         elif isinstance(event, Close):
@@ -270,12 +319,31 @@ class Peer:
             self.send(self.conn.reject(self.loop.time(), event.result))
             await self._audit_identity(event.reason)
         elif isinstance(event, Ignored):
-            log.warning("message ignored", extra=self.log_fields(event.reason))
+            metrics.PEER_ERRORS.labels("unexpected").inc()
+            self.core.peer_log.log(
+                logging.WARNING,
+                event.reason,  # a few fixed texts (message and state names)
+                "message ignored",
+                extra=self.log_fields(event.reason),
+            )
         return True
 
-    async def sync(self) -> None:
+    def _closing_at_deadline(self, close: Close) -> None:
+        if self.conn.request is None:  # never sent a connect request
+            metrics.PEER_ERRORS.labels("no_identification").inc()
+            self.core.peer_log.log(
+                logging.INFO,
+                "no_identification",
+                "closing the connection",
+                extra=self.log_fields(close.reason),
+            )
+        else:
+            log.info("closing the connection", extra=self.log_fields(close.reason))
+
+    async def sync(self, retry: bool = False) -> None:
+        """Act on what the store says (``retry``: see ``kick``)."""
         if self.bank is not None:
-            await self._sync_bank(self.bank.bank_id)
+            await self._sync_bank(self.bank.bank_id, retry)
         elif self.client is not None:
             await self._sync_client(self.client.client)
 
@@ -315,32 +383,45 @@ class Peer:
             await self._audit_identity()
             if ipaddress.ip_address(bankd.host).is_loopback:
                 log.info("clients on other hosts cannot reach %s", bankd, extra=self.log_fields())
-        if not self.restored:
-            for slotmap in await self.store.list_slotmaps(bank_id=hello.bank_id):
-                state = lifecycle.on_bank_connect(slotmap)
-                if state is not None:
-                    await self._update(slotmap, state, "its bankd connected")
-            self.restored = True
-        await self._sync_bank(hello.bank_id)
+        await self._reconcile(hello.bank_id, "its bankd connected")
         return True
 
-    async def _sync_bank(self, bank_id: int) -> None:
-        """Send the bankd what the store says it must do, in the store's order."""
+    async def _reconcile(self, bank_id: int, cause: str = "global reset") -> None:
+        """Bring the bankd to exactly the store's view: ``resetStateReq`` (it drops every
+        map it holds, known here or not), then every map it must hold is pushed again
+        (``lifecycle.on_bank_connect``). Can be repeated after a store failure: each part
+        is done once."""
+        if not self.restored:
+            if not self.reset_sent:
+                log.info("Tx resetStateReq (%s)", cause, extra=self.log_fields())
+                self.send(self.conn.reset_state())
+                self.reset_sent = True
+            for slotmap in await self.store.list_slotmaps(bank_id=bank_id):
+                state = lifecycle.on_bank_connect(slotmap)
+                if state is not None:
+                    await self._update(slotmap, state, cause)
+            self.restored = True
+        await self._sync_bank(bank_id)
+
+    async def _sync_bank(self, bank_id: int, retry: bool = False) -> None:
+        """Send the bankd what the store says it must do, in the store's order; ``retry``:
+        also the requests that timed out."""
+        now = self.loop.time()
         for slotmap in await self.store.list_slotmaps(bank_id=bank_id):
             serial, bank, client = slotmap.serial, slotmap.bank, slotmap.client
             # A map in UNACKNOWLEDGED or DELETING without a request outstanding here was
             # moved there by this connection, and then the store failed before the request
             # went out: send it now.
             if (
-                lifecycle.needs_create(slotmap)
+                lifecycle.needs_create(slotmap, retry)
                 and await self._update(slotmap, UNACK, "createMappingReq sent to its bankd")
             ) or (slotmap.state is UNACK and not self.conn.awaiting_create(serial)):
-                request: rspro.Message = self.conn.create_mapping(serial, bank, client)
+                request: rspro.Message = self.conn.create_mapping(serial, bank, client, now)
             elif (
-                lifecycle.needs_remove(slotmap)
+                lifecycle.needs_remove(slotmap, retry)
                 and await self._update(slotmap, DELETING, "removeMappingReq sent to its bankd")
             ) or (slotmap.state is DELETING and not self.conn.awaiting_remove(serial)):
-                request = self.conn.remove_mapping(serial, bank, client)
+                request = self.conn.remove_mapping(serial, bank, client, now)
             else:
                 continue
             self.send(request)
@@ -363,6 +444,25 @@ class Peer:
                     "slotmap refused by the bankd",
                     extra=slotmap_fields(updated, event.result.asn_name),
                 )
+
+    async def _timed_out(self, due: RequestTimedOut) -> None:
+        """No answer in time: a map being created waits as NEW, a map being deleted as
+        DELETE_REQ, both with result ``timeout``, until the next resync or reconnect of
+        its bankd retries the request."""
+        expected, state = (
+            (UNACK, NEW) if due.request == "createMappingReq" else (DELETING, DELETE_REQ)
+        )
+        cause = f"no answer to its {due.request} within {self.conn.map_request_timeout:g} s"
+        updated = await self._update_serial(
+            due.serial, expected, state, cause, result=lifecycle.TIMEOUT
+        )
+        if updated is not None:  # one line per interval, however many maps time out
+            self.core.peer_log.log(
+                logging.WARNING,
+                f"{due.request} timeout",
+                "its bankd did not answer in time",
+                extra=self.log_fields(cause) | slotmap_fields(updated, cause),
+            )
 
     async def _mapping_removed(self, event: MappingRemoved) -> None:
         removed = await self.store.remove_slotmap(event.serial, {DELETING})
@@ -618,3 +718,10 @@ def _client_slot(slot: rspro.ClientSlot) -> str:
 def format_address(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bad_bytes(error: rspro.RsproError | None) -> str | None:
+    """The ``remsim_peer_errors_total`` cause if ``error`` is about the peer's bytes."""
+    if error is None or isinstance(error, rspro.ConnectionClosedError):
+        return None
+    return next((c for kind, c in _BAD_BYTES.items() if isinstance(error, kind)), "undecodable")

@@ -5,7 +5,10 @@ Fed received PDUs and the time, it returns what happened (``BankHello``,
 configure a client, it returns the message to send and remembers what it is waiting for.
 Responses carry no usable tag (deployed bankds answer with tag 0), so they are matched to
 requests by order, per kind: the bankd handles its requests in order, and a
-``createMappingRes`` always answers the oldest outstanding ``createMappingReq``.
+``createMappingRes`` always answers the oldest outstanding ``createMappingReq``. A map
+request unanswered ``map_request_timeout`` seconds after it was sent is reported
+(``RequestTimedOut``) and stays in the queue as timed out: a late answer is matched to it
+and dropped, so the answers that follow still find their requests.
 
 On a TLS connection the peer's certificate is what it is: a ``connectBankReq`` is accepted
 only if the certificate names that bankd (``urn:remsim:bankd:<bankId>``), a
@@ -30,6 +33,8 @@ IDENTIFY_TIMEOUT = 10.0
 """Seconds a new connection has to send its connect request."""
 REJECT_DELAY = 1.0
 """Seconds a refused connection stays open, so the peer reads the refusal (as the original)."""
+MAP_REQUEST_TIMEOUT = 10.0
+"""Seconds a bankd has to answer a createMappingReq or removeMappingReq."""
 
 
 class Role(enum.StrEnum):
@@ -75,6 +80,24 @@ class MappingRemoved:
     result: rspro.ResultCode
 
 
+RequestName = Literal["createMappingReq", "removeMappingReq"]
+
+
+@dataclass(frozen=True, slots=True)
+class StateReset:
+    """The bankd answered a resetStateReq: it holds no map now."""
+
+    result: rspro.ResultCode
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimedOut:
+    """The bankd did not answer the ``request`` for slotmap ``serial`` in time."""
+
+    serial: int
+    request: RequestName
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigAcknowledged:
     """The client answered a configClientBankReq."""
@@ -110,11 +133,22 @@ Event = (
     | ClientHello
     | MappingCreated
     | MappingRemoved
+    | StateReset
+    | RequestTimedOut
     | ConfigAcknowledged
     | Close
     | Refused
     | Ignored
 )
+
+
+@dataclass(slots=True)
+class _Request:
+    """A map request sent to the bankd and not answered yet."""
+
+    serial: int
+    deadline: float
+    timed_out: bool = False
 
 
 class ServerConnection:
@@ -127,6 +161,7 @@ class ServerConnection:
         certificate: PeerIdentity | None = None,
         identify_timeout: float = IDENTIFY_TIMEOUT,
         reject_delay: float = REJECT_DELAY,
+        map_request_timeout: float = MAP_REQUEST_TIMEOUT,
     ) -> None:
         self.server_identity = server_identity
         self.tls_subject = tls_subject
@@ -135,14 +170,17 @@ class ServerConnection:
         """The remsim identity in that certificate (``None``: none, or plaintext)."""
         self.identify_timeout = identify_timeout
         self.reject_delay = reject_delay
+        self.map_request_timeout = map_request_timeout
         self.role = Role.ESTABLISHED
         self.hello: BankHello | ClientHello | None = None
         self.request: rspro.ConnectBankReq | rspro.ConnectClientReq | None = None
         """The connect request received (answered or not), if any."""
         self.sent: ClientConfig | None = None
         """What this client was last told (``None``: nothing, i.e. unconfigured)."""
-        self._creates: deque[int] = deque()
-        self._removes: deque[int] = deque()
+        self._creates: deque[_Request] = deque()
+        self._removes: deque[_Request] = deque()
+        self._resets = 0
+        """resetStateReqs sent and not answered yet."""
         self._configs: deque[ClientConfig] = deque()
         self._deadline: float | None = now + identify_timeout
 
@@ -157,11 +195,11 @@ class ServerConnection:
 
     def awaiting_create(self, serial: int) -> bool:
         """A createMappingReq for slotmap ``serial`` is sent and not answered yet."""
-        return serial in self._creates
+        return _awaiting(self._creates, serial)
 
     def awaiting_remove(self, serial: int) -> bool:
         """A removeMappingReq for slotmap ``serial`` is sent and not answered yet."""
-        return serial in self._removes
+        return _awaiting(self._removes, serial)
 
     # --- input ----------------------------------------------------------------------------
 
@@ -173,11 +211,20 @@ class ServerConnection:
             if isinstance(msg, rspro.CreateMappingRes):
                 if not self._creates:
                     return Ignored("createMappingRes without an outstanding createMappingReq")
-                return MappingCreated(self._creates.popleft(), msg.result)
+                if (request := self._creates.popleft()).timed_out:
+                    return Ignored("createMappingRes after its request timed out")
+                return MappingCreated(request.serial, msg.result)
             if isinstance(msg, rspro.RemoveMappingRes):
                 if not self._removes:
                     return Ignored("removeMappingRes without an outstanding removeMappingReq")
-                return MappingRemoved(self._removes.popleft(), msg.result)
+                if (request := self._removes.popleft()).timed_out:
+                    return Ignored("removeMappingRes after its request timed out")
+                return MappingRemoved(request.serial, msg.result)
+            if isinstance(msg, rspro.ResetStateRes):
+                if not self._resets:
+                    return Ignored("resetStateRes without an outstanding resetStateReq")
+                self._resets -= 1
+                return StateReset(msg.result)
         if self.role is Role.CONNECTED_CLIENT and isinstance(msg, rspro.ConfigClientBankRes):
             if not self._configs:
                 return Ignored("configClientBankRes without an outstanding request")
@@ -254,20 +301,27 @@ class ServerConnection:
             return rspro.ConnectBankRes(self.server_identity, result)
         return rspro.ConnectClientRes(self.server_identity, result)
 
+    def reset_state(self) -> rspro.ResetStateReq:
+        """Tell the bankd to drop every map it holds (before it is sent the ones it must
+        hold)."""
+        self._require(Role.CONNECTED_BANKD)
+        self._resets += 1
+        return rspro.ResetStateReq()
+
     def create_mapping(
-        self, serial: int, bank: BankSlot, client: ClientSlot
+        self, serial: int, bank: BankSlot, client: ClientSlot, now: float
     ) -> rspro.CreateMappingReq:
         self._require(Role.CONNECTED_BANKD)
-        self._creates.append(serial)
+        self._creates.append(_Request(serial, now + self.map_request_timeout))
         return rspro.CreateMappingReq(
             convert.wire_client_slot(client), convert.wire_bank_slot(bank)
         )
 
     def remove_mapping(
-        self, serial: int, bank: BankSlot, client: ClientSlot
+        self, serial: int, bank: BankSlot, client: ClientSlot, now: float
     ) -> rspro.RemoveMappingReq:
         self._require(Role.CONNECTED_BANKD)
-        self._removes.append(serial)
+        self._removes.append(_Request(serial, now + self.map_request_timeout))
         return rspro.RemoveMappingReq(
             convert.wire_client_slot(client), convert.wire_bank_slot(bank)
         )
@@ -285,16 +339,45 @@ class ServerConnection:
     # --- time -----------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        return self._deadline
+        deadlines = [
+            request.deadline
+            for requests in (self._creates, self._removes)
+            if (request := _first_waiting(requests)) is not None
+        ]
+        if self._deadline is not None:
+            deadlines.append(self._deadline)
+        return min(deadlines, default=None)
 
-    def handle_timeout(self, now: float) -> Close | None:
-        if self._deadline is None or now < self._deadline:
-            return None
-        if self.role is Role.REJECTED:
-            return self._close("refused")
-        return self._close(f"no connect request within {self.identify_timeout:g} s")
+    def handle_timeout(self, now: float) -> list[Close | RequestTimedOut]:
+        """What is due at ``now``: a ``Close`` (alone), or the map requests that timed out."""
+        if self._deadline is not None and now >= self._deadline:
+            if self.role is Role.REJECTED:
+                return [self._close("refused")]
+            return [self._close(f"no connect request within {self.identify_timeout:g} s")]
+        due: list[Close | RequestTimedOut] = []
+        queues: tuple[tuple[deque[_Request], RequestName], ...] = (
+            (self._creates, "createMappingReq"),
+            (self._removes, "removeMappingReq"),
+        )
+        for requests, name in queues:
+            for request in requests:
+                if request.deadline > now:
+                    break
+                if not request.timed_out:
+                    request.timed_out = True
+                    due.append(RequestTimedOut(request.serial, name))
+        return due
 
     def _close(self, reason: str) -> Close:
         self.role = Role.CLOSED
         self._deadline = None
         return Close(reason)
+
+
+def _awaiting(requests: deque[_Request], serial: int) -> bool:
+    return any(r.serial == serial and not r.timed_out for r in requests)
+
+
+def _first_waiting(requests: deque[_Request]) -> _Request | None:
+    """The oldest request of ``requests`` still waiting for its answer (the next due)."""
+    return next((request for request in requests if not request.timed_out), None)

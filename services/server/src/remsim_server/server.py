@@ -11,6 +11,7 @@ import uvicorn
 
 import rspro
 from remsim_api.app import create_app
+from remsim_api.limits import http_options
 from remsim_api.security import ApiSecurity, tls_options
 from remsim_common import TransportSecurity
 from remsim_common.health import EmbeddedServer
@@ -18,6 +19,7 @@ from remsim_control import Bus, MemoryBus, MemoryStore, Store
 from remsim_server import metrics
 from remsim_server.core import ControlCore
 from remsim_server.settings import ServerSettings
+from rspro.aio import LISTEN_BACKLOG
 
 log = logging.getLogger("remsim.server")
 
@@ -60,9 +62,14 @@ class RemsimServer:
             bankd_port=settings.bankd_port,
             bankd_addresses=settings.bankd_addresses,
             keepalive=rspro.Keepalive(settings.keepalive_interval, settings.keepalive_timeout),
+            identify_timeout=settings.identify_timeout,
+            map_request_timeout=settings.map_request_timeout,
             resync_interval=settings.resync_interval,
             security=security,
             audit_days=settings.audit_days,
+            max_connections=settings.max_connections,
+            max_connections_per_address=settings.max_connections_per_address,
+            peer_log_interval=settings.peer_log_interval,
         )
         self._rest_socket: socket.socket | None = None
         self._uvicorn: EmbeddedServer | None = None
@@ -109,6 +116,7 @@ class RemsimServer:
             log_level=None,  # uvicorn's loggers follow -e and -d (DREST) like every other
             server_header=False,
             timeout_graceful_shutdown=REST_SHUTDOWN_TIMEOUT,
+            **http_options(self.settings),  # limits, timeouts, problems for bad HTTP
             **tls_options(self.settings),  # HTTPS with the server's certificate
         )
         self._uvicorn = EmbeddedServer(config)
@@ -143,6 +151,8 @@ class RemsimServer:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, reuse_port=False)
+    sock = socket.create_server(
+        (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=False
+    )
     sock.setblocking(False)
     return sock

@@ -18,6 +18,9 @@ from remsim_api.settings import ApiSettings
 from remsim_common import BANKD_PORT, CONTROL_PORT, TransportSettings, distribution_version
 from remsim_control.audit import AUDIT_RETENTION_DAYS
 from remsim_control.backends import new_core_id
+from remsim_server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
+from remsim_server.ratelimit import LOG_INTERVAL
+from remsim_server.role import IDENTIFY_TIMEOUT, MAP_REQUEST_TIMEOUT
 
 
 def package_version() -> str:
@@ -82,6 +85,33 @@ class ServerSettings(ApiSettings, TransportSettings):
     )
     keepalive_interval: float = Field(default=30.0, gt=0)
     keepalive_timeout: float = Field(default=10.0, gt=0)
+    identify_timeout: float = Field(
+        default=IDENTIFY_TIMEOUT,
+        gt=0,
+        description="seconds a new RSPRO connection has to send its connect request",
+    )
+    map_request_timeout: float = Field(
+        default=MAP_REQUEST_TIMEOUT,
+        gt=0,
+        description="seconds a bankd has to answer a createMappingReq/removeMappingReq; "
+        "unanswered, the map waits with result 'timeout' for the next resync",
+    )
+    max_connections: int = Field(
+        default=MAX_CONNECTIONS,
+        ge=1,
+        description="RSPRO connections one port holds at most; more are refused at once",
+    )
+    max_connections_per_address: int = Field(
+        default=MAX_CONNECTIONS_PER_ADDRESS,
+        ge=1,
+        description="RSPRO connections one source address holds at most; more are refused",
+    )
+    peer_log_interval: float = Field(
+        default=LOG_INTERVAL,
+        gt=0,
+        description="seconds between two log lines of the same peer error (bad bytes, "
+        "refused connections); the errors are counted in remsim_peer_errors_total",
+    )
     resync_interval: float = Field(
         default=30.0,
         gt=0,

@@ -1,0 +1,260 @@
+"""Limits and timeouts of the REST port, and problem answers from the HTTP layer itself.
+
+The API's bodies are tiny (a slotmap is about 80 bytes), so a request may bring at most
+``MAX_BODY_SIZE``: a larger ``Content-Length`` is answered 413 before a byte of the body is
+read, and a chunked body is read only up to the limit (``BodyLimit``). A request line
+and headers longer than ``MAX_HEADER_SIZE`` are refused with 431.
+A client must send a whole request within ``REQUEST_TIMEOUT`` of connecting or of the
+previous answer (slowloris: a trickle of header bytes no longer keeps a connection open);
+an idle keep-alive connection is closed after ``KEEPALIVE_TIMEOUT``.
+
+uvicorn answers malformed HTTP (two ``Content-Length`` headers, an oversized header) with
+plain text; ``ApiProtocol``, its h11 protocol with these timeouts, answers with RFC 9457
+problems like the API. ``http_options(settings)`` are the ``uvicorn.Config`` arguments of
+``remsim-api`` and of the API embedded in ``remsim-server``.
+
+Every refusal counts in ``remsim_http_refused_total{cause}`` and is logged at most once per
+``LOG_INTERVAL`` per cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+import h11
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from remsim_api.metrics import HTTP_REFUSED
+from remsim_api.problems import PROBLEM_JSON, problem
+
+log = logging.getLogger("remsim.api.http")
+
+MAX_BODY_SIZE = 64 * 1024
+"""Bytes of a request body; beyond: 413."""
+MAX_HEADER_SIZE = 16 * 1024
+"""Bytes of a request line and its headers; beyond: 431."""
+REQUEST_TIMEOUT = 10.0
+"""Seconds for a whole request (head and body) to arrive; then: 408, closed."""
+KEEPALIVE_TIMEOUT = 5
+"""Seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``)."""
+LOG_INTERVAL = 60.0
+"""At most one log line per cause in this many seconds."""
+
+_last_logged: dict[str, float] = {}
+_END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
+
+
+def refused(cause: str, message: str, *args: object) -> None:
+    """Count a refusal of ``cause`` and log it, unless it was logged less than
+    ``LOG_INTERVAL`` ago."""
+    HTTP_REFUSED.labels(cause).inc()
+    now = time.monotonic()
+    last = _last_logged.get(cause)
+    if last is None or now - last >= LOG_INTERVAL:
+        _last_logged[cause] = now
+        log.warning(message, *args, extra={"cause": cause})
+
+
+class BodyLimit:
+    """ASGI middleware: 413 (and the connection closed) for a body over ``max_size``,
+    decided on ``Content-Length`` without reading the body, or for a chunked body as soon
+    as it passes the limit; a body within it reaches the app unchanged."""
+
+    def __init__(self, app: ASGIApp, max_size: int = MAX_BODY_SIZE) -> None:
+        self.app = app
+        self.max_size = max_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:  # h11 has checked it is one decimal number
+            if int(length) > self.max_size:
+                await self._refuse(scope, receive, send, f"Content-Length {int(length)}")
+                return
+            await self.app(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:  # no body
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_size:
+                await self._refuse(scope, receive, send, f"more than {self.max_size} bytes")
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
+        client = scope.get("client") or ("?", 0)
+        refused("body-too-large", "REST request from %s refused: body of %s", client[0], size)
+        detail = f"a request body may have at most {self.max_size} bytes"
+        response = problem(413, detail, instance=scope["path"], headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that first gives ``body`` as one message, then the client's next one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def problem_bytes(status: int, detail: str) -> bytes:
+    """The JSON body ``problems.problem`` would send."""
+    return bytes(problem(status, detail).body)
+
+
+class ApiProtocol(H11Protocol):
+    """uvicorn's h11 protocol with problem answers for malformed HTTP and
+    ``request_timeout`` for a request to arrive (from the connection or the previous
+    answer on)."""
+
+    request_timeout: float = REQUEST_TIMEOUT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_request()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_request_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and _head_too_large(self.conn.trailing_data[0] + data):
+            self._unset_keepalive_if_required()
+            client = self.client[0] if self.client else "?"
+            refused("malformed-http", "REST request from %s refused: head too large", client)
+            self._send_problem(431, f"request line and headers may have {MAX_HEADER_SIZE} bytes")
+            return
+        super().data_received(data)
+        if self.conn.their_state is h11.DONE:  # a whole request is in
+            self._cancel_request_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is not h11.DONE:
+            self._await_request()
+
+    def send_400_response(self, msg: str) -> None:
+        """Called by ``handle_events`` while it handles h11's ``RemoteProtocolError``: the
+        answer is h11's status hint (400, or 431 for an oversized head) as a problem."""
+        error = sys.exc_info()[1]
+        status = error.error_status_hint if isinstance(error, h11.RemoteProtocolError) else 400
+        client = self.client[0] if self.client else "?"
+        refused("malformed-http", "REST request from %s refused: %s", client, error or msg)
+        self._send_problem(status, str(error) if error else msg)
+
+    def _send_problem(self, status: int, detail: str) -> None:
+        self._cancel_request_timer()
+        body = problem_bytes(status, detail)
+        headers = [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        try:
+            reason = http.HTTPStatus(status).phrase.encode()
+            response = h11.Response(status_code=status, headers=headers, reason=reason)
+            for event in (response, h11.Data(body)):
+                self.transport.write(self.conn.send(event) or b"")
+            self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:  # a response had already begun: nothing more to say
+            pass
+        self.transport.close()
+
+    def _await_request(self) -> None:
+        self._cancel_request_timer()
+        self._request_timer = self.loop.call_later(self.request_timeout, self._request_late)
+
+    def _cancel_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _request_late(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            if self.conn.their_state is h11.SEND_BODY:  # the app waits for the rest: it
+                self._refused_late()  # sees the client disconnect
+                self.transport.close()
+            return
+        if not self.conn.trailing_data[0]:
+            self.transport.close()  # nothing sent: closed like an idle keep-alive connection
+            return
+        self._refused_late()
+        self._send_problem(408, f"the request did not arrive within {self.request_timeout} s")
+
+    def _refused_late(self) -> None:
+        client = self.client[0] if self.client else "?"
+        refused("request-timeout", "REST request from %s not complete in time", client)
+
+
+def _head_too_large(buffered: bytes) -> bool:
+    """Whether no request head ends within the first ``MAX_HEADER_SIZE`` bytes."""
+    if len(buffered) <= MAX_HEADER_SIZE:
+        return False
+    return _END_OF_HEAD.search(buffered, 0, MAX_HEADER_SIZE + 4) is None
+
+
+def protocol(request_timeout: float) -> type[ApiProtocol]:
+    """``ApiProtocol`` with this request timeout (uvicorn instantiates the class)."""
+    return type("ApiProtocol", (ApiProtocol,), {"request_timeout": request_timeout})
+
+
+class _UvicornBadRequestLine(logging.Filter):
+    """Drops uvicorn's own line for malformed HTTP: ``ApiProtocol`` logs a rate-limited one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Invalid HTTP request received."
+
+
+_UVICORN_FILTER = _UvicornBadRequestLine()
+
+
+def http_options(settings: Any) -> dict[str, Any]:
+    """``uvicorn.Config`` arguments: this protocol, the head limit and the timeouts from
+    ``settings`` (``rest_request_timeout``, ``rest_keepalive_timeout``)."""
+    logging.getLogger("uvicorn.error").addFilter(_UVICORN_FILTER)  # once: the same filter
+    return {
+        "http": protocol(settings.rest_request_timeout),
+        "h11_max_incomplete_event_size": MAX_HEADER_SIZE,
+        "timeout_keep_alive": settings.rest_keepalive_timeout,
+    }
+
+
+__all__ = [
+    "KEEPALIVE_TIMEOUT",
+    "MAX_BODY_SIZE",
+    "MAX_HEADER_SIZE",
+    "REQUEST_TIMEOUT",
+    "ApiProtocol",
+    "BodyLimit",
+    "http_options",
+    "protocol",
+]

@@ -1,0 +1,239 @@
+"""The REST port's limits on a real uvicorn (``remsim_api.limits``): body and header sizes,
+slow clients, and problem answers for malformed HTTP, seen through raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remsim_api.app import create_app
+from remsim_api.limits import MAX_BODY_SIZE, MAX_HEADER_SIZE, http_options
+from remsim_api.settings import ApiSettings
+from remsim_control import MemoryBus, MemoryStore
+from tests.system import end_process, free_port
+
+from .conftest import Serve
+
+BIN = Path(sys.executable).parent
+WAIT = 10.0
+"""Seconds any answer may take (a bound, not a measurement)."""
+SHORT_TIMEOUT = 0.3
+"""The request timeout of these tests, seconds."""
+MAP = b'{"bank":{"bankId":1,"slotNr":0},"client":{"clientId":23,"slotNr":0}}'
+
+
+@pytest.fixture
+async def port(serve: Serve) -> AsyncIterator[int]:
+    settings = ApiSettings(rest_request_timeout=SHORT_TIMEOUT)
+    async with serve(create_app(MemoryStore(), MemoryBus()), **http_options(settings)) as port:
+        yield port
+
+
+async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` raw, read until the server closes: status, headers, body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(WAIT):
+            answer = await reader.read(-1)
+    finally:
+        writer.close()
+    return parse(answer)
+
+
+def parse(answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), headers, body
+
+
+def assert_problem(headers: dict[str, str], body: bytes, status: int) -> dict[str, Any]:
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    problem: dict[str, Any] = json.loads(body)
+    assert problem["status"] == status and problem["title"] and problem["detail"]
+    return problem
+
+
+def post(content_length: int, data: bytes) -> bytes:
+    return (
+        b"POST /api/backend/v1/slotmaps HTTP/1.1\r\nHost: remsim\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (content_length, data)
+    )
+
+
+def chunked(*chunks: bytes) -> bytes:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
+    return (
+        b"POST /api/backend/v1/slotmaps HTTP/1.1\r\nHost: remsim\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + body
+        + b"0\r\n\r\n"
+    )
+
+
+async def healthz(port: int) -> int:
+    status, _, _ = await exchange(
+        port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    return status
+
+
+# --- bodies ----------------------------------------------------------------------------------
+
+
+async def test_a_1_gb_body_is_refused_without_being_read(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post(1_000_000_000, b"x" * 1000))  # and never the rest
+    async with asyncio.timeout(WAIT):
+        answer = await reader.read(-1)  # the server answers and closes
+        assert await healthz(port) == 200  # meanwhile, the loop serves others
+    writer.close()
+    status, headers, body = parse(answer)
+    assert status == 413
+    assert str(MAX_BODY_SIZE) in assert_problem(headers, body, 413)["detail"]
+
+
+async def test_a_body_of_the_limit_is_read(port: int) -> None:
+    padded = MAP[:-1] + b',"pad":"' + b" " * (MAX_BODY_SIZE - len(MAP) - 9) + b'"}'
+    assert len(padded) == MAX_BODY_SIZE
+    status, _, _ = await exchange(
+        port,
+        post(len(padded), padded).replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nConnection: close\r\n", 1),
+    )
+    assert status == 201
+
+
+async def test_a_chunked_body_is_read_up_to_the_limit_only(port: int) -> None:
+    status, headers, body = await exchange(port, chunked(*[b" " * 16384] * 5, MAP))
+    assert status == 413
+    assert_problem(headers, body, 413)
+
+
+async def test_a_small_chunked_body_reaches_the_api(port: int) -> None:
+    request = chunked(MAP[:20], MAP[20:]).replace(b"Host:", b"Connection: close\r\nHost:")
+    status, _, body = await exchange(port, request)
+    assert status == 201 and json.loads(body)["state"] == "NEW"
+
+
+# --- malformed HTTP -----------------------------------------------------------------------------
+
+
+async def test_two_content_lengths_are_a_400_problem(port: int) -> None:
+    request = post(2, b"{}").replace(b"Content-Length:", b"Content-Length: 3\r\nContent-Length:")
+    status, headers, body = await exchange(port, request)
+    assert status == 400
+    assert_problem(headers, body, 400)
+
+
+async def test_an_oversized_header_is_a_431_problem(port: int) -> None:
+    request = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2 * MAX_HEADER_SIZE + b"\r\n\r\n"
+    )
+    status, headers, body = await exchange(port, request)
+    assert status == 431
+    assert_problem(headers, body, 431)
+
+
+async def test_garbage_is_a_400_problem(port: int) -> None:
+    status, headers, body = await exchange(port, b"\x16\x03\x01 not HTTP at all\r\n\r\n")
+    assert status == 400
+    assert_problem(headers, body, 400)
+
+
+# --- slow clients -------------------------------------------------------------------------------
+
+
+async def test_a_request_head_trickling_in_gets_408_and_is_closed(port: int) -> None:
+    status, headers, body = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    assert status == 408
+    assert_problem(headers, body, 408)
+
+
+async def test_a_silent_connection_is_closed(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with asyncio.timeout(WAIT):
+        assert await reader.read(-1) == b""
+    writer.close()
+
+
+async def test_a_body_trickling_in_is_cut_off(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post(len(MAP), MAP[:10]))
+    async with asyncio.timeout(WAIT):
+        assert await reader.read(-1) == b""
+    writer.close()
+
+
+async def test_keep_alive_requests_each_get_the_request_timeout(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(2):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(WAIT):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(parse(head)[1]["content-length"])
+            await reader.readexactly(length)
+        assert head.startswith(b"HTTP/1.1 200")
+    writer.write(b"GET /healthz HTTP/1.1\r\n")  # the third one too slowly
+    async with asyncio.timeout(WAIT):
+        status, headers, body = parse(await reader.read(-1))
+    writer.close()
+    assert_problem(headers, body, status)
+    assert status == 408
+
+
+# --- the real programs ---------------------------------------------------------------------
+
+
+def program(name: str, rest_port: int) -> list[str]:
+    rest = ["--rest-host", "127.0.0.1", "--rest-port", str(rest_port)]
+    if name == "remsim-server":
+        return [name, *rest, "--rspro-host", "127.0.0.1", "--rspro-port", str(free_port())]
+    return [name, *rest]
+
+
+@pytest.mark.parametrize("name", ["remsim-api", "remsim-server"])
+async def test_the_programs_serve_with_these_limits(name: str, tmp_path: Path) -> None:
+    rest_port = free_port()
+    log = tmp_path / f"{name}.log"
+    argv = program(name, rest_port)
+    env = os.environ | {"REMSIM_REST_REQUEST_TIMEOUT": str(SHORT_TIMEOUT)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(BIN / argv[0]), *argv[1:]], stdout=out, stderr=out, env=env)
+    try:
+        async with asyncio.timeout(WAIT):
+            while not await _answers(rest_port):
+                assert proc.poll() is None, log.read_text()
+                await asyncio.sleep(0.05)
+            status, headers, body = await exchange(rest_port, post(1_000_000_000, b"x" * 1000))
+            assert status == 413
+            assert_problem(headers, body, 413)
+            request = post(2, b"{}").replace(
+                b"Content-Length:", b"Content-Length: 3\r\nContent-Length:"
+            )
+            status, headers, body = await exchange(rest_port, request)
+            assert status == 400
+            assert_problem(headers, body, 400)
+            status, headers, body = await exchange(rest_port, b"GET /healthz HTTP/1.1\r\n")
+            assert status == 408
+            assert_problem(headers, body, 408)
+    finally:
+        end_process(proc)
+    assert "Traceback" not in log.read_text()
+
+
+async def _answers(port: int) -> bool:
+    try:
+        return await healthz(port) == 200
+    except OSError:
+        return False
