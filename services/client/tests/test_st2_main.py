@@ -16,7 +16,7 @@ import pytest
 from remsim_client.config import ClientConfig
 from remsim_client.options import client_parser
 from remsim_client.st2.cli import St2Options, St2Settings
-from remsim_client.st2.protocol import CardInsert, ModemReset, ResetAction, SimSelect
+from remsim_client.st2.protocol import CardInsert, ModemReset, ResetAction, SetAtr, SimSelect
 from remsim_client.st2.usb import Selector
 from remsim_client.st2_client import PROGRAM, main, run_st2_client
 from remsim_testing.client import C23, ScriptedPeer, config_bank, eventually
@@ -115,7 +115,9 @@ async def test_sigterm_with_the_card_in_use_gives_the_modem_its_own_sim_back(
     bk, _ = await bankd.accept_client()
     bk.send(SetAtrReq(C23, bytes.fromhex("3b00")))
     await bk.expect(SetAtrRes)
-    await eventually(lambda: modem.card_present is True and slot.enabled)
+    # the bankd's ATR is the last thing the client tells the board before the card is in use
+    atr = SetAtr(bytes.fromhex("3b00"))
+    await eventually(lambda: modem.card_present and slot.enabled and atr in slot.host_messages)
     entries = len(slot.host_messages)
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(run, 10) == 0
