@@ -43,6 +43,19 @@ def test_the_shared_store_and_bus_come_from_env_and_flags(monkeypatch: pytest.Mo
     )
 
 
+def test_an_empty_variable_unsets_the_state_dir_and_the_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A systemd drop-in ``Environment=REMSIM_STATE_DIR=`` turns the unit's default off
+    (an empty path would otherwise be the working directory)."""
+    for name in ("REMSIM_STATE_DIR", "REMSIM_REDIS_URL", "REMSIM_NATS_URL"):
+        monkeypatch.setenv(name, "")
+    settings = parse_args([])
+    assert (settings.state_dir, settings.redis_url, settings.nats_url) == (None, None, None)
+    monkeypatch.setenv("REMSIM_STATE_DIR", "/var/lib/remsim")
+    assert parse_args([]).state_dir == Path("/var/lib/remsim")
+
+
 def test_a_bad_value_is_one_line_naming_the_option(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -96,6 +96,12 @@ class ApiSettings(CommonSettings):
     tls_cert: Path | None = Field(default=None, description="certificate for HTTPS (PEM)")
     tls_key: Path | None = Field(default=None, description="its private key (PEM)")
 
+    @field_validator("state_dir", "redis_url", "nats_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``REMSIM_STATE_DIR=`` (e.g. a systemd drop-in) unsets it, as for the URLs."""
+        return None if value == "" else value
+
     @field_validator("api_tokens")
     @classmethod
     def _readable_tokens(cls, value: Path | None) -> Path | None:
