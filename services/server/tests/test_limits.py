@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
+from remsim_common.logs import RateLimitedLog
 from remsim_server.limits import ConnectionLimits
 from remsim_server.main import ACCEPT_FAILED, parse_args, quiet_accept_failures
-from remsim_server.ratelimit import RateLimitedLog
 
 log = logging.getLogger("test.ratelimit")
 

@@ -24,7 +24,6 @@ import http
 import logging
 import re
 import sys
-import time
 from typing import Any
 
 import h11
@@ -33,6 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from remsim_api.metrics import HTTP_REFUSED
 from remsim_api.problems import PROBLEM_JSON, problem
+from remsim_common.logs import RateLimitedLog
 
 log = logging.getLogger("remsim.api.http")
 
@@ -47,7 +47,7 @@ KEEPALIVE_TIMEOUT = 5
 LOG_INTERVAL = 60.0
 """At most one log line per cause in this many seconds."""
 
-_last_logged: dict[str, float] = {}
+_refusals_log = RateLimitedLog(log, LOG_INTERVAL)
 _END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 
 
@@ -55,11 +55,7 @@ def refused(cause: str, message: str, *args: object) -> None:
     """Count a refusal of ``cause`` and log it, unless it was logged less than
     ``LOG_INTERVAL`` ago."""
     HTTP_REFUSED.labels(cause).inc()
-    now = time.monotonic()
-    last = _last_logged.get(cause)
-    if last is None or now - last >= LOG_INTERVAL:
-        _last_logged[cause] = now
-        log.warning(message, *args, extra={"cause": cause})
+    _refusals_log.log(logging.WARNING, cause, message, *args, extra={"cause": cause})
 
 
 class BodyLimit:

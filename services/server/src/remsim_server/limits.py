@@ -13,6 +13,9 @@ MAX_CONNECTIONS = 1000
 MAX_CONNECTIONS_PER_ADDRESS = 256
 """Connections one source address holds at most on all RSPRO ports together."""
 
+LOG_INTERVAL = 10.0
+"""Seconds between two log lines of the same peer error (``RateLimitedLog``)."""
+
 Limit = Literal["port", "address"]
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from remsim_api.main import add_backend_options, add_security_options
 from remsim_common import BANKD_PORT, CONTROL_PORT, REST_PORT, Program, TransportSecurity
+from remsim_common.logs import RateLimitedLog
 from remsim_control import BackendUnavailable
 from remsim_control.backends import open_backends
-from remsim_server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
-from remsim_server.ratelimit import LOG_INTERVAL, RateLimitedLog
+from remsim_server.limits import LOG_INTERVAL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 from remsim_server.role import IDENTIFY_TIMEOUT, MAP_REQUEST_TIMEOUT
 from remsim_server.server import RemsimServer
 from remsim_server.settings import ServerSettings

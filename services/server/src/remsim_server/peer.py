@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 import rspro
+from remsim_common.logs import RateLimitedLog
 from remsim_control import (
     AuditEntry,
     AuditKind,
@@ -34,7 +35,6 @@ from remsim_control import (
     Store,
 )
 from remsim_server import lifecycle, metrics
-from remsim_server.ratelimit import RateLimitedLog
 from remsim_server.role import (
     BankHello,
     ClientHello,

@@ -18,8 +18,7 @@ from remsim_api.settings import ApiSettings
 from remsim_common import BANKD_PORT, CONTROL_PORT, TransportSettings, distribution_version
 from remsim_control.audit import AUDIT_RETENTION_DAYS
 from remsim_control.backends import new_core_id
-from remsim_server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
-from remsim_server.ratelimit import LOG_INTERVAL
+from remsim_server.limits import LOG_INTERVAL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 from remsim_server.role import IDENTIFY_TIMEOUT, MAP_REQUEST_TIMEOUT
 
 
