@@ -32,6 +32,9 @@ from remsim_testing.pki import Credentials, TestCA
 from remsim_testing.simbank import VirtualSimBank
 
 REST_PREFIX = "/api/backend/v1"
+SELECT_MF = "a0a40000023f00"
+SELECT_EF_ICCID = "a0a40000022fe2"
+READ_ICCID = "a0b000000a"
 BIN = Path(sys.executable).parent
 WAIT = 20.0
 
@@ -153,6 +156,19 @@ class ShellClient(Daemon):
     def transmit(self, apdu: str, timeout: float = WAIT) -> bytes:
         self.send(apdu)
         return self.expect("R-APDU: ", timeout)
+
+    def expect_atr(self, atr: bytes, timeout: float = WAIT) -> None:
+        """Wait for ``SET_ATR: <atr>``; the shell prints its local default (3b 00) first."""
+        while (seen := self.expect("SET_ATR: ", timeout)) != atr:
+            assert seen == b"\x3b\x00", seen.hex()
+
+    def read_iccid(self) -> bytes:
+        """EF_ICCID of the card, read with the SIM's class byte (SELECT MF, EF, READ)."""
+        assert self.transmit(SELECT_MF)[0] == 0x9F
+        assert self.transmit(SELECT_EF_ICCID) == b"\x9f\x0f"
+        rsp = self.transmit(READ_ICCID)
+        assert rsp[-2:] == b"\x90\x00"
+        return rsp[:-2]
 
 
 class RemsimSystem:

@@ -14,7 +14,6 @@ import pytest
 
 from remsim_bankd.sim import CardProfile
 from remsim_testing.simbank import VirtualSimBank
-from tests.integration.test_system import expect_atr, read_iccid
 from tests.system import RemsimSystem, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.pcsc]
@@ -44,7 +43,7 @@ def test_the_card_is_back_within_2_s_of_a_killed_bankd_restarting(
 ) -> None:
     client = system.start_shell_client(23)
     system.map(bank_slot=0, client_id=23)
-    expect_atr(client, card_profiles[0].atr)
+    client.expect_atr(card_profiles[0].atr)
     system.wait(lambda: system.slotmap_state(0) == "ACTIVE", "B1:0 ACTIVE")
     bankd = system.bankd
     assert bankd is not None
@@ -53,8 +52,8 @@ def test_the_card_is_back_within_2_s_of_a_killed_bankd_restarting(
     bankd.restart()  # already dead: just started again
     wait_for(lambda: listening(system.bankd_port), "the bankd's client port", timeout=30)
     back = time.monotonic()
-    expect_atr(client, card_profiles[0].atr, timeout=10)
-    assert read_iccid(client) == card_profiles[0].ef_iccid
+    client.expect_atr(card_profiles[0].atr, timeout=10)
+    assert client.read_iccid() == card_profiles[0].ef_iccid
     recovered = time.monotonic() - back
     print(f"first good APDU {recovered:.2f} s after the bankd listened again")
     assert recovered <= RECOVERY, system.logs()
@@ -65,7 +64,7 @@ def test_client_and_bankd_are_back_at_a_killed_server_within_2_s_of_its_restart(
 ) -> None:
     client = system.start_shell_client(23)
     system.map(bank_slot=0, client_id=23)
-    expect_atr(client, card_profiles[0].atr)
+    client.expect_atr(card_profiles[0].atr)
     server = system.server
     assert server is not None
     server.kill()

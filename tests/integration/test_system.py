@@ -13,13 +13,9 @@ import pytest
 
 from remsim_bankd.sim import CardProfile
 from remsim_testing.simbank import VirtualSimBank
-from tests.system import RemsimSystem, ShellClient
+from tests.system import SELECT_MF, RemsimSystem
 
 pytestmark = [pytest.mark.integration, pytest.mark.pcsc]
-
-SELECT_MF = "a0a40000023f00"
-SELECT_EF_ICCID = "a0a40000022fe2"
-READ_ICCID = "a0b000000a"
 
 
 @pytest.fixture
@@ -28,34 +24,20 @@ def system(virtual_sim_bank: VirtualSimBank, tmp_path: Path) -> Iterator[RemsimS
         yield system
 
 
-def expect_atr(client: ShellClient, atr: bytes, timeout: float = 20.0) -> None:
-    """Wait for ``SET_ATR: <atr>``; the shell prints its local default (3b 00) first."""
-    while (seen := client.expect("SET_ATR: ", timeout)) != atr:
-        assert seen == b"\x3b\x00", seen.hex()
-
-
-def read_iccid(client: ShellClient) -> bytes:
-    assert client.transmit(SELECT_MF)[0] == 0x9F
-    assert client.transmit(SELECT_EF_ICCID) == b"\x9f\x0f"
-    rsp = client.transmit(READ_ICCID)
-    assert rsp[-2:] == b"\x90\x00"
-    return rsp[:-2]
-
-
 def test_map_apdus_remap_unmap(system: RemsimSystem, card_profiles: list[CardProfile]) -> None:
     client = system.start_shell_client(23)
     system.map(bank_slot=0, client_id=23)
-    expect_atr(client, card_profiles[0].atr)
+    client.expect_atr(card_profiles[0].atr)
     system.wait(lambda: system.slotmap_state(0) == "ACTIVE", "B1:0 ACTIVE")
-    assert read_iccid(client) == card_profiles[0].ef_iccid
+    assert client.read_iccid() == card_profiles[0].ef_iccid
     # T=0 procedure status words reach the client unchanged
     assert client.transmit("a0b000000b") == b"\x6c\x0a"  # EF_ICCID has 10 bytes
     assert client.transmit("00a40004023f00")[0] == 0x61
 
     system.unmap(0)
     system.map(bank_slot=1, client_id=23)
-    expect_atr(client, card_profiles[1].atr)
-    assert read_iccid(client) == card_profiles[1].ef_iccid
+    client.expect_atr(card_profiles[1].atr)
+    assert client.read_iccid() == card_profiles[1].ef_iccid
 
     system.unmap(1)
     system.wait(lambda: system.rest("GET", "/slotmaps")[1]["slotmaps"] == [], "no slotmaps")
@@ -72,7 +54,7 @@ def test_after_a_server_restart_the_bankd_serves_only_the_maps_the_server_knows(
 ) -> None:
     client = system.start_shell_client(23)
     system.map(bank_slot=0, client_id=23)
-    expect_atr(client, card_profiles[0].atr)
+    client.expect_atr(card_profiles[0].atr)
     assert system.server is not None
     system.server.restart()  # in memory: the new server knows no map
     system.wait(lambda: system.rest("GET", "/banks")[0] == 200, "the new server")
@@ -88,8 +70,8 @@ def test_after_a_server_restart_the_bankd_serves_only_the_maps_the_server_knows(
     system.map(bank_slot=0, client_id=23)
     system.wait(lambda: system.slotmap_state(0) == "ACTIVE", "B1:0 ACTIVE again")
     # ... and the client gets its card again once it is mapped again.
-    expect_atr(client, card_profiles[0].atr, timeout=30)
-    assert read_iccid(client) == card_profiles[0].ef_iccid
+    client.expect_atr(card_profiles[0].atr, timeout=30)
+    assert client.read_iccid() == card_profiles[0].ef_iccid
 
 
 def test_bankd_restart_reconnects_the_client(
@@ -97,13 +79,13 @@ def test_bankd_restart_reconnects_the_client(
 ) -> None:
     client = system.start_shell_client(23)
     system.map(bank_slot=0, client_id=23)
-    expect_atr(client, card_profiles[0].atr)
+    client.expect_atr(card_profiles[0].atr)
     assert system.bankd is not None
     system.bankd.restart()
     system.wait_bank_connected()
     # the server pushes the map to the new bankd; the client reconnects and gets the ATR
-    expect_atr(client, card_profiles[0].atr, timeout=30)
-    assert read_iccid(client) == card_profiles[0].ef_iccid
+    client.expect_atr(card_profiles[0].atr, timeout=30)
+    assert client.read_iccid() == card_profiles[0].ef_iccid
 
 
 def test_client_restart_gets_its_card_again(
@@ -111,9 +93,9 @@ def test_client_restart_gets_its_card_again(
 ) -> None:
     client = system.start_shell_client(23)
     system.map(bank_slot=0, client_id=23)
-    expect_atr(client, card_profiles[0].atr)
+    client.expect_atr(card_profiles[0].atr)
     client.stop(signal.SIGKILL)
     system.wait(lambda: system.rest("GET", "/clients")[1]["clients"] == [], "client gone")
     client = system.start_shell_client(23)
-    expect_atr(client, card_profiles[0].atr)
-    assert read_iccid(client) == card_profiles[0].ef_iccid
+    client.expect_atr(card_profiles[0].atr)
+    assert client.read_iccid() == card_profiles[0].ef_iccid

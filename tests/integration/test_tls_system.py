@@ -38,13 +38,17 @@ from rspro import (
     decode,
 )
 from rspro.ipa import IPA_PROTO_CCM, IpaFramer
-from tests.system import WAIT, RemsimSystem, ShellClient, free_port
+from tests.system import (
+    READ_ICCID,
+    SELECT_EF_ICCID,
+    SELECT_MF,
+    WAIT,
+    RemsimSystem,
+    free_port,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.pcsc]
 
-SELECT_MF = "a0a40000023f00"
-SELECT_EF_ICCID = "a0a40000022fe2"
-READ_ICCID = "a0b000000a"
 C23, B1_0 = ClientSlot(23, 0), BankSlot(1, 0)
 MIN_APDUS = 20
 """APDUs the real client exchanges at least, before and while its slot is claimed."""
@@ -61,33 +65,19 @@ def system(virtual_sim_bank: VirtualSimBank, tmp_path: Path, ca: TestCA) -> Iter
         yield system
 
 
-def expect_atr(client: ShellClient, atr: bytes, timeout: float = WAIT) -> None:
-    """Wait for ``SET_ATR: <atr>``; the shell prints its local default (3b 00) first."""
-    while (seen := client.expect("SET_ATR: ", timeout)) != atr:
-        assert seen == b"\x3b\x00", seen.hex()
-
-
-def read_iccid(client: ShellClient) -> bytes:
-    assert client.transmit(SELECT_MF)[0] == 0x9F
-    assert client.transmit(SELECT_EF_ICCID) == b"\x9f\x0f"
-    rsp = client.transmit(READ_ICCID)
-    assert rsp[-2:] == b"\x90\x00"
-    return rsp[:-2]
-
-
 def test_map_atr_apdus_remap_unmap_over_tls(
     system: RemsimSystem, card_profiles: list[CardProfile]
 ) -> None:
     client = system.start_shell_client(23)
     system.map(bank_slot=0, client_id=23)
-    expect_atr(client, card_profiles[0].atr)
+    client.expect_atr(card_profiles[0].atr)
     system.wait(lambda: system.slotmap_state(0) == "ACTIVE", "B1:0 ACTIVE")
-    assert read_iccid(client) == card_profiles[0].ef_iccid
+    assert client.read_iccid() == card_profiles[0].ef_iccid
 
     system.unmap(0)
     system.map(bank_slot=1, client_id=23)
-    expect_atr(client, card_profiles[1].atr)
-    assert read_iccid(client) == card_profiles[1].ef_iccid
+    client.expect_atr(card_profiles[1].atr)
+    assert client.read_iccid() == card_profiles[1].ef_iccid
 
     system.unmap(1)
     system.wait(lambda: system.rest("GET", "/slotmaps")[1]["slotmaps"] == [], "no slotmaps")
@@ -175,7 +165,7 @@ def test_the_hijack_gets_no_atr_and_no_tpdu_answer_and_the_real_client_loses_no_
 ) -> None:
     client = system.start_shell_client(23)
     system.map(bank_slot=0, client_id=23)
-    expect_atr(client, card_profiles[0].atr)
+    client.expect_atr(card_profiles[0].atr)
     sent = answered = 0
     hijacks_done = threading.Event()
 
@@ -202,7 +192,7 @@ def test_the_hijack_gets_no_atr_and_no_tpdu_answer_and_the_real_client_loses_no_
         session.join(WAIT)
     assert not session.is_alive()
     assert answered == sent >= MIN_APDUS
-    assert read_iccid(client) == card_profiles[0].ef_iccid  # and its session carries on
+    assert client.read_iccid() == card_profiles[0].ef_iccid  # and its session carries on
     assert system.bankd is not None
     log = system.bankd.log.read_text()
     cause = "certificate 'commonName=client-24' (client:24) claims C23:0"
