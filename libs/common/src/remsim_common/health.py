@@ -32,12 +32,16 @@ from prometheus_client import (
     make_asgi_app,
 )
 
+from .ports import LISTEN_BACKLOG
+
 __all__ = [
     "HEALTH_PATHS",
+    "AsgiServer",
     "EmbeddedServer",
     "HealthEndpoint",
     "HealthServer",
     "ReadyCheck",
+    "bind",
     "component_registry",
     "exposition",
 ]
@@ -57,6 +61,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds ``HealthServer.close`` waits for open scrapes."""
+HEALTH_BACKLOG = 128
+"""Listen backlog of the health port (probes and scrapes, a few at a time)."""
+STARTUP_POLL = 0.005
+"""Seconds between two looks at whether uvicorn has started."""
 
 
 def component_registry() -> CollectorRegistry:
@@ -157,17 +165,39 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-class HealthServer:
-    """``app`` (usually a ``HealthEndpoint``) on uvicorn, in the running event loop::
+def bind(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """A listening, non-blocking TCP socket for uvicorn (IPv6 if ``host`` is a v6 literal);
+    OSError if the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=backlog)
+    sock.setblocking(False)
+    return sock
 
-    health = HealthServer(HealthEndpoint(registry, ready=checks))
-    await health.start("0.0.0.0", 9996)
-    ...
-    await health.close()
+
+class AsgiServer:
+    """An ASGI app on uvicorn, in the running event loop (``EmbeddedServer``)::
+
+        server = AsgiServer(app, timeout_graceful_shutdown=2.0)  # uvicorn.Config options
+        await server.start("0.0.0.0", 9997)
+        ...
+        await server.close()
+
+    ``shutdown_timeout``: seconds ``close`` waits for the server to finish (None: until it
+    has); ``backlog``: of the listening socket.
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        *,
+        shutdown_timeout: float | None = None,
+        backlog: int = LISTEN_BACKLOG,
+        **options: Any,
+    ) -> None:
         self._app = app
+        self._options = {"log_config": None, "server_header": False, **options}
+        self._shutdown_timeout = shutdown_timeout
+        self._backlog = backlog
         self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -180,24 +210,42 @@ class HealthServer:
 
     async def start(self, host: str, port: int) -> None:
         """Bind (OSError if the port is taken) and serve in the background."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.create_server((host, port), family=family, backlog=128)
-        self._sock.setblocking(False)
-        config = uvicorn.Config(
-            self._app, log_config=None, access_log=False, server_header=False, lifespan="off"
-        )
-        self._server = EmbeddedServer(config)
+        self._sock = bind(host, port, self._backlog)
+        self._server = EmbeddedServer(uvicorn.Config(self._app, **self._options))
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        while not self._server.started and not self._task.done():
-            await asyncio.sleep(0.01)
-        if self._task.done():
-            self._task.result()  # raise what stopped it
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raise what stopped it
+                raise OSError("the HTTP server did not start")
+            await asyncio.sleep(STARTUP_POLL)
 
     async def close(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, SHUTDOWN_TIMEOUT)
+            if self._shutdown_timeout is None:
+                await self._task
+            else:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(self._task, self._shutdown_timeout)
         if self._sock is not None:
             self._sock.close()
         self._server = self._task = self._sock = None
+
+
+class HealthServer(AsgiServer):
+    """``app`` (usually a ``HealthEndpoint``) on uvicorn, in the running event loop::
+
+    health = HealthServer(HealthEndpoint(registry, ready=checks))
+    await health.start("0.0.0.0", 9996)
+    ...
+    await health.close()
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        super().__init__(
+            app,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            backlog=HEALTH_BACKLOG,
+            access_log=False,
+            lifespan="off",
+        )

@@ -10,3 +10,7 @@ CONTROL_PORT = 9998
 
 BANKD_PORT = 9999
 """RSPRO card traffic: clients connect to their bankd here."""
+
+LISTEN_BACKLOG = 1024
+"""Listen backlog of the HTTP sockets (REST): a burst of connects is queued, not dropped.
+(``rspro.aio`` has its own for the RSPRO listeners: rspro depends on nothing of ours.)"""

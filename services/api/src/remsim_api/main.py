@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +22,7 @@ from remsim_api.limits import http_options
 from remsim_api.security import ApiSecurity, tls_options
 from remsim_api.settings import ApiSettings
 from remsim_common import REST_PORT, Program
+from remsim_common.health import bind
 from remsim_control import BackendUnavailable
 from remsim_control.backends import open_backends
 
@@ -34,9 +34,6 @@ CATEGORIES = {
     "DSLOTMAP": ("remsim.api.slotmap",),
 }
 """The original's log categories (``-d``) and the loggers behind each (as remsim-server's)."""
-
-LISTEN_BACKLOG = 1024
-"""Connections the kernel queues before they are accepted (a connect burst)."""
 
 PROGRAM = Program("remsim-api", "remsim-api", categories=CATEGORIES)
 
@@ -92,13 +89,6 @@ def parse_args(argv: Sequence[str] | None = None) -> ApiSettings:
     """The settings from ``argv``, the environment and the config file; exits 2 on a bad
     value."""
     return PROGRAM.load(ApiSettings, build_parser(), argv)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
-    sock.setblocking(False)
-    return sock
 
 
 async def serve(settings: ApiSettings) -> int:

@@ -3,23 +3,18 @@ in-memory store and bus (single host) or the ones given (Redis and NATS)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
-
-import uvicorn
 
 import rspro
 from remsim_api.app import create_app
 from remsim_api.limits import http_options
 from remsim_api.security import ApiSecurity, tls_options
 from remsim_common import TransportSecurity
-from remsim_common.health import EmbeddedServer
+from remsim_common.health import AsgiServer
 from remsim_control import Bus, MemoryBus, MemoryStore, Store
 from remsim_server import metrics
 from remsim_server.core import ControlCore
 from remsim_server.settings import ServerSettings
-from rspro.aio import LISTEN_BACKLOG
 
 log = logging.getLogger("remsim.server")
 
@@ -71,9 +66,7 @@ class RemsimServer:
             max_connections_per_address=settings.max_connections_per_address,
             peer_log_interval=settings.peer_log_interval,
         )
-        self._rest_socket: socket.socket | None = None
-        self._uvicorn: EmbeddedServer | None = None
-        self._rest_task: asyncio.Task[None] | None = None
+        self._rest: AsgiServer | None = None
 
     @property
     def rspro_port(self) -> int:
@@ -87,8 +80,8 @@ class RemsimServer:
 
     @property
     def rest_port(self) -> int:
-        assert self._rest_socket is not None
-        return int(self._rest_socket.getsockname()[1])
+        assert self._rest is not None
+        return self._rest.port
 
     async def start(self) -> None:
         """Bind both ports and serve; raises OSError if a port cannot be bound."""
@@ -102,7 +95,6 @@ class RemsimServer:
             raise
 
     async def _start_rest(self) -> None:
-        self._rest_socket = _bind(self.settings.rest_host, self.settings.rest_port)
         app = create_app(
             self.store,
             self.bus,
@@ -110,30 +102,19 @@ class RemsimServer:
             registry=metrics.exposition(),
             security=ApiSecurity.from_settings(self.settings),
         )
-        config = uvicorn.Config(
+        self._rest = AsgiServer(
             app,
-            log_config=None,
             log_level=None,  # uvicorn's loggers follow -e and -d (DREST) like every other
-            server_header=False,
             timeout_graceful_shutdown=REST_SHUTDOWN_TIMEOUT,
             **http_options(self.settings),  # limits, timeouts, problems for bad HTTP
             **tls_options(self.settings),  # HTTPS with the server's certificate
         )
-        self._uvicorn = EmbeddedServer(config)
-        self._rest_task = asyncio.create_task(self._uvicorn.serve(sockets=[self._rest_socket]))
-        while not self._uvicorn.started:
-            if self._rest_task.done():
-                self._rest_task.result()
-                raise OSError("the REST API did not start")
-            await asyncio.sleep(0.005)
+        await self._rest.start(self.settings.rest_host, self.settings.rest_port)
         log.info("REST API listening on %s:%d", self.settings.rest_host, self.rest_port)
 
     async def aclose(self) -> None:
-        if self._uvicorn is not None and self._rest_task is not None:
-            self._uvicorn.should_exit = True
-            await self._rest_task
-        if self._rest_socket is not None:
-            self._rest_socket.close()
+        if self._rest is not None:
+            await self._rest.close()
         await self.core.aclose()
         owns_store, owns_bus = self._owns
         if owns_bus:
@@ -147,12 +128,3 @@ class RemsimServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server(
-        (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=False
-    )
-    sock.setblocking(False)
-    return sock
