@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from remsim_common.limits import ConnectionLimits
 from remsim_common.logs import RateLimitedLog
-from remsim_server.limits import ConnectionLimits
 from remsim_server.main import ACCEPT_FAILED, parse_args, quiet_accept_failures
 
 log = logging.getLogger("test.ratelimit")

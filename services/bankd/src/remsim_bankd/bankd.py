@@ -14,8 +14,9 @@ TLS, what each client's certificate names goes to the core (``session_secured``)
 serves a client only the slots mapped to its ids; the control link talks only to a peer
 whose certificate names the server.
 
-The client port has limits: at most ``max_clients`` connections (lowered to what the file
-descriptor limit allows: each connection takes ``FDS_PER_CONNECTION``) and
+The client port has limits (counted by ``remsim_common.limits``): at most ``max_clients``
+connections (lowered to what the file descriptor limit allows: each connection takes
+``FDS_PER_CONNECTION``) and
 ``max_clients_per_host`` from one address; a connection over a limit is accepted and closed
 at once, without a thread, counted (``remsim_connections_refused_total``) and logged at
 most once per ``REFUSAL_LOG_INTERVAL``.
@@ -27,7 +28,6 @@ With ``BankdConfig.metrics`` set, ``remsim_common.HealthServer`` serves ``/healt
 from __future__ import annotations
 
 import asyncio
-import collections
 import errno
 import logging
 import resource
@@ -44,6 +44,7 @@ from remsim_common import (
     TransportSecurity,
     exposition,
 )
+from remsim_common.limits import ConnectionLimits
 from rspro import (
     BankSlot,
     ComponentIdentity,
@@ -103,6 +104,8 @@ FDS_PER_CONNECTION = 2
 FD_RESERVE = 64
 """File descriptors kept free of client connections: listeners, the control link, cards,
 logs, the health endpoint."""
+CLIENT_PORT = 0
+"""The key of the client port's count in ``Bankd.limits`` (a bankd listens on one port)."""
 REFUSAL_LOG_INTERVAL = 10.0
 """Seconds between two log lines about refused client connections (the rest are counted)."""
 ACCEPT_PAUSE = 0.1
@@ -178,8 +181,8 @@ class Bankd:
         )
         self.lock = threading.Lock()
         self.connections: dict[int, ClientConnection] = {}
-        self.max_clients = config.max_clients  # lowered to the FD limit by ``start``
-        self._per_host: collections.Counter[str] = collections.Counter()
+        # per port: config.max_clients, lowered to the FD limit by ``start``
+        self.limits = ConnectionLimits(config.max_clients, config.max_clients_per_host)
         self._refusals = 0  # not logged yet
         self._refusal_log_at = 0.0  # time.monotonic() of the next allowed line
         self.control: ControlLink | None = None
@@ -225,8 +228,8 @@ class Bankd:
         fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if fds != resource.RLIM_INFINITY:
             allowed = max(1, (fds - FD_RESERVE) // FDS_PER_CONNECTION)
-            if allowed < self.max_clients:
-                self.max_clients = allowed
+            if allowed < self.limits.per_port:
+                self.limits.per_port = allowed
                 log.warning("serving at most %d client connections (file descriptor limit %d)",
                             allowed, fds, extra=bank)  # fmt: skip
         if cfg.metrics is not None:
@@ -350,9 +353,7 @@ class Bankd:
         with self.lock:
             conn = self.connections.pop(sid, None)
             if conn is not None:
-                self._per_host[conn.host] -= 1
-                if not self._per_host[conn.host]:
-                    del self._per_host[conn.host]
+                self.limits.release(CLIENT_PORT, conn.host)
             return self._route(sid, self.core.session_closed(sid))
 
     def card(self, slot: BankSlot) -> Card:
@@ -394,23 +395,23 @@ class Bankd:
             host, port = address[:2]
             peer = f"{host}:{port}"
             with self.lock:
-                if len(self.connections) >= self.max_clients:
-                    why = f"{self.max_clients} client connections already"
-                    cause = "port"
-                elif self._per_host[host] >= self.config.max_clients_per_host:
-                    why = f"{self.config.max_clients_per_host} client connections from {host}"
-                    cause = "host"
-                else:
-                    why = cause = ""
-            if cause:
+                limit = self.limits.admit(CLIENT_PORT, host)
+            if limit == "port":
                 sock.close()
-                self._refused(cause, peer, why)
+                self._refused("port", peer, f"{self.limits.per_port} client connections already")
+                continue
+            if limit == "address":
+                sock.close()
+                why = f"{self.limits.per_address} client connections from {host}"
+                self._refused("host", peer, why)
                 continue
             try:
                 tune_client_socket(sock)
             except OSError as exc:  # the client is already gone
                 log.info("client connection lost at once: %s", exc)
                 sock.close()
+                with self.lock:
+                    self.limits.release(CLIENT_PORT, host)
                 continue
             with self.lock:
                 sid = self.core.session_opened(peer)
@@ -418,11 +419,11 @@ class Bankd:
                     conn = ClientConnection(self, sock, sid, peer, host)
                 except OSError as exc:  # out of file descriptors
                     self.core.session_closed(sid)
+                    self.limits.release(CLIENT_PORT, host)
                     sock.close()
                     self._refused("fds", peer, str(exc))
                     continue
                 self.connections[sid] = conn
-                self._per_host[host] += 1
             log.debug("client connection %d from %s", sid, peer, extra={"peer": peer})
             conn.start()
 

@@ -59,7 +59,7 @@ IDENTIFY_TIMEOUT = 10.0
 """Seconds a new client connection has to send a valid connectClientReq."""
 DEFAULT_MAX_CLIENTS = 1024
 """Client connections served at once; more are closed at once. The file descriptor limit
-may lower it (``Bankd.max_clients``)."""
+may lower it (``Bankd.limits.per_port``)."""
 DEFAULT_MAX_CLIENTS_PER_HOST = 128
 """Client connections served at once from one address."""
 ALIVE_CHECK_TIMEOUT = 1.0

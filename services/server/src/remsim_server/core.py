@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 
 import rspro
 from remsim_common import BANKD_PORT, PeerIdentity, TransportSecurity
+from remsim_common.limits import ConnectionLimits
 from remsim_common.logs import RateLimitedLog
 from remsim_common.transport import peer_subject
 from remsim_control import (
@@ -51,12 +52,7 @@ from remsim_control import (
 from remsim_control.audit import AUDIT_RETENTION_DAYS
 from remsim_server import lifecycle, metrics
 from remsim_server.convert import unmapped_ip
-from remsim_server.limits import (
-    LOG_INTERVAL,
-    MAX_CONNECTIONS,
-    MAX_CONNECTIONS_PER_ADDRESS,
-    ConnectionLimits,
-)
+from remsim_server.limits import LOG_INTERVAL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 from remsim_server.peer import DELETED, Label, Peer, format_address, slotmap_audit, slotmap_fields
 from remsim_server.role import (
     IDENTIFY_TIMEOUT,
