@@ -31,6 +31,15 @@ REQUIRED = (
 
 
 @pytest.fixture(autouse=True)
+def _no_store_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's ``REMSIM_STORE``/``REMSIM_STATE_DIR`` reach no test, nor any process
+    a test starts: a server's store is what the test gives it (``--store memory`` or a
+    state directory of its own), never the shell's."""
+    for name in ("REMSIM_STORE", "REMSIM_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_logging() -> Iterator[None]:
     """Undo what a test's ``setup_logging()`` (an in-process main) did to the logging tree.
 

@@ -4,7 +4,8 @@ Measures the time from the first of N ``POST /slotmaps`` until every client has 
 (server pushes createMappingReq to the bankd, gets the answer, configures the client, the
 client connects to the bankd and receives the ATR), and the memory of every process:
 
-- single host: one ``remsim-server`` (in-memory store and bus, REST API embedded);
+- single host: one ``remsim-server`` (``REMSIM_STORE=memory``, as ``RemsimProcess`` starts a
+  core without Redis: in-memory store and bus, REST API embedded);
 - distributed: two server cores and one ``remsim-api`` on a real redis-server and
   nats-server; bankds and clients spread over both cores, so most maps cross cores.
 

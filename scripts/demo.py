@@ -1,7 +1,8 @@
 """``make demo``: the whole remsim system on this host, on the embedded single-host default.
 
 pcscd with two software SIMs (vsmartcard vpcd + remsim-vcard), remsim-server (REST API and
-control core, in memory), remsim-bankd B1 serving both cards, a slotmap B1:0 <-> C23:0
+control core, its state in SQLite under the demo's own directory, not the per-user one),
+remsim-bankd B1 serving both cards, a slotmap B1:0 <-> C23:0
 created over REST, and client C23:0 (the RemoteCard API) exchanging SELECT, READ BINARY
 EF_IMSI and a 3G AUTHENTICATE with the card. Then everything keeps running until Ctrl-C.
 """
@@ -114,12 +115,13 @@ async def run(args: argparse.Namespace) -> None:
         say(f"  pcscd + vpcd with two software SIMs: {names}")
         system = RemsimSystem(
             bank, workdir, rest_port=args.rest_port, rspro_port=args.rspro_port,
-            bankd_port=args.bankd_port,
+            bankd_port=args.bankd_port, store="sqlite",
         )  # fmt: skip
         try:
             system.start_server()
             say(f"  remsim-server: REST API http://127.0.0.1:{system.rest_port}/docs, "
-                f"RSPRO control on port {system.rspro_port}")  # fmt: skip
+                f"RSPRO control on port {system.rspro_port}, state (SQLite, the single-host "
+                f"default) in {system.state_dir}")  # fmt: skip
             system.start_bankd()
             say(
                 f"  remsim-bankd B1: {len(bank.readers)} slots, clients on port {system.bankd_port}"

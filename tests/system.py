@@ -24,9 +24,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from remsim_testing.pki import Credentials, TestCA
 from remsim_testing.simbank import VirtualSimBank
@@ -37,6 +37,10 @@ SELECT_EF_ICCID = "a0a40000022fe2"
 READ_ICCID = "a0b000000a"
 BIN = Path(sys.executable).parent
 WAIT = 20.0
+START_WAIT = 60.0
+"""Upper bound in seconds for a remsim program to serve after its start: its imports alone
+took 18 s on the busy 2-core test machine (issue 12)."""
+STORE_VARIABLES = ("REMSIM_STORE", "REMSIM_STATE_DIR")
 
 D = TypeVar("D", bound="Daemon")
 
@@ -76,16 +80,30 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> 
         time.sleep(0.05)
 
 
+def server_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without the shell's ``REMSIM_STORE``/``REMSIM_STATE_DIR``
+    (a server's store is chosen by its flags), plus ``extra``."""
+    return {k: v for k, v in os.environ.items() if k not in STORE_VARIABLES} | extra
+
+
 class Daemon:
-    """A remsim program as a child process, its stderr (and stdout unless piped) in a log."""
+    """A remsim program as a child process, its stderr (and stdout unless piped) in a log;
+    ``env``: its environment (default: this process's)."""
 
     def __init__(
-        self, name: str, argv: list[str], workdir: Path, *, pipe_stdio: bool = False
+        self,
+        name: str,
+        argv: list[str],
+        workdir: Path,
+        *,
+        pipe_stdio: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.argv = argv
         self.log = workdir / f"{name}.log"
         self.pipe_stdio = pipe_stdio
+        self.env = dict(os.environ if env is None else env)
         self.proc = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -95,7 +113,7 @@ class Daemon:
                 stdin=subprocess.PIPE if self.pipe_stdio else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if self.pipe_stdio else out,
                 stderr=out,
-                env=os.environ | {"PYTHONUNBUFFERED": "1"},
+                env=self.env | {"PYTHONUNBUFFERED": "1"},
             )
 
     @property
@@ -112,8 +130,9 @@ class Daemon:
     def kill(self) -> int:
         return self.stop(signal.SIGKILL)
 
-    def restart(self) -> None:
-        self.stop()
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stop it (``sig``; SIGKILL: as if it crashed) and start it again."""
+        self.stop(sig)
         self.proc = self._spawn()
 
     def tail(self, size: int = 3000) -> str:
@@ -173,7 +192,13 @@ class ShellClient(Daemon):
 
 class RemsimSystem:
     """remsim-server and remsim-bankd B1 serving the cards of a ``VirtualSimBank`` (the
-    first ``num_slots`` of its readers; all by default)."""
+    first ``num_slots`` of its readers; all by default).
+
+    The server's ``store``: ``memory`` (``--store memory``: nothing kept, the default here),
+    ``sqlite`` (``--state-dir``: ``state_dir``, else ``workdir/state``) or ``default`` (no
+    store flag: the server's own default, the per-user state directory; point ``HOME`` and
+    ``XDG_STATE_HOME`` elsewhere through ``server_env``). The shell's ``REMSIM_STORE`` and
+    ``REMSIM_STATE_DIR`` never reach the server."""
 
     def __init__(
         self,
@@ -186,8 +211,15 @@ class RemsimSystem:
         bank_id: int = 1,
         num_slots: int | None = None,
         tls: TestCA | None = None,
+        store: Literal["memory", "sqlite", "default"] = "memory",
+        state_dir: Path | None = None,
+        server_env: Mapping[str, str] | None = None,
     ) -> None:
+        assert state_dir is None or store == "sqlite", "a state_dir is for store sqlite"
         self.bank = bank
+        self.store = store
+        self.state_dir = (state_dir or workdir / "state") if store == "sqlite" else None
+        self.server_env = dict(server_env or {})
         self.tls = tls
         self._credentials: dict[str, Credentials] = {}
         self.workdir = workdir
@@ -212,12 +244,21 @@ class RemsimSystem:
             str(BIN / "remsim-server"), "--rest-host", "127.0.0.1",
             "--rest-port", str(self.rest_port), "--rspro-host", "127.0.0.1",
             "--rspro-port", str(self.rspro_port), "--bankd-port", str(self.bankd_port),
-            *self.tls_options("server", "urn:remsim:server"),
-        ], self.workdir)  # fmt: skip
-        self.wait(lambda: self.rest("GET", "/banks")[0] == 200, "the server's REST API")
+            *self.tls_options("server", "urn:remsim:server"), *self.store_options(),
+        ], self.workdir, env=server_environment(**self.server_env))  # fmt: skip
+        self.wait(lambda: self.rest("GET", "/banks")[0] == 200, "the server's REST API", START_WAIT)
         return self.server
 
-    def start_bankd(self) -> Daemon:
+    def store_options(self) -> list[str]:
+        if self.store == "memory":
+            return ["--store", "memory"]
+        if self.state_dir is not None:
+            return ["--state-dir", str(self.state_dir)]
+        return []
+
+    def start_bankd(self, options: Sequence[str] = ()) -> Daemon:
+        """remsim-bankd B<bank_id> on this system's readers, with the bankd's own ``options``
+        (e.g. ``--metrics-port``)."""
         slots = self.workdir / "bankd_pcsc_slots.csv"
         slots.write_text(
             "".join(f'"{self.bank_id}","{i}","{r}"\n' for i, r in enumerate(self.readers))
@@ -228,6 +269,7 @@ class RemsimSystem:
             "-b", str(self.bank_id), "-n", str(len(self.readers)), "-I", "127.0.0.1",
             "-P", str(self.bankd_port), "--slots-csv", str(slots),
             *self.tls_options(f"bankd-{self.bank_id}", f"urn:remsim:bankd:{self.bank_id}"),
+            *options,
         ], self.workdir)  # fmt: skip
         self.wait_bank_connected()
         return self.bankd
@@ -316,7 +358,10 @@ class RemsimSystem:
         return str(body["state"]) if status == 200 else None
 
     def wait_bank_connected(self) -> None:
-        self.wait(lambda: self.rest("GET", f"/banks/{self.bank_id}")[0] == 200, "the bankd")
+        """Until the server lists this system's bank (a bankd just started: ``START_WAIT``)."""
+        self.wait(
+            lambda: self.rest("GET", f"/banks/{self.bank_id}")[0] == 200, "the bankd", START_WAIT
+        )
 
     def wait(self, condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
         try:

@@ -1,20 +1,26 @@
-"""deploy/ checked offline: the Compose file by Compose v2's own ``config``, the Kubernetes
-manifests by ``kubernetes-validate --strict``, and both against the Dockerfile and the
-settings the services read. The Compose file's PKI is made for real (``pki-init.sh`` with
-``remsim-pki``) and every service's settings are loaded with it as the service would."""
+"""deploy/compose.yaml and the Dockerfile checked offline: the Compose file by Compose v2's
+own ``config``, against the Dockerfile and the settings the services read. The Compose file's
+PKI is made for real (``pki-init.sh`` with ``remsim-pki``), every service's settings are
+loaded with it as the service would, and the health checks run for real against listeners on
+the ports they are configured with. (The Kubernetes manifests: test_deploy_kubernetes.py.)"""
 
 import argparse
 import hashlib
+import http.server
 import importlib.util
 import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import stat
 import subprocess
 import sys
+import threading
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +28,29 @@ import pytest
 import yaml
 from cryptography import x509
 
-from remsim_common import TransportSecurity
-from remsim_control.backends import BackendSettings
+from remsim_common import REST_PORT, TransportSecurity
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
-KUSTOMIZATION = DEPLOY / "k8s" / "kustomization.yaml"
-K8S = sorted(path for path in (DEPLOY / "k8s").glob("*.yaml") if path != KUSTOMIZATION)
 REMSIM_SERVICES = {"server-a", "server-b", "api", "bankd", "client"}
 RSPRO_SERVICES = {"server-a", "server-b", "bankd", "client"}
 REST_SERVICES = {"server-a", "server-b", "api"}
 PKI_INIT = DEPLOY / "docker" / "pki-init.sh"
 TLS_DIR = "/tls"
 """Where the Compose services mount the ``tls`` volume the ``pki`` service fills."""
+LOOPBACK = {"127.0.0.1", "::1"}
+PORT_VARIABLES = (
+    "REMSIM_API_PORT",
+    "REMSIM_CORE_A_PORT",
+    "REMSIM_CORE_B_PORT",
+    "REMSIM_BANKD_PORT",
+)
+"""The Compose file's port variables (its header): each port inside its container and on the
+host."""
+CHECK_TIMEOUT = 10.0
+"""Seconds one health check command may take here (Compose gives it 3 s on a quiet host)."""
 
 
 def compose_binary() -> str:
@@ -53,46 +67,33 @@ def compose_binary() -> str:
     return found
 
 
-def compose(*args: str, file: Path = COMPOSE) -> subprocess.CompletedProcess[str]:
+def compose(
+    *args: str, files: Sequence[Path] = (COMPOSE,), variables: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Compose with ``files``, its variables ``variables`` only (none from this environment)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("REMSIM_")}
     return subprocess.run(
-        [compose_binary(), "-f", str(file), *args],
+        [compose_binary(), *(arg for file in files for arg in ("-f", str(file))), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={**env, **(variables or {})},
     )
 
 
-def kubernetes_validate(*files: Path) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
-    if binary is None:
-        pytest.skip("kubernetes-validate is not installed (uv sync)")
-    return subprocess.run(
-        [binary, "--strict", *map(str, files)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def compose_model() -> dict[str, Any]:
-    result = compose("config", "--format", "json")
+def compose_config(
+    files: Sequence[Path] = (COMPOSE,), variables: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    result = compose("config", "--format", "json", files=files, variables=variables)
     assert result.returncode == 0, result.stderr
     model: dict[str, Any] = json.loads(result.stdout)
     return model
 
 
-def k8s_documents() -> list[dict[str, Any]]:
-    return [doc for path in K8S for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
-def k8s_object(kind: str, name: str) -> dict[str, Any]:
-    for doc in k8s_documents():
-        if doc["kind"] == kind and doc["metadata"]["name"] == name:
-            return doc
-    raise AssertionError(f"no {kind} {name} in deploy/k8s")
+@pytest.fixture(scope="module")
+def compose_model() -> dict[str, Any]:
+    return compose_config()
 
 
 def dockerfile_targets() -> set[str]:
@@ -185,7 +186,7 @@ def test_compose_validation_is_not_vacuous(tmp_path: Path) -> None:
         "services:\n  a:\n    image: x\n    depends_on:\n"
         "      missing:\n        condition: service_healthy\n"
     )
-    assert compose("config", "--quiet", file=broken).returncode != 0
+    assert compose("config", "--quiet", files=[broken]).returncode != 0
 
 
 def test_compose_runs_the_distributed_system(compose_model: dict[str, Any]) -> None:
@@ -196,15 +197,56 @@ def test_compose_runs_the_distributed_system(compose_model: dict[str, Any]) -> N
         assert env["REMSIM_REDIS_URL"] == "redis://redis:6379/0"
         assert env["REMSIM_NATS_URL"] == "nats://nats:4222"
     # The bankd and the client reach different cores: their map crosses NATS and Redis.
-    assert services["bankd"]["command"][:2] == ["-i", "server-a"]
-    assert services["client"]["command"][:2] == ["-i", "server-b"]
-    assert "REMSIM_VCARD_PROFILES" in services["bankd"]["environment"]
+    bankd, client = services["bankd"]["environment"], services["client"]["environment"]
+    assert bankd["REMSIM_BANKD_SERVER_HOST"] == "server-a"
+    assert (
+        bankd["REMSIM_BANKD_SERVER_PORT"]
+        == services["server-a"]["environment"]["REMSIM_RSPRO_PORT"]
+    )
+    assert client["REMSIM_CLIENT_SERVER_HOST"] == "server-b"
+    assert (
+        client["REMSIM_CLIENT_SERVER_PORT"]
+        == services["server-b"]["environment"]["REMSIM_RSPRO_PORT"]
+    )
+    assert "REMSIM_VCARD_PROFILES" in bankd
+
+
+def test_every_remsim_variable_is_a_setting_of_its_program(
+    compose_model: dict[str, Any],
+) -> None:
+    """A misspelt REMSIM_* name would be ignored by the program: none here."""
+    from remsim_api.settings import ApiSettings
+    from remsim_bankd.config import BankdSettings
+    from remsim_bankd.supervisor import SupervisorSettings
+    from remsim_client.options import ClientSettings
+    from remsim_common.settings import SHARED_FIELDS
+    from remsim_server.settings import ServerSettings
+
+    def names(prefix: str, model: type[Any]) -> set[str]:
+        return {f"{prefix}{field.upper()}" for field in model.model_fields}
+
+    shared = {f"REMSIM_{field.upper()}" for field in SHARED_FIELDS}
+    known = {
+        "server-a": names("REMSIM_", ServerSettings),
+        "server-b": names("REMSIM_", ServerSettings),
+        "api": names("REMSIM_", ApiSettings),
+        # the bankd image's entry point (its supervisor) reads its own settings too
+        "bankd": names("REMSIM_BANKD_", BankdSettings)
+        | shared
+        | names("REMSIM_", SupervisorSettings),
+        "client": names("REMSIM_CLIENT_", ClientSettings) | shared,
+    }
+    for service, fields in known.items():
+        variables = {
+            name for name in compose_model["services"][service]["environment"] if "REMSIM_" in name
+        }
+        assert variables <= fields, (service, variables - fields)
 
 
 def test_compose_starts_in_order_once_healthy(compose_model: dict[str, Any]) -> None:
     services = compose_model["services"]
     for name, service in services.items():
-        if name not in ("client", "pki"):
+        if name != "pki":  # one-shot: its dependants wait for it to complete
             assert "test" in service["healthcheck"], f"{name} has no healthcheck"
     expected = {
         "server-a": {"nats", "redis"},
@@ -222,13 +264,226 @@ def test_compose_starts_in_order_once_healthy(compose_model: dict[str, Any]) -> 
     assert services["pki"]["restart"] == "no"
 
 
-def test_compose_builds_existing_dockerfile_targets(compose_model: dict[str, Any]) -> None:
+def test_compose_builds_each_image_once(compose_model: dict[str, Any]) -> None:
     targets = dockerfile_targets()
+    services = compose_model["services"]
+    builders: dict[str, list[str]] = {}
+    for name, service in services.items():
+        if "build" in service:
+            build = service["build"]
+            assert Path(build["context"]) == REPO
+            assert (REPO / build["dockerfile"]) == DOCKERFILE
+            assert build["target"] in targets
+            builders.setdefault(service["image"], []).append(name)
+    assert all(len(names) == 1 for names in builders.values()), builders
+    # The others run an image built here, and never pull it from a registry.
     for name in REMSIM_SERVICES | {"pki"}:
-        build = compose_model["services"][name]["build"]
-        assert Path(build["context"]) == REPO
-        assert (REPO / build["dockerfile"]) == DOCKERFILE
-        assert build["target"] in targets
+        service = services[name]
+        assert service["image"] in builders, name
+        if "build" not in service:
+            assert service["pull_policy"] == "never", name
+    assert services["pki"]["image"] == services["server-b"]["image"] == "remsim/server:latest"
+
+
+def test_every_service_runs_under_an_init_process(compose_model: dict[str, Any]) -> None:
+    """Not Python as PID 1 (which ignores SIGTERM): ``down`` stops each at once."""
+    for name, service in compose_model["services"].items():
+        assert service.get("init") is True, name
+
+
+def test_every_remsim_service_logs_json_lines_without_a_tty(
+    compose_model: dict[str, Any], compose_pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in sorted(REMSIM_SERVICES):
+        service = compose_model["services"][name]
+        assert not service.get("tty"), f"{name}: a tty puts ANSI colour codes in the log"
+        settings = service_settings(name, compose_model, compose_pki, monkeypatch)
+        assert settings.log_format == "json", name
+    assert compose_model["services"]["client"]["stdin_open"]  # APDUs in through `attach`
+
+
+def test_the_cores_announce_a_bankd_address_clients_reach(
+    compose_pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the bankd's container address: by default its name in the Compose network; with
+    REMSIM_PUBLIC_HOST the host's, as bankds and clients elsewhere reach it."""
+    for variables, expected in (
+        ({}, "bankd:9999"),
+        (
+            {"REMSIM_PUBLIC_HOST": "remsim.example.net", "REMSIM_BANKD_PORT": "19999"},
+            "remsim.example.net:19999",
+        ),
+    ):
+        model = compose_config(variables=variables)
+        bankd = service_settings("bankd", model, compose_pki, monkeypatch)
+        port = expected.rpartition(":")[2]
+        assert bankd.bind_port == int(port)
+        assert [p["published"] for p in model["services"]["bankd"]["ports"]] == [port]
+        for core in ("server-a", "server-b"):
+            settings = service_settings(core, model, compose_pki, monkeypatch)
+            assert settings.bankd_addresses == {bankd.bank_id: expected}, core
+
+
+# --- Compose: published ports ---------------------------------------------------------------
+
+
+def exposure_problems(
+    model: dict[str, Any], pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """Ports published beyond loopback without TLS (RSPRO: TLS only) or without tokens
+    (REST), and published ports no program listens on."""
+    problems = []
+    for name, service in sorted(model["services"].items()):
+        for port in service.get("ports", []):
+            where = f"{name}:{port['target']}"
+            settings = service_settings(name, model, pki, monkeypatch)
+            rest = getattr(settings, "rest_port", None) == port["target"]
+            rspro = port["target"] in (
+                getattr(settings, "rspro_port", None),
+                getattr(settings, "bind_port", None),
+            )
+            if not (rest or rspro):
+                problems.append(f"{where}: its program does not listen there")
+            if port.get("host_ip") in LOOPBACK:
+                continue
+            if settings.tls_cert is None:
+                problems.append(f"{where} on {port.get('host_ip') or '0.0.0.0'} without TLS")
+            if rest and settings.api_tokens is None:
+                problems.append(f"{where}: REST without tokens")
+            if rspro and not settings.require_tls:
+                problems.append(f"{where}: RSPRO accepts plaintext")
+    return problems
+
+
+def test_ports_are_published_on_loopback_by_default(
+    compose_model: dict[str, Any], compose_pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published = [
+        port for service in compose_model["services"].values() for port in service.get("ports", [])
+    ]
+    assert len(published) == 4  # the API, the two cores' RSPRO, the bankd's client port
+    assert {port["host_ip"] for port in published} == {"127.0.0.1"}
+    assert exposure_problems(compose_model, compose_pki, monkeypatch) == []
+
+
+def test_ports_on_every_interface_only_with_tls_and_tokens(
+    compose_pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = compose_config(variables={"REMSIM_PUBLISH_IP": "0.0.0.0"})
+    published = [port for s in model["services"].values() for port in s.get("ports", [])]
+    assert {port["host_ip"] for port in published} == {"0.0.0.0"}
+    assert exposure_problems(model, compose_pki, monkeypatch) == []
+    # The check is not vacuous: an API without tokens, a bankd taking plaintext.
+    del model["services"]["api"]["environment"]["REMSIM_API_TOKENS"]
+    model["services"]["bankd"]["environment"]["REMSIM_REQUIRE_TLS"] = "false"
+    for name in ("REMSIM_TLS_CERT", "REMSIM_TLS_KEY", "REMSIM_TLS_CA"):
+        del model["services"]["bankd"]["environment"][name]
+    assert exposure_problems(model, compose_pki, monkeypatch) == [
+        "api:9997: REST without tokens",
+        "bankd:9999 on 0.0.0.0 without TLS",
+        "bankd:9999: RSPRO accepts plaintext",
+    ]
+
+
+# --- Compose: health checks -------------------------------------------------------------------
+
+
+class _Ready(http.server.BaseHTTPRequestHandler):
+    """``/readyz``: 200 while ``server.ready``, else 503."""
+
+    def do_GET(self) -> None:
+        ready = getattr(self.server, "ready", True)
+        self.send_response(200 if self.path == "/readyz" and ready else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def readyz_server(context: ssl.SSLContext | None = None) -> Iterator[http.server.HTTPServer]:
+    """An HTTP(S) ``/readyz`` on 127.0.0.1, on a port of its own (``server_port``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ready)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def https_context(pki: Path, name: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki / "tls" / f"{name}.pem", pki / "tls" / f"{name}.key")
+    return context
+
+
+def run_healthcheck(service: dict[str, Any], pki: Path) -> int:
+    """The service's health check command, here, with its environment and the ``tls``
+    volume at ``pki/tls``."""
+    kind, program, *args = service["healthcheck"]["test"]
+    assert (kind, program) == ("CMD", "python")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("REMSIM_")}
+    env.update(service["environment"])
+    args = [arg.replace(f"{TLS_DIR}/", f"{pki}/tls/") for arg in args]
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, timeout=CHECK_TIMEOUT, check=False
+    ).returncode
+
+
+def test_health_checks_follow_a_port_override(compose_pki: Path, tmp_path: Path) -> None:
+    """Each port moved (the header's variables; an override file for the ports without one):
+    every remsim health check asks the moved port, and fails when it is not ready."""
+    with (
+        readyz_server(https_context(compose_pki, "server")) as core_a,
+        readyz_server(https_context(compose_pki, "server")) as core_b,
+        readyz_server(https_context(compose_pki, "api")) as api,
+        readyz_server() as bankd,
+        socket.create_server(("127.0.0.1", 0)) as core_b_rspro,
+    ):
+        override = tmp_path / "compose.override.yaml"
+        override.write_text(
+            yaml.safe_dump(
+                {
+                    "services": {
+                        "server-a": {"environment": {"REMSIM_REST_PORT": str(core_a.server_port)}},
+                        "server-b": {"environment": {"REMSIM_REST_PORT": str(core_b.server_port)}},
+                        "bankd": {
+                            "environment": {"REMSIM_BANKD_METRICS_PORT": str(bankd.server_port)}
+                        },
+                    }
+                }
+            )
+        )
+        rspro_port = core_b_rspro.getsockname()[1]
+        variables = {"REMSIM_API_PORT": str(api.server_port), "REMSIM_CORE_B_PORT": str(rspro_port)}
+        model = compose_config(files=[COMPOSE, override], variables=variables)
+        services = model["services"]
+        assert services["api"]["ports"][0]["target"] == api.server_port
+        assert services["server-b"]["ports"][0]["target"] == rspro_port
+        for name, server in (("server-a", core_a), ("server-b", core_b), ("api", api)):
+            assert run_healthcheck(services[name], compose_pki) == 0, name
+            server.ready = False  # type: ignore[attr-defined]
+            assert run_healthcheck(services[name], compose_pki) != 0, name
+        assert run_healthcheck(services["bankd"], compose_pki) == 0
+        bankd.ready = False  # type: ignore[attr-defined]
+        assert run_healthcheck(services["bankd"], compose_pki) != 0
+        # The client: healthy while its control connection to core B is up.
+        assert run_healthcheck(services["client"], compose_pki) != 0
+        with socket.create_connection(("127.0.0.1", rspro_port)):
+            assert run_healthcheck(services["client"], compose_pki) == 0
+
+
+def test_the_port_variables_are_documented() -> None:
+    header = COMPOSE.read_text().split("\nname:")[0]
+    for name in (*PORT_VARIABLES, "REMSIM_PUBLISH_IP", "REMSIM_PUBLIC_HOST"):
+        assert re.search(rf"^#\s+{name}\s", header, re.MULTILINE), name
+        assert f"${{{name}:-" in COMPOSE.read_text(), name
 
 
 # --- Compose: TLS and tokens ----------------------------------------------------------------------
@@ -315,7 +570,8 @@ def test_every_rest_service_serves_https_with_tokens(
     assert certificate_uris(settings.tls_cert) == [expected]
     # The health check speaks HTTPS and checks the certificate against the deployment's CA.
     check = " ".join(compose_model["services"][service]["healthcheck"]["test"])
-    assert "https://localhost:9997/readyz" in check and f"{TLS_DIR}/ca.pem" in check
+    assert "https://localhost:" in check and f"{TLS_DIR}/ca.pem" in check
+    assert "REMSIM_REST_PORT" in check and settings.rest_port == REST_PORT
     cert = x509.load_pem_x509_certificate(settings.tls_cert.read_bytes())
     dns = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in dns.get_values_for_type(x509.DNSName)
@@ -350,159 +606,4 @@ def test_dockerfile_entry_points_are_installed_scripts() -> None:
     for pyproject in (REPO / "services").glob("*/pyproject.toml"):
         scripts |= set(tomllib.loads(pyproject.read_text())["project"].get("scripts", {}))
     for program in re.findall(r'^ENTRYPOINT \["([^"]+)"\]', DOCKERFILE.read_text(), re.M):
-        assert program in scripts or program == "bankd-entrypoint"
-    entrypoint = DEPLOY / "docker" / "bankd-entrypoint.sh"
-    assert entrypoint.stat().st_mode & 0o111
-    assert subprocess.run(["sh", "-n", str(entrypoint)], check=False).returncode == 0
-
-
-# --- Kubernetes ----------------------------------------------------------------------------------
-
-
-def test_kubernetes_manifests_pass_strict_validation() -> None:
-    result = kubernetes_validate(*K8S)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_kubernetes_validation_is_not_vacuous(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.yaml"
-    service = yaml.safe_load((DEPLOY / "k8s" / "api.yaml").read_text().split("---")[1])
-    service["spec"]["portz"] = service["spec"].pop("ports")
-    broken.write_text(yaml.safe_dump(service))
-    assert kubernetes_validate(broken).returncode != 0
-
-
-def test_server_cores_take_rspro_on_tcp_9998() -> None:
-    service = k8s_object("Service", "remsim-server")
-    assert [(p["port"], p.get("protocol", "TCP")) for p in service["spec"]["ports"]] == [
-        (9998, "TCP")
-    ]
-    deployment = k8s_object("Deployment", "remsim-server")
-    assert deployment["spec"]["replicas"] >= 2
-    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-
-
-@pytest.mark.parametrize("name", ["remsim-server", "remsim-api", "nats"])
-def test_deployments_have_probes_and_resources(name: str) -> None:
-    for container in k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"]:
-        assert {"livenessProbe", "readinessProbe"} <= set(container)
-        assert set(container["resources"]) == {"requests", "limits"}
-        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
-
-
-def test_remsim_pods_probe_health_endpoints_and_read_the_config_map() -> None:
-    config = k8s_object("ConfigMap", "remsim-config")["data"]
-    for name in ("remsim-server", "remsim-api"):
-        [container] = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"]
-        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-            if probe in container:
-                assert container[probe]["httpGet"]["scheme"] == "HTTPS", (name, probe)
-        assert container["envFrom"] == [{"configMapRef": {"name": "remsim-config"}}]
-    # The variables open_backends reads, and where the cluster's services are.
-    for attribute in ("redis_url", "nats_url", "lease_ttl"):
-        assert hasattr(BackendSettings, attribute)
-        assert f"REMSIM_{attribute.upper()}" in config
-    assert config["REMSIM_REDIS_URL"].startswith("redis://redis:6379")
-    assert config["REMSIM_NATS_URL"] == "nats://nats:4222"
-    k8s_object("Service", "redis")
-    k8s_object("Service", "nats")
-    k8s_object("StatefulSet", "redis")
-
-
-def pod_secret_files(name: str) -> tuple[dict[str, str], dict[str, str]]:
-    """A Deployment's environment, and the Secret mounted at each of its mount paths."""
-    pod = k8s_object("Deployment", name)["spec"]["template"]["spec"]
-    [container] = pod["containers"]
-    env = {var["name"]: var["value"] for var in container.get("env", [])}
-    secrets = {
-        volume["name"]: volume["secret"]["secretName"]
-        for volume in pod.get("volumes", [])
-        if "secret" in volume
-    }
-    mounts = {
-        mount["mountPath"]: secrets[mount["name"]]
-        for mount in container.get("volumeMounts", [])
-        if mount["name"] in secrets
-    }
-    assert all(mount.get("readOnly") for mount in container.get("volumeMounts", []))
-    # Keys readable by the pod's user only through its group, not by the world.
-    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
-    for volume in pod.get("volumes", []):
-        if "secret" in volume:
-            assert volume["secret"]["defaultMode"] & 0o007 == 0
-    return env, mounts
-
-
-def secret_of(path: str, mounts: dict[str, str]) -> tuple[str, str]:
-    """(Secret, key) behind a file path in a container."""
-    directory, _, key = path.rpartition("/")
-    return mounts[directory], key
-
-
-def test_the_server_cores_take_tls_and_tokens_from_secrets() -> None:
-    env, mounts = pod_secret_files("remsim-server")
-    assert env["REMSIM_REQUIRE_TLS"] == "true"
-    # cert-manager's Secret layout: tls.crt, tls.key, ca.crt.
-    assert secret_of(env["REMSIM_TLS_CERT"], mounts) == ("remsim-server-tls", "tls.crt")
-    assert secret_of(env["REMSIM_TLS_KEY"], mounts) == ("remsim-server-tls", "tls.key")
-    assert secret_of(env["REMSIM_TLS_CA"], mounts) == ("remsim-server-tls", "ca.crt")
-    assert secret_of(env["REMSIM_API_TOKENS"], mounts) == ("remsim-api-tokens", "api-tokens")
-
-
-def test_the_api_takes_https_and_tokens_from_secrets() -> None:
-    env, mounts = pod_secret_files("remsim-api")
-    assert secret_of(env["REMSIM_TLS_CERT"], mounts) == ("remsim-api-tls", "tls.crt")
-    assert secret_of(env["REMSIM_TLS_KEY"], mounts) == ("remsim-api-tls", "tls.key")
-    assert secret_of(env["REMSIM_API_TOKENS"], mounts) == ("remsim-api-tokens", "api-tokens")
-
-
-def test_the_tls_variables_are_settings_of_the_programs() -> None:
-    from remsim_api.settings import ApiSettings
-    from remsim_bankd.config import BankdSettings
-    from remsim_client.options import ClientSettings
-    from remsim_common.settings import SHARED_FIELDS
-    from remsim_server.settings import ServerSettings
-
-    names: set[str] = set()
-    for name in ("remsim-server", "remsim-api"):
-        names |= set(pod_secret_files(name)[0])
-    fields = {f"REMSIM_{field.upper()}" for field in ServerSettings.model_fields}
-    assert names <= fields
-    assert {"api_tokens", "api_hosts", "tls_cert", "tls_key"} <= set(ApiSettings.model_fields)
-    # REMSIM_TLS_* reach the bankd and the clients too, whatever their own prefixes.
-    for cls in (BankdSettings, ClientSettings):
-        assert {"tls_cert", "tls_key", "tls_ca", "require_tls"} <= set(cls.model_fields)
-    assert {"tls_cert", "tls_key", "tls_ca", "require_tls"} <= SHARED_FIELDS
-    assert "REMSIM_API_HOSTS" in k8s_object("ConfigMap", "remsim-config")["data"]
-
-
-def test_the_rspro_service_keeps_the_peers_source_address() -> None:
-    """Clients are given the address a bankd's control connection comes from: no SNAT."""
-    service = k8s_object("Service", "remsim-server")
-    assert service["spec"]["type"] == "LoadBalancer"
-    assert service["spec"]["externalTrafficPolicy"] == "Local"
-
-
-def test_the_config_map_shows_how_to_set_bankd_addresses() -> None:
-    from remsim_server.settings import ServerSettings
-
-    text = (DEPLOY / "k8s" / "configmap.yaml").read_text()
-    [example] = re.findall(r"^\s*# (REMSIM_BANKD_ADDRESSES: .*)$", text, re.MULTILINE)
-    value = yaml.safe_load(example)["REMSIM_BANKD_ADDRESSES"]
-    settings = ServerSettings(bankd_addresses=json.loads(value))
-    assert settings.bankd_addresses[1] == "bankd-1.example.net:9999"
-    assert k8s_object("ConfigMap", "remsim-config")["data"]["REMSIM_BANKD_PORT"] == "9999"
-
-
-def test_images_are_pinned_and_set_by_the_kustomization() -> None:
-    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
-    assert sorted(kustomization["resources"]) == sorted(path.name for path in K8S)
-    overridden = {image["name"] for image in kustomization["images"]}
-    for name in ("remsim-server", "remsim-api"):
-        [container] = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"]
-        image, _, tag = container["image"].rpartition(":")
-        assert image in overridden
-        assert tag and tag != "latest"
-        assert container["imagePullPolicy"] == "IfNotPresent"
+        assert program in scripts  # the bankd's: remsim-bankd-supervisor

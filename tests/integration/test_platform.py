@@ -81,7 +81,7 @@ def test_server_bankd_client_and_vcard_log_the_same_json(tmp_path: Path) -> None
     server = Daemon("server", [
         str(BIN / "remsim-server"), "--rest-host", "127.0.0.1", "--rest-port", str(rest),
         "--rspro-host", "127.0.0.1", "--rspro-port", str(rspro), "--bankd-port",
-        str(bankd_port), "--log-format", "json", "-e", "INFO",
+        str(bankd_port), "--log-format", "json", "-e", "INFO", "--store", "memory",
     ], tmp_path)  # fmt: skip
     daemons = [server]
     try:

@@ -56,7 +56,7 @@ def test_after_a_server_restart_the_bankd_serves_only_the_maps_the_server_knows(
     system.map(bank_slot=0, client_id=23)
     client.expect_atr(card_profiles[0].atr)
     assert system.server is not None
-    system.server.restart()  # in memory: the new server knows no map
+    system.server.restart()  # --store memory: the new server knows no map
     system.wait(lambda: system.rest("GET", "/banks")[0] == 200, "the new server")
     system.wait_bank_connected()  # and told the bankd to drop every map (resetStateReq)
     system.wait(

@@ -16,6 +16,7 @@ import pytest
 
 from remsim_api.app import create_app
 from remsim_api.limits import MAX_BODY_SIZE, MAX_HEADER_SIZE, http_options
+from remsim_api.metrics import REGISTRY
 from remsim_api.settings import ApiSettings
 from remsim_control import MemoryBus, MemoryStore
 from tests.system import end_process, free_port
@@ -192,13 +193,43 @@ async def test_keep_alive_requests_each_get_the_request_timeout(port: int) -> No
     assert status == 408
 
 
+async def test_a_connection_over_max_connections_is_closed_at_once(serve: Serve) -> None:
+    settings = ApiSettings(rest_request_timeout=3 * WAIT)  # silent ones stay for the test
+    options = http_options(settings, max_connections=2)
+    refused = ("remsim_http_refused_total", {"cause": "connections"})
+    before = REGISTRY.get_sample_value(*refused) or 0.0
+    async with serve(create_app(MemoryStore(), MemoryBus()), **options) as port:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        async with asyncio.timeout(WAIT):  # at once, not after the request timeout
+            assert await reader.read(-1) == b""
+        writer.close()
+        assert REGISTRY.get_sample_value(*refused) == before + 1
+        held.pop()[1].close()  # one goes: room for a request
+        async with asyncio.timeout(WAIT):
+            while (status := await _healthz_or_closed(port)) is None:
+                await asyncio.sleep(0.05)  # until the server has seen it go
+        assert status == 200
+        for _, silent in held:
+            silent.close()
+
+
+async def _healthz_or_closed(port: int) -> int | None:
+    """/healthz's status, or None if the connection was refused."""
+    try:
+        return await healthz(port)
+    except (OSError, ValueError, IndexError):  # closed before an answer
+        return None
+
+
 # --- the real programs ---------------------------------------------------------------------
 
 
 def program(name: str, rest_port: int) -> list[str]:
     rest = ["--rest-host", "127.0.0.1", "--rest-port", str(rest_port)]
     if name == "remsim-server":
-        return [name, *rest, "--rspro-host", "127.0.0.1", "--rspro-port", str(free_port())]
+        rspro = ["--rspro-host", "127.0.0.1", "--rspro-port", str(free_port())]
+        return [name, *rest, *rspro, "--store", "memory"]
     return [name, *rest]
 
 

@@ -56,6 +56,20 @@ def test_an_empty_variable_unsets_the_state_dir_and_the_urls(
     assert parse_args([]).state_dir == Path("/var/lib/remsim")
 
 
+def test_the_api_keeps_nothing_unless_told_and_has_no_store_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """remsim-api serves the shared store of the distributed mode; alone it is for trying
+    the API, in memory: it never takes the per-user state directory (and its lock) that a
+    remsim-server on the same host uses, and ``REMSIM_STORE`` (a host-wide file) is not its."""
+    monkeypatch.setenv("REMSIM_STORE", "sqlite")
+    assert parse_args([]).state_dir is None
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--store", "memory"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --store" in capsys.readouterr().err
+
+
 def test_a_bad_value_is_one_line_naming_the_option(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -65,7 +65,7 @@ class Server:
                     "--rspro-host", "127.0.0.1", "--rspro-port", str(free_port()),
                     "--rest-host", "127.0.0.1", "--rest-port", str(self.port),
                     "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca.ca_file),
-                    "--api-tokens", str(tokens),
+                    "--api-tokens", str(tokens), "--store", "memory",
                 ],
                 stdout=log, stderr=log, env=os.environ | {"PYTHONUNBUFFERED": "1"},
             )  # fmt: skip

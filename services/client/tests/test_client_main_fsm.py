@@ -120,6 +120,16 @@ class TestServerLink:
         assert fsm.state is MainState.UNCONFIGURED
 
     @pytest.mark.parametrize("make", [unconfigured, wait_bankd, operational])
+    def test_a_server_restart_is_no_error(
+        self, make: type[ClientFsm], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        fsm = make()
+        fsm.server_lost()
+        with caplog.at_level(logging.DEBUG):
+            assert fsm.server_connected() == []
+        assert [r.levelno for r in caplog.records] == [logging.INFO]
+
+    @pytest.mark.parametrize("make", [unconfigured, wait_bankd, operational])
     def test_losing_the_server_changes_nothing(self, make: type[ClientFsm]) -> None:
         fsm = make()
         state = fsm.state

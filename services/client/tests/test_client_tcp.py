@@ -570,6 +570,32 @@ class TestRemoteCard:
             task.cancel()
             await card.close()
 
+    async def test_the_late_answer_to_a_cancelled_apdu_answers_nothing(
+        self, server: ScriptedPeer, bankd: ScriptedPeer
+    ) -> None:
+        # Found by the chaos test (issue 12): a caller that gives up on a transmit (task
+        # cancelled, e.g. by its own timeout) must not get that APDU's answer for its next.
+        card = remote_card(server)
+        opened = asyncio.create_task(card.open())
+        _, bk, task = await serve_card(server, bankd, responses=None)
+        await opened
+        try:
+            await bk.expect(SetAtrRes)
+            given_up = asyncio.create_task(card.transmit(SELECT_MF))
+            await bk.expect(TpduModemToCard)  # SELECT MF is out
+            given_up.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await given_up
+            get_response = asyncio.create_task(card.transmit(bytes.fromhex("a0c0000016")))
+            msg, _ = await bk.expect(TpduModemToCard)
+            assert isinstance(msg, TpduModemToCard) and msg.data == bytes.fromhex("a0c0000016")
+            bk.send(TpduCardToModem(B1_0, C23, bytes.fromhex("9f16")))  # SELECT MF's: dropped
+            bk.send(TpduCardToModem(B1_0, C23, bytes.fromhex("6f00")))
+            assert await get_response == bytes.fromhex("6f00")
+        finally:
+            task.cancel()
+            await card.close()
+
     async def test_reset_is_a_power_cycle(self, server: ScriptedPeer, bankd: ScriptedPeer) -> None:
         card = remote_card(server)
         opened = asyncio.create_task(card.open())

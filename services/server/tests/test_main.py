@@ -172,6 +172,65 @@ def test_the_shared_store_and_bus_and_the_core_id(monkeypatch: pytest.MonkeyPatc
     assert (settings.core_id, parse_args(["--core-id", "core-b"]).core_id) == ("core-a", "core-b")
 
 
+@pytest.fixture
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A home directory of the test's own, no ``XDG_STATE_HOME``, no shared store."""
+    for name in ("XDG_STATE_HOME", "REMSIM_REDIS_URL", "REMSIM_NATS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_one_host_keeps_its_state_in_sqlite_in_the_per_user_state_directory(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = parse_args([])
+    assert (settings.store, settings.state_dir) == ("sqlite", home / ".local/state/remsim")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert parse_args([]).state_dir == tmp_path / "state" / "remsim"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")  # not absolute: ignored (XDG)
+    assert parse_args([]).state_dir == home / ".local/state/remsim"
+    assert not home.exists()  # parsing touches no directory; the store creates it
+
+
+def test_a_state_directory_given_is_used_and_memory_keeps_nothing(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = parse_args(["--state-dir", "/srv/remsim"])
+    assert (settings.store, settings.state_dir) == ("sqlite", Path("/srv/remsim"))
+    settings = parse_args(["--store", "sqlite", "--state-dir", "/srv/remsim"])
+    assert (settings.store, settings.state_dir) == ("sqlite", Path("/srv/remsim"))
+    monkeypatch.setenv("REMSIM_STATE_DIR", "/var/lib/remsim")  # the systemd unit
+    assert parse_args([]).state_dir == Path("/var/lib/remsim")
+    monkeypatch.delenv("REMSIM_STATE_DIR")
+    settings = parse_args(["--store", "memory"])
+    assert (settings.store, settings.state_dir) == ("memory", None)
+    monkeypatch.setenv("REMSIM_STORE", "memory")
+    assert parse_args([]).state_dir is None
+    settings = parse_args(["--redis-url", "redis://redis/0", "--store", ""])
+    assert (settings.store, settings.state_dir) == (None, None)  # Redis holds the state
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--store", "memory", "--state-dir", "/srv/remsim"], "store memory keeps nothing"),
+        (["--store", "sqlite", "--redis-url", "redis://r/0"], "store sqlite is for a single host"),
+        (["--store", "memory", "--redis-url", "redis://r/0"], "store memory is for a single host"),
+        (["--store", "disk"], "bad value 'disk' for --store (REMSIM_STORE): "),
+    ],
+)
+def test_a_store_that_contradicts_the_other_options_is_one_line(
+    home: Path, argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("remsim-server: ") and problem in error
+    assert error.count("\n") == 1
+
+
 def test_version_and_positional_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("-V", "--version"):
         with pytest.raises(SystemExit) as exited:
@@ -184,9 +243,12 @@ def test_version_and_positional_arguments(capsys: pytest.CaptureFixture[str]) ->
 
 
 async def start(*args: str) -> asyncio.subprocess.Process:
+    """The server process, its store in memory unless ``args`` name another."""
     code = "from remsim_server.main import main; main()"
+    named = {"--store", "--state-dir", "--redis-url", "--nats-url"} & set(args)
+    store = [] if named else ["--store", "memory"]
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, *args, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-c", code, *store, *args, stderr=asyncio.subprocess.PIPE
     )
 
 

@@ -283,6 +283,34 @@ async def _held(server: RemsimServer, count: int) -> bool:
     return server.core.limits.held() == count
 
 
+async def test_on_a_tls_port_a_connection_counts_before_its_handshake(tmp_path: Path) -> None:
+    """Silent connections that never send a ClientHello hold a TLS handshake open for
+    up to its timeout: they count against the limits from the moment they are accepted."""
+    ca = TestCA(tmp_path / "ca")
+    files = ca.issue("server", "urn:remsim:server")
+    settings = server_settings(
+        tls_cert=files.cert, tls_key=files.key, tls_ca=files.ca, max_connections_per_address=3
+    )
+    refused = "remsim_connections_refused_total"
+    before = metrics.REGISTRY.get_sample_value(refused, {"limit": "address"}) or 0.0
+    async with running_server(settings) as server:
+        silent = [await ScriptedConnection.connect(server.rspro_port) for _ in range(3)]
+        await eventually(lambda: _held(server, 3))  # no handshake done, yet counted
+        excess = await ScriptedConnection.connect(server.rspro_port)
+        await excess.expect_closed()
+        assert metrics.REGISTRY.get_sample_value(refused, {"limit": "address"}) == before + 1
+        for peer in silent:
+            await peer.aclose()
+        await eventually(lambda: _held(server, 0))  # a failed handshake releases its place
+        bankd = ca.issue("bankd-1", "urn:remsim:bankd:1").security()
+        stream = await rspro.open_connection(
+            "127.0.0.1", server.rspro_port, ssl=bankd.client_context
+        )
+        await eventually(lambda: _held(server, 1))
+        await stream.aclose()
+        await eventually(lambda: _held(server, 0))
+
+
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 async def test_every_listener_queues_at_least_1024_connections(server: RemsimServer) -> None:
     for port in (server.rspro_port, server.rest_port):

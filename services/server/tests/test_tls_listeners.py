@@ -162,6 +162,7 @@ async def test_the_process_serves_plaintext_and_tls_and_refuses_a_false_bankd(
         "--rest-host", "127.0.0.1", "--rest-port", str(rest_port),
         "--tls-cert", str(server_files.cert), "--tls-key", str(server_files.key),
         "--tls-ca", str(server_files.ca), "--tls-port", str(tls_port), "--audit-days", "7",
+        "--store", "memory",
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:

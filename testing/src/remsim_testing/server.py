@@ -43,8 +43,12 @@ async def connect_client(port: int, client_id: int = 23, slot_nr: int = 0) -> Sc
 
 
 def server_settings(**overrides: object) -> ServerSettings:
-    """Settings for a server on free ports of 127.0.0.1 with the reference identity."""
-    values: dict[str, object] = {
+    """Settings for a server on free ports of 127.0.0.1 with the reference identity, its
+    store in memory (whatever ``REMSIM_STORE``/``REMSIM_STATE_DIR`` say) unless
+    ``overrides`` name a state directory or Redis."""
+    shared = {"state_dir", "redis_url", "nats_url"} & set(overrides)
+    values: dict[str, object] = {"store": None if shared else "memory", "state_dir": None}
+    values |= {
         "rspro_host": "127.0.0.1",
         "rspro_port": 0,
         "rest_host": "127.0.0.1",

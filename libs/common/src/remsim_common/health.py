@@ -32,6 +32,7 @@ from prometheus_client import (
     make_asgi_app,
 )
 
+from .limits import ACCEPT_BURST, accept_in_bursts
 from .ports import LISTEN_BACKLOG
 
 __all__ = [
@@ -183,7 +184,8 @@ class AsgiServer:
         await server.close()
 
     ``shutdown_timeout``: seconds ``close`` waits for the server to finish (None: until it
-    has); ``backlog``: of the listening socket.
+    has); ``backlog``: of the listening socket. uvicorn accepts ``ACCEPT_BURST``
+    connections at a time (``remsim_common.limits``).
     """
 
     def __init__(
@@ -211,13 +213,15 @@ class AsgiServer:
     async def start(self, host: str, port: int) -> None:
         """Bind (OSError if the port is taken) and serve in the background."""
         self._sock = bind(host, port, self._backlog)
-        self._server = EmbeddedServer(uvicorn.Config(self._app, **self._options))
+        config = uvicorn.Config(self._app, backlog=ACCEPT_BURST, **self._options)
+        self._server = EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # raise what stopped it
                 raise OSError("the HTTP server did not start")
             await asyncio.sleep(STARTUP_POLL)
+        accept_in_bursts(self._sock, self._backlog)
 
     async def close(self) -> None:
         if self._server is not None and self._task is not None:

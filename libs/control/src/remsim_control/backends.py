@@ -2,7 +2,10 @@
 
 ``remsim-server`` and ``remsim-api`` call ``open_backends(settings)`` with their settings
 (any object with the attributes of ``BackendSettings``, e.g. their pydantic-settings class
-with ``REMSIM_STATE_DIR``, ``REMSIM_REDIS_URL``, ``REMSIM_NATS_URL``, ``REMSIM_LEASE_TTL``):
+with ``REMSIM_STATE_DIR``, ``REMSIM_REDIS_URL``, ``REMSIM_NATS_URL``, ``REMSIM_LEASE_TTL``).
+``remsim-server``'s settings fill in ``state_dir`` (``--store sqlite``, its default on one
+host: ``default_state_dir()`` unless ``--state-dir`` names one) or leave it unset
+(``--store memory``, or Redis); ``remsim-api`` keeps its state in memory unless told:
 
 ==========  ==========  =========  ==============================================================
 state_dir   redis_url   nats_url   store / bus
@@ -39,9 +42,11 @@ __all__ = [
     "BackendSettings",
     "BackendUnavailable",
     "backends_ready",
+    "default_state_dir",
     "new_core_id",
     "open_backends",
     "require_ready",
+    "state_location",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,28 @@ class BackendSettings(Protocol):
     def lease_ttl(self) -> float:
         """Seconds after which a dead core's registry entries vanish."""
         ...
+
+
+def default_state_dir() -> Path:
+    """Where a single host keeps its state unless told: ``$XDG_STATE_HOME/remsim``, else
+    ``~/.local/state/remsim`` (the XDG base directories; a relative ``XDG_STATE_HOME`` is
+    ignored, as the specification says). The systemd unit sets ``REMSIM_STATE_DIR``
+    (/var/lib/remsim) instead."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "remsim"
+
+
+def state_location(store: Store) -> str:
+    """Where ``store`` keeps the state, for the start-up log line."""
+    from remsim_control.memory_store import MemoryStore
+    from remsim_control.sqlite_store import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        return f"the file {store.path}"
+    if isinstance(store, MemoryStore):
+        return "memory (nothing kept across a restart)"
+    return type(store).__name__
 
 
 def new_core_id() -> str:

@@ -32,6 +32,10 @@ log = logging.getLogger("rspro")
 Handler = Callable[["RsproStream"], Awaitable[None]]
 TlsFailureHandler = Callable[[tuple[str, int], str], None]
 """Told the peer address and the reason of a failed TLS handshake (instead of a log line)."""
+Admit = Callable[[tuple[str, int], tuple[str, int]], Callable[[], None] | None]
+"""Asked (our address, the peer's address) of each accepted connection before anything is
+read from it, a TLS handshake included: a function to call once the connection is over, or
+None to refuse it (then it is closed at once)."""
 
 TLS_HANDSHAKE_TIMEOUT = 10.0
 """Seconds an accepted connection has to complete its TLS handshake."""
@@ -273,17 +277,23 @@ class _TlsAccept(asyncio.Protocol):
         context: _ssl.SSLContext,
         keep: Callable[[asyncio.Task[None]], None],
         on_failure: TlsFailureHandler | None = None,
+        admit: Callable[[RsproStream, asyncio.Transport], bool] | None = None,
+        release: Callable[[RsproStream], None] | None = None,
     ) -> None:
         self._stream = stream
         self._context = context
         self._keep = keep
         self._on_failure = on_failure
+        self._admit = admit
+        self._release = release
         self._early: list[bytes] = []
         self._eof = False
         self._lost: list[Exception | None] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if self._admit is not None and not self._admit(self._stream, transport):
+            return  # refused before its handshake: closed
         transport.pause_reading()  # the ClientHello waits in the socket for start_tls
         self._keep(asyncio.get_running_loop().create_task(self._handshake(transport)))
 
@@ -316,7 +326,14 @@ class _TlsAccept(asyncio.Protocol):
                 log.warning("closing connection from %s:%s: TLS handshake failed: %s",
                             host, port, _tls_failure(exc))  # fmt: skip
             transport.abort()
+            if self._release is not None:
+                self._release(self._stream)
             return
+        except BaseException:  # cancelled: the server is closing
+            transport.abort()
+            if self._release is not None:
+                self._release(self._stream)
+            raise
         assert tls is not None
         tls.set_protocol(self._stream)
         self._stream.connection_made(tls)
@@ -387,6 +404,7 @@ async def start_server(
     backlog: int = LISTEN_BACKLOG,
     report_errors: bool = True,
     on_tls_failure: TlsFailureHandler | None = None,
+    admit: Admit | None = None,
 ) -> asyncio.Server:
     """Serve RSPRO: ``handler(stream)`` runs as one task per accepted connection.
 
@@ -395,10 +413,26 @@ async def start_server(
     TLS handshake first; one that fails it is closed with a log line. A peer's bad bytes
     close its connection with a log line, or without one (``report_errors`` False) when the
     handler reports ``stream.error`` itself; ``on_tls_failure`` likewise takes the place of
-    the log line of a failed TLS handshake.
+    the log line of a failed TLS handshake. ``admit`` (see ``Admit``) decides on each
+    connection as it is accepted, before its TLS handshake: connection limits.
     """
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
+    releases: dict[RsproStream, Callable[[], None]] = {}
+
+    def admitted(stream: RsproStream, transport: asyncio.Transport) -> bool:
+        if admit is None or stream in releases:
+            return True
+        release = admit(transport.get_extra_info("sockname"), transport.get_extra_info("peername"))
+        if release is None:
+            transport.abort()
+            return False
+        releases[stream] = release
+        return True
+
+    def released(stream: RsproStream) -> None:
+        if (release := releases.pop(stream, None)) is not None:
+            release()
 
     def keep(task: asyncio.Task[None]) -> None:
         tasks.add(task)
@@ -413,14 +447,19 @@ async def start_server(
             log.exception("RSPRO handler for %s:%s failed", *stream.peername)
         finally:
             stream.close()
+            released(stream)
 
     def spawn(stream: RsproStream) -> None:
-        keep(loop.create_task(run(stream)))
+        assert stream._transport is not None
+        if admitted(stream, stream._transport):
+            keep(loop.create_task(run(stream)))
 
     def factory() -> asyncio.Protocol:
         conn = RsproConnection(initiator=False, keepalive=keepalive)
         stream = RsproStream(conn, spawn, drop_invalid=drop_invalid, report_errors=report_errors)
-        return stream if ssl is None else _TlsAccept(stream, ssl, keep, on_tls_failure)
+        if ssl is None:
+            return stream
+        return _TlsAccept(stream, ssl, keep, on_tls_failure, admitted, released)
 
     return await loop.create_server(
         factory, host, port, reuse_address=reuse_address, backlog=backlog

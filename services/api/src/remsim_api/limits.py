@@ -6,7 +6,9 @@ read, and a chunked body is read only up to the limit (``BodyLimit``). A request
 and headers longer than ``MAX_HEADER_SIZE`` are refused with 431.
 A client must send a whole request within ``REQUEST_TIMEOUT`` of connecting or of the
 previous answer (slowloris: a trickle of header bytes no longer keeps a connection open);
-an idle keep-alive connection is closed after ``KEEPALIVE_TIMEOUT``.
+an idle keep-alive connection is closed after ``KEEPALIVE_TIMEOUT``. With
+``max_connections`` (what the file descriptor limit leaves room for), a connection beyond
+that many is closed at once, unread (uvicorn has no such limit of its own).
 
 uvicorn answers malformed HTTP (two ``Content-Length`` headers, an oversized header) with
 plain text; ``ApiProtocol``, its h11 protocol with these timeouts, answers with RFC 9457
@@ -123,11 +125,12 @@ def problem_bytes(status: int, detail: str) -> bytes:
 
 
 class ApiProtocol(H11Protocol):
-    """uvicorn's h11 protocol with problem answers for malformed HTTP and
+    """uvicorn's h11 protocol with problem answers for malformed HTTP,
     ``request_timeout`` for a request to arrive (from the connection or the previous
-    answer on)."""
+    answer on) and at most ``max_connections`` connections open (None: no limit)."""
 
     request_timeout: float = REQUEST_TIMEOUT
+    max_connections: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -135,6 +138,12 @@ class ApiProtocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.max_connections is not None and len(self.connections) > self.max_connections:
+            client = self.client[0] if self.client else "?"
+            refused("connections", "REST connection from %s refused: %d connections open",
+                    client, self.max_connections)  # fmt: skip
+            transport.abort()
+            return
         self._await_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -218,9 +227,11 @@ def _head_too_large(buffered: bytes) -> bool:
     return _END_OF_HEAD.search(buffered, 0, MAX_HEADER_SIZE + 4) is None
 
 
-def protocol(request_timeout: float) -> type[ApiProtocol]:
-    """``ApiProtocol`` with this request timeout (uvicorn instantiates the class)."""
-    return type("ApiProtocol", (ApiProtocol,), {"request_timeout": request_timeout})
+def protocol(request_timeout: float, max_connections: int | None = None) -> type[ApiProtocol]:
+    """``ApiProtocol`` with this request timeout and connection limit (uvicorn
+    instantiates the class)."""
+    options = {"request_timeout": request_timeout, "max_connections": max_connections}
+    return type("ApiProtocol", (ApiProtocol,), options)
 
 
 class _UvicornBadRequestLine(logging.Filter):
@@ -233,12 +244,13 @@ class _UvicornBadRequestLine(logging.Filter):
 _UVICORN_FILTER = _UvicornBadRequestLine()
 
 
-def http_options(settings: Any) -> dict[str, Any]:
-    """``uvicorn.Config`` arguments: this protocol, the head limit and the timeouts from
-    ``settings`` (``rest_request_timeout``, ``rest_keepalive_timeout``)."""
+def http_options(settings: Any, max_connections: int | None = None) -> dict[str, Any]:
+    """``uvicorn.Config`` arguments: this protocol (with ``max_connections``), the head
+    limit and the timeouts from ``settings`` (``rest_request_timeout``,
+    ``rest_keepalive_timeout``)."""
     logging.getLogger("uvicorn.error").addFilter(_UVICORN_FILTER)  # once: the same filter
     return {
-        "http": protocol(settings.rest_request_timeout),
+        "http": protocol(settings.rest_request_timeout, max_connections),
         "h11_max_incomplete_event_size": MAX_HEADER_SIZE,
         "timeout_keep_alive": settings.rest_keepalive_timeout,
     }

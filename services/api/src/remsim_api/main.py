@@ -24,7 +24,7 @@ from remsim_api.settings import ApiSettings
 from remsim_common import REST_PORT, Program
 from remsim_common.health import bind
 from remsim_control import BackendUnavailable
-from remsim_control.backends import open_backends
+from remsim_control.backends import open_backends, state_location
 
 log = logging.getLogger("remsim.api")
 
@@ -38,10 +38,13 @@ CATEGORIES = {
 PROGRAM = Program("remsim-api", "remsim-api", categories=CATEGORIES)
 
 
-def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """The shared store and bus options of ``remsim-api`` and ``remsim-server``."""
+def add_backend_options(
+    parser: argparse.ArgumentParser, state_dir: str = "one host: keep the state in DIR (in memory)"
+) -> None:
+    """The shared store and bus options of ``remsim-api`` and ``remsim-server`` (``state_dir``:
+    the help of ``--state-dir``, whose default differs)."""
     add = parser.add_argument
-    add("--state-dir", metavar="DIR", help="one host: keep the state in DIR (in memory)")
+    add("--state-dir", metavar="DIR", help=state_dir)
     add("--redis-url", metavar="URL", help="shared store, redis://HOST:6379/0 (in memory)")
     add("--nats-url", metavar="URL", help="shared bus, nats://HOST:4222 (in process)")
     add("--lease-ttl", metavar="SECONDS", help="until a dead core's connections vanish (15)")
@@ -105,7 +108,7 @@ async def serve(settings: ApiSettings) -> int:
         log.error("cannot start: %s", exc)
         sock.close()
         return 1
-    log.info("state in %s, events on %s", type(store).__name__, type(bus).__name__)
+    log.info("state in %s, events on %s", state_location(store), type(bus).__name__)
     # log_level None: uvicorn's loggers follow -e and -d (DREST) like every other
     config = uvicorn.Config(
         create_app(store, bus, security=security),

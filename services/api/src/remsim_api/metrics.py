@@ -1,7 +1,8 @@
 """The REST API's metric families, in a registry of their own.
 
 - ``remsim_http_refused_total{cause}`` (counter): requests the HTTP layer refused
-  (``body-too-large``, ``malformed-http``, ``request-timeout``: ``remsim_api.limits``).
+  (``body-too-large``, ``malformed-http``, ``request-timeout``, and ``connections``:
+  a connection over the process's cap, closed at once: ``remsim_api.limits``).
 - ``remsim_slotmaps{state}`` (gauge): the slotmaps in the store by state (``NEW``,
   ``UNACKNOWLEDGED``, ``ACTIVE``, ``DELETE_REQ``, ``DELETING``), read from the store before
   each scrape (``count_slotmaps``). With a shared store every API process and core shows the
@@ -37,7 +38,7 @@ HTTP_REFUSED = Counter(
     ["cause"],
     registry=REGISTRY,
 )
-for _cause in ("body-too-large", "malformed-http", "request-timeout"):
+for _cause in ("body-too-large", "malformed-http", "request-timeout", "connections"):
     HTTP_REFUSED.labels(_cause)
 
 

@@ -22,7 +22,8 @@ at once, without a thread, counted (``remsim_connections_refused_total``) and lo
 most once per ``REFUSAL_LOG_INTERVAL``.
 
 With ``BankdConfig.metrics`` set, ``remsim_common.HealthServer`` serves ``/healthz``,
-``/readyz`` (ready while the control link to the server is connected) and ``/metrics``.
+``/readyz`` (ready while the control link to the server is connected and the card
+driver's checks pass) and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import resource
 import socket
 import threading
 import time
@@ -44,7 +44,7 @@ from remsim_common import (
     TransportSecurity,
     exposition,
 )
-from remsim_common.limits import ConnectionLimits
+from remsim_common.limits import ConnectionLimits, connections_allowed, fd_limit
 from rspro import (
     BankSlot,
     ComponentIdentity,
@@ -225,9 +225,10 @@ class Bankd:
         loop.add_reader(self._listener.fileno(), self._accept)
         tls = " (TLS)" if self.security.tls else ""
         log.info("listening for clients on %s:%d%s", host or "*", self.port, tls, extra=bank)
-        fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if fds != resource.RLIM_INFINITY:
-            allowed = max(1, (fds - FD_RESERVE) // FDS_PER_CONNECTION)
+        if (fds := fd_limit()) is not None:
+            allowed = connections_allowed(
+                fds, reserve=FD_RESERVE, fds_per_connection=FDS_PER_CONNECTION
+            )
             if allowed < self.limits.per_port:
                 self.limits.per_port = allowed
                 log.warning("serving at most %d client connections (file descriptor limit %d)",
@@ -291,8 +292,11 @@ class Bankd:
     # --- health and metrics -----------------------------------------------------------------
 
     async def readiness(self) -> dict[str, bool]:
-        """``/readyz``: ready while registered at the server (no check without a server)."""
-        return {} if self.control is None else {"server": self.control.connected}
+        """``/readyz``: ready while registered at the server (no check without a server) and
+        while the card driver's checks pass (``pcsc``: pcscd answers, a reader is there)."""
+        checks = {} if self.control is None else {"server": self.control.connected}
+        checks.update(await self.cards.readiness())
+        return checks
 
     async def _update_metrics(self) -> None:
         with self.lock:

@@ -22,6 +22,10 @@ class CardSource(Protocol):
 
     def card(self, slot: BankSlot) -> Card: ...
 
+    async def readiness(self) -> Mapping[str, bool]:
+        """The card side's checks for ``/readyz``, by name (all true: ready)."""
+        ...
+
 
 class StaticCards:
     """A fixed ``Card`` per bank slot."""
@@ -34,6 +38,9 @@ class StaticCards:
             return self.cards[slot]
         except KeyError:
             raise CardNotPresentError(f"no card configured for {slot}") from None
+
+    async def readiness(self) -> Mapping[str, bool]:
+        return {}  # cards of this process: there as long as it runs
 
 
 def sim_cards(bank_id: int, profiles: Sequence[str | Path]) -> StaticCards:

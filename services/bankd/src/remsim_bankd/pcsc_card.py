@@ -5,10 +5,14 @@ and released when it is closed; the reader is the first one whose name matches t
 pattern; exclusive access unless shared mode is asked for; the card is powered down on
 close. T=0 is asked for first (SIMs, and the modem on the other end speaks T=0); a card
 that only offers T=1 is used with T=1 instead of being refused.
+
+``PcscCards.readiness`` is the card side of the bankd's ``/readyz``: pcscd answers, and at
+least one reader of the slot file is there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -20,7 +24,7 @@ from rspro import BankSlot
 from .card import Card, CardError, CardNotPresentError, CardUnresponsiveError
 from .ere import PosixRegex
 
-__all__ = ["PcscCard", "PcscCards", "pcsc_error"]
+__all__ = ["READY_CHECK_TIMEOUT", "PcscCard", "PcscCards", "pcsc_error", "pcsc_readers"]
 
 log = logging.getLogger("remsim.bankd.pcsc")
 
@@ -49,6 +53,8 @@ _UNRESPONSIVE = {
 
 
 _RETRY_PAUSE = 0.05
+READY_CHECK_TIMEOUT = 2.0
+"""Seconds pcscd has to list its readers for ``/readyz``; slower counts as not ready."""
 
 
 def pcsc_error(hresult: int, what: str) -> CardError:
@@ -153,12 +159,42 @@ class PcscCard:
             self._context = None
 
 
+def pcsc_readers() -> list[str] | None:
+    """The readers pcscd serves now, or None if no pcscd answers."""
+    hr, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_SYSTEM)
+    if hr != scard.SCARD_S_SUCCESS:
+        return None
+    try:
+        hr, readers = scard.SCardListReaders(context, [])
+        if hr == scard.SCARD_E_NO_READERS_AVAILABLE:
+            return []
+        return [str(name) for name in readers] if hr == scard.SCARD_S_SUCCESS else None
+    finally:
+        scard.SCardReleaseContext(context)
+
+
 class PcscCards:
     """The ``pcsc`` driver: bank slot → ``PcscCard`` by the slot file's reader patterns."""
 
     def __init__(self, readers: Mapping[BankSlot, PosixRegex], *, shared: bool = False) -> None:
         self.readers = readers
         self.shared = shared
+        self._listing: asyncio.Future[list[str] | None] | None = None
+
+    async def readiness(self) -> dict[str, bool]:
+        """``pcscd``: it answers (within ``READY_CHECK_TIMEOUT``); ``readers``: at least one
+        reader of the slot file is there. A listing still running (a hung pcscd) is awaited
+        again by the next check rather than started twice."""
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.ensure_future(asyncio.to_thread(pcsc_readers))
+        try:
+            readers = await asyncio.wait_for(asyncio.shield(self._listing), READY_CHECK_TIMEOUT)
+        except TimeoutError:
+            readers = None
+        if readers is None:
+            return {"pcscd": False, "readers": False}
+        patterns = self.readers.values()
+        return {"pcscd": True, "readers": any(p.search(r) for p in patterns for r in readers)}
 
     def card(self, slot: BankSlot) -> Card:
         pattern = self.readers.get(slot)

@@ -183,8 +183,12 @@ class ClientFsm:
 
     def server_connected(self) -> list[Action]:
         # Only the first connection counts: a reconnected server re-sends the configuration.
+        # That is the normal course of a server restart, so it is no error (upstream logs
+        # "not permitted" at error level here).
         if self.state is not MainState.INIT:
-            return self._not_permitted("SRVC_CONNECTED")
+            log.info("server link back in state %s: the card session carries on",
+                     self.state.value, extra=self._ids())  # fmt: skip
+            return []
         return [*self._goto(MainState.UNCONFIGURED), RunScript(Cause.EVENT_SERVER_CONNECT)]
 
     def server_lost(self) -> list[Action]:

@@ -218,6 +218,10 @@ class RemoteCard:
         )
         try:
             return await pending
+        except asyncio.CancelledError:
+            if pending.cancelled():  # the caller gave up while the APDU was out: as a timeout
+                self._frontend.stale += 1
+            raise
         finally:
             timer.cancel()
             self._frontend.pending = None

@@ -19,23 +19,34 @@ certificates; with a ``tls_port`` as well (an operator migrating from the origin
 control port stays plaintext and the TLS port is added; ``require_tls`` leaves out every
 plaintext listener. A connection's TLS certificate decides which bankd or client it may be
 (``remsim_server.role``). The core keeps the audit log ``audit_days`` days.
+
+Connections are limited per port, per source address and, on all ports together, by the
+file descriptor limit (``remsim_server.limits``); one over a limit is closed at once,
+counted in ``remsim_connections_refused_total`` and logged at most once per interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import rspro
 from remsim_common import BANKD_PORT, PeerIdentity, TransportSecurity
-from remsim_common.limits import ConnectionLimits
+from remsim_common.limits import (
+    ACCEPT_BURST,
+    ConnectionLimits,
+    Limit,
+    accept_in_bursts,
+    fd_limit,
+)
 from remsim_common.logs import RateLimitedLog
 from remsim_common.transport import peer_subject
 from remsim_control import (
@@ -52,7 +63,12 @@ from remsim_control import (
 from remsim_control.audit import AUDIT_RETENTION_DAYS
 from remsim_server import lifecycle, metrics
 from remsim_server.convert import unmapped_ip
-from remsim_server.limits import LOG_INTERVAL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
+from remsim_server.limits import (
+    LOG_INTERVAL,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    fd_caps,
+)
 from remsim_server.peer import DELETED, Label, Peer, format_address, slotmap_audit, slotmap_fields
 from remsim_server.role import (
     IDENTIFY_TIMEOUT,
@@ -61,6 +77,7 @@ from remsim_server.role import (
     ServerConnection,
 )
 from remsim_server.settings import parse_host_port
+from rspro.aio import LISTEN_BACKLOG
 from rspro.connection import DEFAULT_KEEPALIVE
 
 log = logging.getLogger("remsim.server")
@@ -176,6 +193,7 @@ class ControlCore:
                     server.close()
             self._dispatcher.cancel()
             raise
+        self._cap_by_fd_limit()
         self._resyncer = asyncio.create_task(self._resync(), name="resync")
         self._pruner = asyncio.create_task(self._prune_audit(), name="audit-prune")
 
@@ -183,18 +201,33 @@ class ControlCore:
         self, host: str | None, port: int, tls: ssl.SSLContext | None
     ) -> asyncio.Server:
         server = await rspro.start_server(
-            self._handle,
+            self._serve,
             host,
             port,
             keepalive=self.keepalive,
             ssl=tls,
             report_errors=False,  # the connection's Peer reports them, rate-limited
             on_tls_failure=self._tls_failed,
+            admit=self._admit,
+            backlog=ACCEPT_BURST,
         )
         how = " (mutual TLS)" if tls is not None else ""
         for sock in server.sockets:
+            accept_in_bursts(sock, LISTEN_BACKLOG)  # queued: LISTEN_BACKLOG, not the burst
             log.info("RSPRO control listening on %s%s", format_address(sock.getsockname()), how)
         return server
+
+    def _cap_by_fd_limit(self) -> None:
+        """At most the RSPRO connections the file descriptor limit leaves room for, on all
+        ports together (``limits.fd_caps``), if the per-port limit would allow more."""
+        if (fds := fd_limit()) is None:
+            return
+        cap, _ = fd_caps(fds)
+        ports = {sock.getsockname()[1] for sock in [*self.sockets, *self.tls_sockets]}
+        if cap < self.limits.per_port * len(ports):
+            self.limits.total = cap
+            log.warning("serving at most %d RSPRO connections (file descriptor limit %d)",
+                        cap, fds)  # fmt: skip
 
     def _tls_failed(self, peer: tuple[str, int], reason: str) -> None:
         metrics.PEER_ERRORS.labels("tls").inc()
@@ -304,25 +337,31 @@ class ControlCore:
             )
             await self.publish(slotmap)
 
-    async def _handle(self, stream: rspro.RsproStream) -> None:
-        port, address = stream.sockname[1], stream.peername[0]
+    def _admit(
+        self, sockname: tuple[str, int], peername: tuple[str, int]
+    ) -> Callable[[], None] | None:
+        """A new connection, before anything is read from it (before a TLS handshake):
+        how to release it once it is over, or None if it is over a limit (logged)."""
+        port, address = sockname[1], peername[0]
         if (limit := self.limits.admit(port, address)) is not None:
             metrics.CONNECTIONS_REFUSED.labels(limit).inc()
             self.peer_log.log(
                 logging.WARNING,
                 f"limit {limit}",
                 "connection refused: %s",
-                f"{self.limits.per_port} connections on port {port}"
-                if limit == "port"
-                else f"{self.limits.per_address} connections from {address}",
-                extra={"peer": format_address(stream.peername), "cause": f"{limit} limit"},
+                self._over(limit, port, address),
+                extra={"peer": format_address(peername), "cause": f"{limit} limit"},
             )
-            stream.abort()
-            return
-        try:
-            await self._serve(stream)
-        finally:
-            self.limits.release(port, address)
+            return None
+        return functools.partial(self.limits.release, port, address)
+
+    def _over(self, limit: Limit, port: int, address: str) -> str:
+        """What a connection refused for ``limit`` was over, for the log."""
+        if limit == "total":
+            return f"{self.limits.total} connections on all RSPRO ports (file descriptor limit)"
+        if limit == "port":
+            return f"{self.limits.per_port} connections on port {port}"
+        return f"{self.limits.per_address} connections from {address}"
 
     async def _serve(self, stream: rspro.RsproStream) -> None:
         tls = stream.get_extra_info("ssl_object")

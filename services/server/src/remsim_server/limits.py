@@ -1,14 +1,46 @@
 """The server's limits on its RSPRO listeners (counted by ``remsim_common.limits``) and
-on its peer log lines."""
+on its peer log lines.
+
+The file descriptor limit (``ulimit -n``, systemd's ``LimitNOFILE``) caps the connections
+too: ``FD_RESERVE`` descriptors stay free for everything else, and of the rest, RSPRO
+connections (one descriptor each, on all RSPRO ports together) take at most
+``RSPRO_FD_SHARE`` and REST connections the remainder (``fd_caps``). Over a cap a
+connection is refused at once, so the process never runs out of descriptors: with
+``ulimit -n 1024``, 480 RSPRO and 480 REST connections."""
 
 from __future__ import annotations
 
-__all__ = ["LOG_INTERVAL", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_ADDRESS"]
+from remsim_common.limits import connections_allowed
+
+__all__ = [
+    "FD_RESERVE",
+    "LOG_INTERVAL",
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_ADDRESS",
+    "RSPRO_FD_SHARE",
+    "fd_caps",
+]
 
 MAX_CONNECTIONS = 1000
-"""Connections one RSPRO port holds at most (keep it below the process's file limit)."""
+"""Connections one RSPRO port holds at most (the file descriptor limit may lower it:
+``fd_caps``)."""
 MAX_CONNECTIONS_PER_ADDRESS = 256
 """Connections one source address holds at most on all RSPRO ports together."""
 
+FD_RESERVE = 64
+"""File descriptors kept free of connections: the listeners, the event loop, the logs,
+the store (SQLite) and the links to Redis and NATS."""
+RSPRO_FD_SHARE = 0.5
+"""The share of the other file descriptors that RSPRO connections may take; REST
+connections (closed once idle or slow, ``rest_request_timeout``) get the rest."""
+
 LOG_INTERVAL = 10.0
 """Seconds between two log lines of the same peer error (``RateLimitedLog``)."""
+
+
+def fd_caps(fds: int) -> tuple[int, int]:
+    """The RSPRO connections (all ports together) and the REST connections a server with
+    ``fds`` file descriptors holds at most."""
+    rspro = connections_allowed(fds, reserve=FD_RESERVE, share=RSPRO_FD_SHARE)
+    rest = connections_allowed(fds, reserve=FD_RESERVE, share=1 - RSPRO_FD_SHARE)
+    return rspro, rest

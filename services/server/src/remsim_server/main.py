@@ -3,11 +3,13 @@
 Flags as the original's where it has them (``-h``, ``-V``, ``-d MASK``, ``-L``; ``-e``/
 ``--log-level`` and ``-T`` as the bankd's); every option can also be set as a
 ``REMSIM_*`` environment variable or in a TOML file (``--config``, see docs/server.md).
-Without ``--redis-url``/``--nats-url`` everything is in memory; with them this process is
-one of several cores sharing Redis and NATS (docs/distributed.md). With ``--tls-cert``/
-``--tls-key``/``--tls-ca`` the RSPRO control port speaks mutual TLS; with ``--tls-port`` as
-well, the control port stays plaintext and TLS is on that port (mixed fleets), until
-``--require-tls`` drops the plaintext port.
+Without ``--redis-url``/``--nats-url`` the state (slotmaps, client configurations, the audit
+log) is kept in an SQLite file in the state directory (``--state-dir``; by default
+``$XDG_STATE_HOME/remsim`` or ``~/.local/state/remsim``), or with ``--store memory`` in
+memory only; with them this process is one of several cores sharing Redis and NATS
+(docs/distributed.md). With ``--tls-cert``/``--tls-key``/``--tls-ca`` the RSPRO control
+port speaks mutual TLS; with ``--tls-port`` as well, the control port stays plaintext and
+TLS is on that port (mixed fleets), until ``--require-tls`` drops the plaintext port.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from remsim_api.main import add_backend_options, add_security_options
 from remsim_common import BANKD_PORT, CONTROL_PORT, REST_PORT, Program, TransportSecurity
 from remsim_common.logs import RateLimitedLog
 from remsim_control import BackendUnavailable
-from remsim_control.backends import open_backends
+from remsim_control.backends import open_backends, state_location
 from remsim_server.limits import LOG_INTERVAL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 from remsim_server.role import IDENTIFY_TIMEOUT, MAP_REQUEST_TIMEOUT
 from remsim_server.server import RemsimServer
@@ -69,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BANK_ID=HOST[:PORT]",
         help="address given to clients for this bank, instead of the address its control "
         "connection comes from (NAT, multi-homed hosts); repeatable")  # fmt: skip
-    add_backend_options(parser)
+    add("--store", metavar="{sqlite,memory}",
+        help="one host: sqlite keeps the maps and the audit log in the state directory "
+        "(default), memory keeps nothing (tests); not with --redis-url")  # fmt: skip
+    add_backend_options(parser, state_dir="the sqlite store's directory "
+        "($XDG_STATE_HOME/remsim, else ~/.local/state/remsim)")  # fmt: skip
     add_security_options(parser)
     add("--resync-interval", metavar="SECONDS", help="between re-reads of the store (30)")
     add(
@@ -121,7 +127,7 @@ async def run(settings: ServerSettings) -> int:
         return 1
     log.info(
         "state in %s, events on %s",
-        type(store).__name__,
+        state_location(store),
         type(bus).__name__,
         extra={"core": settings.core_id},
     )

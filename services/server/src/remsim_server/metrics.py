@@ -11,7 +11,8 @@
   time (``no_identification``), a failed TLS handshake (``tls``). Logged at most once per
   interval and cause.
 - ``remsim_connections_refused_total{limit}`` (counter): connections refused at once for
-  being over a limit: too many on the port (``port``) or from the address (``address``).
+  being over a limit: too many on the port (``port``), from the address (``address``), or
+  on all ports together for the file descriptor limit (``total``).
 
 The core never sees card traffic, so there are no TPDU families here. ``remsim-server``
 shows these next to the REST API's (``remsim_api.metrics``): ``exposition()``.
@@ -68,7 +69,7 @@ CONNECTIONS_REFUSED = Counter(
 )
 PEER_ERROR_CAUSES = ("undecodable", "framing", "unexpected", "no_identification", "tls")
 """``cause`` label values of ``remsim_peer_errors_total``."""
-LIMITS = ("port", "address")
+LIMITS = ("port", "address", "total")
 """``limit`` label values of ``remsim_connections_refused_total``."""
 
 # series from the start, so that rate() and alerts see zeros

@@ -11,9 +11,11 @@ from remsim_api.limits import http_options
 from remsim_api.security import ApiSecurity, tls_options
 from remsim_common import TransportSecurity
 from remsim_common.health import AsgiServer
+from remsim_common.limits import fd_limit
 from remsim_control import Bus, MemoryBus, MemoryStore, Store
 from remsim_server import metrics
 from remsim_server.core import ControlCore
+from remsim_server.limits import fd_caps
 from remsim_server.settings import ServerSettings
 
 log = logging.getLogger("remsim.server")
@@ -102,15 +104,19 @@ class RemsimServer:
             registry=metrics.exposition(),
             security=ApiSecurity.from_settings(self.settings),
         )
+        fds = fd_limit()
+        most = None if fds is None else fd_caps(fds)[1]  # the RSPRO ports have the rest
         self._rest = AsgiServer(
             app,
             log_level=None,  # uvicorn's loggers follow -e and -d (DREST) like every other
             timeout_graceful_shutdown=REST_SHUTDOWN_TIMEOUT,
-            **http_options(self.settings),  # limits, timeouts, problems for bad HTTP
+            **http_options(self.settings, most),  # limits, timeouts, problems for bad HTTP
             **tls_options(self.settings),  # HTTPS with the server's certificate
         )
         await self._rest.start(self.settings.rest_host, self.settings.rest_port)
         log.info("REST API listening on %s:%d", self.settings.rest_host, self.rest_port)
+        if most is not None:
+            log.info("serving at most %d REST connections (file descriptor limit %d)", most, fds)
 
     async def aclose(self) -> None:
         if self._rest is not None:

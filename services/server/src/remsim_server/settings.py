@@ -9,7 +9,8 @@ security of the RSPRO control port (``remsim_common.TransportSettings``: ``--tls
 from __future__ import annotations
 
 import socket
-from typing import Any, Self
+from pathlib import Path
+from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -17,7 +18,7 @@ from pydantic_settings import SettingsConfigDict
 from remsim_api.settings import ApiSettings
 from remsim_common import BANKD_PORT, CONTROL_PORT, TransportSettings, distribution_version
 from remsim_control.audit import AUDIT_RETENTION_DAYS
-from remsim_control.backends import new_core_id
+from remsim_control.backends import default_state_dir, new_core_id
 from remsim_server.limits import LOG_INTERVAL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 from remsim_server.role import IDENTIFY_TIMEOUT, MAP_REQUEST_TIMEOUT
 
@@ -58,6 +59,17 @@ class ServerSettings(ApiSettings, TransportSettings):
 
     model_config = SettingsConfigDict(env_prefix="REMSIM_", extra="forbid")
 
+    store: Literal["sqlite", "memory"] | None = Field(
+        default=None,
+        description="one host: sqlite (the default: slotmaps and audit log in "
+        "state_dir/remsim.sqlite3, kept across restarts) or memory (nothing kept; for "
+        "tests); not with redis_url",
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="the sqlite store's directory (default $XDG_STATE_HOME/remsim, else "
+        "~/.local/state/remsim; the systemd unit: /var/lib/remsim)",
+    )
     rspro_host: str = Field(default="0.0.0.0", description="RSPRO control bind address")
     rspro_port: int = Field(default=CONTROL_PORT, ge=0, le=65535, description="RSPRO control port")
     tls_port: int | None = Field(
@@ -128,6 +140,11 @@ class ServerSettings(ApiSettings, TransportSettings):
         description="this core's name in the registry and on NATS; unique per process start",
     )
 
+    @field_validator("store", mode="before")
+    @classmethod
+    def _empty_store_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("bankd_addresses", mode="before")
     @classmethod
     def _from_flags(cls, value: Any) -> Any:
@@ -143,6 +160,27 @@ class ServerSettings(ApiSettings, TransportSettings):
         for address in value.values():
             parse_host_port(address)
         return value
+
+    @model_validator(mode="after")
+    def _one_store(self) -> Self:
+        """The store of one host: sqlite (in ``state_dir``, or the per-user default) unless
+        memory is asked for; with Redis, neither."""
+        if self.redis_url or self.nats_url:
+            if self.store is not None:
+                raise ValueError(
+                    f"store {self.store} is for a single host; with redis_url / nats_url "
+                    "the state is in Redis: set one or the other"
+                )
+            return self
+        if self.store == "memory" and self.state_dir is not None:
+            raise ValueError(
+                "store memory keeps nothing, state_dir is for store sqlite: set one or the other"
+            )
+        if self.store is None:
+            self.store = "sqlite"
+        if self.store == "sqlite" and self.state_dir is None:
+            self.state_dir = default_state_dir()
+        return self
 
     @model_validator(mode="after")
     def _tls_port_with_tls(self) -> Self:
