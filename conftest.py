@@ -1,8 +1,8 @@
 """Root conftest: shared fixtures live in tests/fixtures/ as pytest plugins.
 
 Under CI (``CI`` set), a test skipped because something the suite REQUIRES is missing (the
-reference recordings, pcscd + vpcd, nats-server, redis-server, the workspace's tools) fails
-instead: a green CI must mean those tests ran. Skips for optional tools (editcap, IPv6
+reference recordings, pcscd + vpcd, nats-server, redis-server, chromium, the workspace's
+tools) fails instead: a green CI must mean those tests ran. Skips for optional tools (editcap, IPv6
 loopback) stay skips.
 """
 
@@ -14,7 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.pcsc", "tests.fixtures.servers", "tests.fixtures.procs"]
+pytest_plugins = [
+    "tests.fixtures.pcsc",
+    "tests.fixtures.servers",
+    "tests.fixtures.procs",
+    "tests.fixtures.browser",
+]
 
 REQUIRED = (
     "no reference recordings",
@@ -27,6 +32,7 @@ REQUIRED = (
     "no Compose v2 binary",
     "kubernetes-validate is not installed",
     "pcscd",
+    "chromium is not installed",
 )
 
 

@@ -62,6 +62,7 @@ from remsim_testing.pki import Credentials, TestCA
 from remsim_testing.simbank import VirtualSimBank
 from rspro import (
     BankSlot,
+    CardInventoryInd,
     ClientSlot,
     ComponentIdentity,
     ComponentType,
@@ -138,6 +139,8 @@ class ScriptedServer(threading.Thread):
                 for client, bank in ((MINIMAL_SLOT, MINIMAL_BANK), (REMOTE_SLOT, REMOTE_BANK)):
                     stream.send(CreateMappingReq(client, bank))
                     res = (await stream.recv()).msg
+                    while isinstance(res, CardInventoryInd):  # our bankd over TLS reports cards
+                        res = (await stream.recv()).msg
                     assert isinstance(res, CreateMappingRes) and res.result is ResultCode.OK, res
                 self.mapped.set()
             elif isinstance(req, ConnectClientReq):
@@ -401,6 +404,10 @@ class BenchPki:
         )
 
 
+INVENTORY = ["--inventory", "off"]
+"""Both bankds alike: the card inventory (on by default over TLS) is not on the TPDU path."""
+
+
 def start_bankd(
     server: ScriptedServer, csv: Path, bank: VirtualSimBank, tls: Credentials | None
 ) -> subprocess.Popen[bytes]:
@@ -411,7 +418,7 @@ def start_bankd(
     return subprocess.Popen(
         [sys.executable, "-m", "remsim_bankd.main", "-i", "127.0.0.1", "-p", str(server.port),
          "-b", "1", "-n", "2", "-I", "127.0.0.1", "-P", str(server.bankd_port), "-s",
-         "--slots-csv", str(csv), "-e", "7", *tls_args],
+         "--slots-csv", str(csv), "-e", "7", *tls_args, *INVENTORY],
         env={**os.environ, **bank.env},
     )  # fmt: skip
 

@@ -22,12 +22,13 @@ import signal
 import socket
 import ssl
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-import trustme
-
+from remsim_testing.pki import TestCA
 from rspro.tls import connect_tls
 
 MESSAGE = b"x" * 30
@@ -36,15 +37,12 @@ PLAIN = b"p"
 """The first byte a plaintext client sends; a TLS client's first byte is a handshake record."""
 
 
-def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    ca.configure_trust(server)
-    server.verify_mode = ssl.CERT_REQUIRED
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ca.issue_cert("client.example").configure_cert(client)
-    ca.configure_trust(client)
+def contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client): remsim's own mutual TLS contexts, certificates from a test CA."""
+    ca = TestCA(directory)
+    server = ca.issue("server", "urn:remsim:server").security().server_context
+    client = ca.issue("client", "urn:remsim:client:23").security().client_context
+    assert server is not None and client is not None
     return server, client
 
 
@@ -137,7 +135,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=3000, help="round trips per client")
     parser.add_argument("--cpu", type=int, default=0, help="the CPU both processes run on")
     args = parser.parse_args()
-    server_context, client_context = contexts()
+    with tempfile.TemporaryDirectory() as directory:
+        server_context, client_context = contexts(Path(directory))
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     os.sched_setaffinity(0, {args.cpu})

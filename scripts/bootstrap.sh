@@ -19,13 +19,16 @@ command -v swig >/dev/null || missing+=(swig)
 command -v gcc >/dev/null || missing+=(gcc)
 has_python_headers || missing+=(python3-dev)
 command -v unshare >/dev/null || missing+=(util-linux)  # a private pcscd per test session
+# the dashboard's browser tests: Playwright drives Debian's chromium (never `playwright install`)
+command -v chromium >/dev/null || missing+=(chromium)
 python3 -m pip --version >/dev/null 2>&1 || command -v uv >/dev/null || missing+=(python3-pip)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ]; then
         echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # progress shown: chromium alone is some 100 MB to fetch
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
     else
         echo "bootstrap: missing Debian packages (run as root to install): ${missing[*]}" >&2
     fi

@@ -1,7 +1,8 @@
-"""Set the one version of remsim: in the workspace's and every member's pyproject.toml, in
-CHANGELOG.md (the Unreleased section becomes the new version's, dated, under a new empty
-Unreleased section), in the image tags of the Kubernetes overlays (``newTag:``) and in
-uv.lock (``uv lock``, which records every member's version).
+"""Set the one version of remsim: in the workspace's and every member's pyproject.toml (its
+version and its pins on the other members), in CHANGELOG.md (the Unreleased section becomes
+the new version's, dated, under a new empty Unreleased section), in the image tags of the
+Kubernetes overlays (``newTag:``) and in uv.lock (``uv lock``, which records every member's
+version).
 
     uv run --no-sync python scripts/bump_version.py 0.2.0 [--date 2026-12-24] [--no-lock]
 
@@ -39,8 +40,14 @@ def version_of(text: str) -> str:
     return str(tomllib.loads(text)["project"]["version"])
 
 
-def set_version(pyproject: Path, version: str) -> None:
-    """Rewrite the ``version = "…"`` line of the [project] table, and nothing else."""
+def member_names(files: list[Path]) -> set[str]:
+    """The project names of the members (the workspace itself is no package)."""
+    return {str(tomllib.loads(path.read_text())["project"]["name"]) for path in files[1:]}
+
+
+def set_version(pyproject: Path, version: str, members: set[str]) -> None:
+    """Rewrite the ``version = "…"`` line of the [project] table and the pins on the other
+    members (``"rspro==0.1.0"``: the members of one release install together), nothing else."""
     text = pyproject.read_text()
     old = version_of(text)
     new, count = re.subn(
@@ -52,6 +59,8 @@ def set_version(pyproject: Path, version: str) -> None:
     )
     if count != 1 or version_of(new) != version:
         raise SystemExit(f"bump_version: cannot find the [project] version in {pyproject}")
+    names = "|".join(re.escape(name) for name in sorted(members))
+    new = re.sub(rf'"({names})=={re.escape(old)}"', rf'"\g<1>=={version}"', new)
     pyproject.write_text(new)
 
 
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"bump_version: {new} is not newer than {old}")
     release_changelog(args.root / "CHANGELOG.md", str(new), args.date)
     for pyproject in files:
-        set_version(pyproject, str(new))
+        set_version(pyproject, str(new), member_names(files))
     for kustomization in overlays(args.root):
         set_image_tags(kustomization, old, str(new))
     if not args.no_lock:

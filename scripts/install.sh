@@ -38,6 +38,10 @@ if [ -z "${PYTHON:-}" ]; then
         && PYTHON=/usr/bin/python3
 fi
 
+if ! command -v "$PYTHON" >/dev/null; then
+    echo "install: no interpreter $PYTHON (set PYTHON=)" >&2
+    exit 1
+fi
 case "$(realpath "$(command -v "$PYTHON")")" in
     /home/* | /root/* | /run/user/*)
         echo "install: warning: $PYTHON is under a home directory, which the units cannot" \

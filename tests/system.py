@@ -32,6 +32,7 @@ from remsim_testing.pki import Credentials, TestCA
 from remsim_testing.simbank import VirtualSimBank
 
 REST_PREFIX = "/api/backend/v1"
+OWN_PREFIX = "/api/v1"
 SELECT_MF = "a0a40000023f00"
 SELECT_EF_ICCID = "a0a40000022fe2"
 READ_ICCID = "a0b000000a"
@@ -230,6 +231,8 @@ class RemsimSystem:
         self.bankd_port = bankd_port or free_port()
         self.rest_url = f"http://127.0.0.1:{self.rest_port}{REST_PREFIX}"
         self._rest_tls: ssl.SSLContext | None = None
+        self.rest_token: str | None = None
+        """The bearer token ``rest`` sends (``REMSIM_API_TOKENS`` in ``server_env``)."""
         if tls is not None:  # HTTPS with the server's certificate, which names localhost
             self.rest_url = f"https://localhost:{self.rest_port}{REST_PREFIX}"
             self._rest_tls = ssl.create_default_context(cafile=tls.ca_file)
@@ -328,10 +331,13 @@ class RemsimSystem:
     # --- REST -----------------------------------------------------------------------------
 
     def rest(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        """``path`` under the original's prefix, or one of remsim's own (``/api/v1/...``)."""
+        own = path.startswith(OWN_PREFIX + "/")
         request = urllib.request.Request(
-            self.rest_url + path,
+            (self.rest_url.removesuffix(REST_PREFIX) if own else self.rest_url) + path,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"}
+            | ({"Authorization": f"Bearer {self.rest_token}"} if self.rest_token else {}),
             method=method,
         )
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,17 @@ def test_every_member_is_found() -> None:
 
 def test_every_member_shares_one_version() -> None:
     assert len(set(versions(ROOT).values())) == 1, versions(ROOT)
+
+
+def test_every_member_pins_the_other_members_at_that_version() -> None:
+    """A wheel of one release needs the others of that release (``Requires-Dist: rspro==…``)."""
+    version = bump.version_of((ROOT / "pyproject.toml").read_text())
+    members = bump.member_names(PYPROJECTS)
+    for path in PYPROJECTS[1:]:
+        for spec in tomllib.loads(path.read_text())["project"].get("dependencies", []):
+            requirement = Requirement(spec)
+            if requirement.name in members:
+                assert str(requirement.specifier) == f"=={version}", f"{path}: {spec}"
 
 
 def test_the_lock_records_that_version_for_every_member() -> None:
@@ -83,14 +95,18 @@ def test_a_bump_sets_the_version_everywhere_and_dates_the_unreleased_entries(tre
     entries = before.partition(f"{bump.UNRELEASED}\n")[2].split("\n## [", 1)[0]
     assert bump.main(["99.0.0", "--date", "2030-01-02", "--no-lock", "--root", str(tree)]) == 0
     assert set(versions(tree).values()) == {"99.0.0"}
+    server = (tree / "services" / "server" / "pyproject.toml").read_text()
+    assert '"rspro==99.0.0"' in server and "==0." not in server
     after = (tree / "CHANGELOG.md").read_text()
     assert f"{bump.UNRELEASED}\n\n## [99.0.0] - 2030-01-02\n{entries}" in after
     for overlay in bump.overlays(tree):
         assert set(re.findall(r"newTag: (\S+)", overlay.read_text())) == {"99.0.0"}
     # Nothing else in the pyproject files changed.
     for path in PYPROJECTS:
-        old = path.read_text().replace(f'version = "{bump.version_of(path.read_text())}"', "")
-        assert (tree / path.relative_to(ROOT)).read_text().replace('version = "99.0.0"', "") == old
+        version = bump.version_of(path.read_text())
+        old = path.read_text().replace(f'version = "{version}"', "").replace(f"=={version}", "")
+        new = (tree / path.relative_to(ROOT)).read_text()
+        assert new.replace('version = "99.0.0"', "").replace("==99.0.0", "") == old
 
 
 def test_a_bump_refuses_an_older_version_and_an_empty_unreleased_section(tree: Path) -> None:

@@ -78,6 +78,8 @@ def test_tokens_are_printed_once_and_stored_as_sha256(
         f"bob viewer {hashlib.sha256(bob.encode()).hexdigest()}",
     ]
     assert alice not in tokens.read_text() and len(alice) >= 40
+    # hex: a token is never taken for an option (``remsim-apitool --token -x…``) or quoted
+    assert all(c in "0123456789abcdef" for c in alice + bob)
     assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
 
 

@@ -26,6 +26,7 @@ from remsim_testing.store_contract import (
     StoreContract,
     audit_entry,
     bank_record,
+    card,
 )
 
 NEW, ACTIVE = SlotmapState.NEW, SlotmapState.ACTIVE
@@ -217,3 +218,22 @@ async def test_a_state_directory_with_the_distributed_backends_is_refused(
     with pytest.raises(ValueError, match="REMSIM_STATE_DIR"):
         await open_backends(Settings(state_dir=tmp_path, **urls), core_id="core-x")
     assert list(tmp_path.iterdir()) == []  # nothing was opened
+
+
+async def test_a_file_from_before_the_card_inventory_opens_and_gets_one(tmp_path: Path) -> None:
+    """The card inventory's table came after schema 1 without a new version: a file written
+    before it (no ``cards`` table) opens, keeps its maps and gains the table."""
+    store = await SqliteStore.open(tmp_path / "state")
+    slotmap = await store.create_slotmap(B1_0, C23_0)
+    await store.close()
+    with sqlite3.connect(tmp_path / "state" / STATE_FILE) as db:
+        db.execute("DROP TABLE cards")
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+    store = await SqliteStore.open(tmp_path / "state")
+    try:
+        assert await store.list_slotmaps() == [slotmap]
+        assert await store.cards() == []
+        await store.put_cards(1, [card(B1_0)])
+        assert await store.cards() == [card(B1_0)]
+    finally:
+        await store.close()

@@ -11,10 +11,11 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-import trustme
 
+from remsim_testing.pki import TestCA
 from rspro.tls import TlsSocketTransport, connect_tls
 
 WAIT = 10.0
@@ -22,21 +23,13 @@ BIG = 8 * 1024 * 1024
 """More than the socket buffers of both ends hold: the writer must queue."""
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
-def contexts(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server, client): mutual TLS with the test CA, as remsim's ``TransportSecurity``."""
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    ca.configure_trust(server)
-    server.verify_mode = ssl.CERT_REQUIRED
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ca.issue_cert("client.example").configure_cert(client)
-    ca.configure_trust(client)
+def contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client): remsim's own mutual TLS contexts (``TransportSecurity``)."""
+    ca = TestCA(tmp_path)
+    server = ca.issue("server", "urn:remsim:server").security().server_context
+    client = ca.issue("client", "urn:remsim:client:23").security().client_context
+    assert server is not None and client is not None
     return server, client
 
 
@@ -128,9 +121,9 @@ async def test_a_round_trip_and_what_the_transport_tells(
         assert await protocol.until(9) == b"\x00\x05\xee\x07hello"
         assert transport.get_extra_info("peername") == ("127.0.0.1", p.port)
         assert transport.get_extra_info("ssl_object").version() == "TLSv1.3"
-        assert transport.get_extra_info("peercert")["subjectAltName"] == (
-            ("IP Address", "127.0.0.1"),
-        )
+        assert ("URI", "urn:remsim:server") in transport.get_extra_info("peercert")[
+            "subjectAltName"
+        ]
         assert transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
         transport.close()
         assert await asyncio.wait_for(protocol.lost, WAIT) is None
@@ -237,11 +230,12 @@ async def test_paused_reading_holds_the_data_until_resumed(
 
 
 async def test_an_untrusted_server_is_refused_and_its_socket_closed(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
 ) -> None:
     server, _ = contexts
-    stranger = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    stranger.load_verify_locations(cadata=trustme.CA().cert_pem.bytes().decode())
+    other_ca = TestCA(tmp_path / "other", name="another CA")
+    stranger = other_ca.issue("stranger", "urn:remsim:client:23").security().client_context
+    assert stranger is not None
 
     def handshake_only(tls: ssl.SSLSocket) -> None:
         pass

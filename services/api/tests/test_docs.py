@@ -112,4 +112,6 @@ async def test_operation_ids_are_the_function_names(base_url: str) -> None:
         ("POST", f"{prefix}/global-reset"): "global_reset",
         ("GET", f"{prefix}/restart-counter"): "restart_counter",
         ("GET", "/api/v1/audit"): "list_audit",
+        ("GET", "/api/v1/cards"): "list_cards",
+        ("GET", "/api/v1/cards/{iccid}"): "get_card",
     }

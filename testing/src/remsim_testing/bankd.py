@@ -10,6 +10,7 @@ from __future__ import annotations
 from remsim_testing.rspro_peers import TIMEOUT, ScriptedConnection, ScriptedListener
 from rspro import (
     BankSlot,
+    CardInventoryInd,
     ClientSlot,
     ComponentIdentity,
     ComponentType,
@@ -55,11 +56,16 @@ class ScriptedServer(ScriptedListener):
         return peer
 
 
+INVENTORY: tuple[type[Message], ...] = (CardInventoryInd,)
+"""What a bankd may send a server of ours at any time (its card inventory): passed over
+while waiting for an answer."""
+
+
 async def create_mapping(
     server: ScriptedConnection, client: ClientSlot, bank: BankSlot
 ) -> ResultCode:
     server.send(CreateMappingReq(client, bank))
-    res, _ = await server.expect(CreateMappingRes)
+    res, _ = await server.expect(CreateMappingRes, skip=INVENTORY)
     return res.result
 
 
@@ -67,7 +73,7 @@ async def remove_mapping(
     server: ScriptedConnection, client: ClientSlot, bank: BankSlot
 ) -> ResultCode:
     server.send(RemoveMappingReq(client, bank))
-    res, _ = await server.expect(RemoveMappingRes)
+    res, _ = await server.expect(RemoveMappingRes, skip=INVENTORY)
     return res.result
 
 

@@ -27,6 +27,8 @@ from remsim_control.models import (
     BankdAddress,
     BankRecord,
     BankSlot,
+    CardRecord,
+    CardState,
     ClientConfig,
     ClientRecord,
     ClientSlot,
@@ -73,6 +75,28 @@ def client_record(
 
 T0 = 1_700_000_000.25
 """An audit entry time (epoch seconds) the tests count from."""
+
+ICCID_A, ICCID_B = "8949000000000000001", "8949000000000000002"
+
+
+def card(
+    bank_slot: BankSlot,
+    iccid: str | None = ICCID_A,
+    *,
+    state: CardState = CardState.PRESENT,
+    imsi: str | None = None,
+    last_seen: float = 1_700_000_000.125,
+) -> CardRecord:
+    present = state is CardState.PRESENT
+    return CardRecord(
+        bank_slot=bank_slot,
+        state=state,
+        atr="3B9F96801FC78031A073BE21136743200718000001A5" if present else None,
+        iccid=iccid if present else None,
+        imsi=imsi,
+        last_seen=last_seen,
+    )
+
 
 REST, SLOTMAP, IDENTITY = AuditKind.REST, AuditKind.SLOTMAP, AuditKind.IDENTITY
 
@@ -452,6 +476,45 @@ class StoreContract(AuditContract):
         assert await store.get_client_config(C23_0) is None
         await store.set_client_config(C23_0, None)
 
+    # --- the card inventory --------------------------------------------------------------
+
+    async def test_an_empty_inventory_knows_no_card(self, store: Store) -> None:
+        assert await store.cards() == []
+        assert await store.card(ICCID_A) is None
+
+    async def test_a_bank_s_report_is_kept_in_bank_slot_order_as_given(self, store: Store) -> None:
+        b2 = [card(B2_0, ICCID_B, imsi="262019876543210")]
+        b1 = [card(B1_1, None, state=CardState.EMPTY), card(B1_0, ICCID_A)]
+        await store.put_cards(2, b2)
+        await store.put_cards(1, b1)
+        assert await store.cards() == [b1[1], b1[0], b2[0]]
+        assert await store.card(ICCID_A) == b1[1]
+        assert await store.card(ICCID_B) == b2[0]
+
+    async def test_a_bank_s_new_report_replaces_its_old_one(self, store: Store) -> None:
+        await store.put_cards(1, [card(B1_0, ICCID_A), card(B1_1, ICCID_B)])
+        await store.put_cards(2, [card(B2_0, None, state=CardState.UNRESPONSIVE)])
+        later = [card(B1_0, None, state=CardState.EMPTY, last_seen=1_700_000_100.5)]
+        await store.put_cards(1, later)
+        assert await store.cards() == [*later, card(B2_0, None, state=CardState.UNRESPONSIVE)]
+        assert await store.card(ICCID_A) is None
+        assert await store.card(ICCID_B) is None
+        await store.put_cards(1, [])
+        assert [c.bank_slot for c in await store.cards()] == [B2_0]
+
+    async def test_a_card_found_in_another_bank_moved_there(self, store: Store) -> None:
+        await store.put_cards(1, [card(B1_0, ICCID_A), card(B1_1, ICCID_B)])
+        await store.put_cards(2, [card(B2_0, ICCID_A)])
+        assert await store.cards() == [card(B1_1, ICCID_B), card(B2_0, ICCID_A)]
+        assert await store.card(ICCID_A) == card(B2_0, ICCID_A)
+
+    async def test_a_report_names_its_own_bank_s_slots_only(self, store: Store) -> None:
+        with pytest.raises(ValueError):
+            await store.put_cards(2, [card(B1_0)])
+        with pytest.raises(ValueError):
+            await store.put_cards(1, [card(B1_0), card(B1_0, ICCID_B)])
+        assert await store.cards() == []
+
 
 OpenStore = Callable[[], Awaitable[Store]]
 
@@ -490,6 +553,16 @@ class RestartContract:
         assert await after.list_clients() == []
         await after.register_bank(bank_record(1, core="core-b"))
         await after.register_client(client_record(C23_0, core="core-b"))
+
+    async def test_the_card_inventory_survives_a_restart(self, open_store: OpenStore) -> None:
+        cards = [card(B1_0, ICCID_A, imsi="262019876543210"), card(B1_1, ICCID_B)]
+        before = await open_store()
+        await before.put_cards(1, cards)
+        await before.close()
+
+        after = await open_store()
+        assert await after.cards() == cards
+        assert await after.card(ICCID_B) == cards[1]
 
     async def test_after_a_restart_serials_and_seqs_go_on_increasing(
         self, open_store: OpenStore

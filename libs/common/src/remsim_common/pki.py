@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )  # fmt: skip
             print(f"{cert} and {key}: {' '.join(uris)}")
         else:
-            secret = secrets.token_urlsafe(32)
+            secret = secrets.token_hex(32)  # 256 bits; never starts with '-' (an option)
             line = token_line(args.name, args.role, secret)
             with args.file.open("a", encoding="utf-8") as file:
                 file.write(line + "\n")

@@ -14,11 +14,14 @@ from remsim_control.errors import IdentityInUse, SlotInUse
 from remsim_control.models import (
     BankRecord,
     BankSlot,
+    CardRecord,
     ClientConfig,
     ClientRecord,
     ClientSlot,
     Slotmap,
     SlotmapState,
+    card_order,
+    check_bank_cards,
 )
 
 
@@ -29,6 +32,7 @@ class MemoryStore:
         self._banks: dict[int, BankRecord] = {}
         self._clients: dict[ClientSlot, ClientRecord] = {}
         self._client_configs: dict[ClientSlot, ClientConfig] = {}
+        self._cards: dict[BankSlot, CardRecord] = {}
         self._audit: list[AuditEntry] = []
         self._audit_seqs = itertools.count(1)
 
@@ -177,6 +181,24 @@ class MemoryStore:
             return False
         self._client_configs.pop(record.client, None)
         return True
+
+    # --- the card inventory --------------------------------------------------------------
+
+    async def put_cards(self, bank_id: int, cards: Collection[CardRecord]) -> None:
+        check_bank_cards(bank_id, cards)
+        moved = {card.iccid for card in cards if card.iccid is not None}
+        self._cards = {
+            slot: card
+            for slot, card in self._cards.items()
+            if slot.bank_id != bank_id and card.iccid not in moved
+        }
+        self._cards.update((card.bank_slot, card) for card in cards)
+
+    async def cards(self) -> list[CardRecord]:
+        return sorted(self._cards.values(), key=card_order)
+
+    async def card(self, iccid: str) -> CardRecord | None:
+        return next((card for card in self._cards.values() if card.iccid == iccid), None)
 
     # --- the audit log ------------------------------------------------------------------
 

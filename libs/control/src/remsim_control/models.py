@@ -7,6 +7,7 @@ state, and every model serialises to JSON for the distributed store and bus.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -175,3 +176,47 @@ class ClientRecord(_Frozen):
     @property
     def peer(self) -> str:
         return str(self.client)
+
+
+class CardState(enum.StrEnum):
+    """What the bankd found in a bank slot when it last looked (card inventory)."""
+
+    PRESENT = "present"
+    """A card answered; its ATR (and ICCID, IMSI where readable) are known."""
+    EMPTY = "empty"
+    """No card in the reader."""
+    UNRESPONSIVE = "unresponsive"
+    """A card is there but gave no ATR or did not answer the selects of EF_ICCID."""
+
+
+class CardRecord(_Frozen):
+    """The card inventory's entry for one bank slot, as its bankd last reported it.
+
+    The bankd identifies only unmapped cards (a mapped card belongs to the client's session);
+    a card that becomes mapped keeps the identity found before."""
+
+    bank_slot: BankSlot
+    state: CardState
+    atr: str | None = None
+    """Hex, upper case."""
+    iccid: str | None = None
+    """The printed digits (EF_ICCID decoded, F padding dropped)."""
+    imsi: str | None = None
+    """Known only where the card gives EF_IMSI without a PIN."""
+    last_seen: float
+    """When the bankd last looked (epoch seconds)."""
+
+
+def card_order(card: CardRecord) -> tuple[int, int]:
+    """The inventory's order: by bank id, then slot number."""
+    return card.bank_slot.bank_id, card.bank_slot.slot_nr
+
+
+def check_bank_cards(bank_id: int, cards: Collection[CardRecord]) -> None:
+    """``cards`` is a valid report of bank ``bank_id``: its slots only, each once; raises
+    ``ValueError`` otherwise."""
+    slots = [card.bank_slot for card in cards]
+    if any(slot.bank_id != bank_id for slot in slots):
+        raise ValueError(f"a card report of bank {bank_id} names another bank's slot")
+    if len(set(slots)) != len(slots):
+        raise ValueError(f"a card report of bank {bank_id} names a slot twice")

@@ -15,6 +15,7 @@ Keys (``{prefix}`` is a hash tag, so a Redis Cluster keeps them in one slot):
 ``{p}:slotmaps:client:<c>:<s>`` set of the serials of client slot ``c:s``'s maps
 ``{p}:banks``, ``{p}:clients``  hash id -> registry record JSON; with ``...:order`` zsets
 ``{p}:client_configs``          hash ``client:slot`` -> configuration JSON
+``{p}:cards``                   hash ``bank:slot`` -> card inventory record JSON
 ``{p}:lease:<core_id>``         present while core ``core_id`` lives (expires after a TTL)
 ``{p}:audit``                   hash seq -> audit entry JSON (without its seq)
 ``{p}:audit:seq``               counter, the last audit seq handed out
@@ -61,11 +62,14 @@ from remsim_control.errors import BackendUnavailable, IdentityInUse, SlotInUse
 from remsim_control.models import (
     BankRecord,
     BankSlot,
+    CardRecord,
     ClientConfig,
     ClientRecord,
     ClientSlot,
     Slotmap,
     SlotmapState,
+    card_order,
+    check_bank_cards,
     slotmap_bank,
 )
 
@@ -416,6 +420,31 @@ return #seqs
 """
 
 
+# --- the card inventory ----------------------------------------------------------------------
+
+# KEYS: cards; ARGV: bank id, then the bank's new records (JSON): drops the bank's old records
+# and any record elsewhere with one of the new records' ICCIDs (the card moved).
+_PUT_CARDS = """
+local bank_id = tonumber(ARGV[1])
+local new, moved = {}, {}
+for i = 2, #ARGV do
+    local c = cjson.decode(ARGV[i])
+    new[#new + 1] = string.format('%d:%d', c.bank_slot.bank_id, c.bank_slot.slot_nr)
+    new[#new + 1] = ARGV[i]
+    if c.iccid ~= cjson.null then moved[c.iccid] = true end
+end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+    local c = cjson.decode(all[i + 1])
+    if c.bank_slot.bank_id == bank_id or (c.iccid ~= cjson.null and moved[c.iccid]) then
+        redis.call('HDEL', KEYS[1], all[i])
+    end
+end
+if #new > 0 then redis.call('HSET', KEYS[1], unpack(new)) end
+return 1
+"""
+
+
 @contextlib.contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
     try:
@@ -465,6 +494,7 @@ class RedisStore:
         self._k_seq = f"{p}:seq"
         self._k_configs = f"{p}:client_configs"
         self._k_lease = f"{p}:lease:"
+        self._k_cards = f"{p}:cards"
         self._k_audit = f"{p}:audit"
         self._k_audit_index = f"{p}:audit:"
         self._k_audit_seq = f"{p}:audit:seq"
@@ -488,6 +518,7 @@ class RedisStore:
         self._release_bank = script(_RELEASE_BANK)
         self._release_orphans = script(_RELEASE_ORPHANS)
         self._forget_config = script(_FORGET_CONFIG)
+        self._put_cards = script(_PUT_CARDS)
         self._add_audit = script(_ADD_AUDIT)
         self._list_audit = script(_LIST_AUDIT)
         self._prune_audit = script(_PRUNE_AUDIT)
@@ -746,6 +777,22 @@ class RedisStore:
                 keys=[self._k_clients, self._k_configs], args=[field, record.model_dump_json()]
             )
         return bool(forgotten)
+
+    # --- the card inventory --------------------------------------------------------------
+
+    async def put_cards(self, bank_id: int, cards: Collection[CardRecord]) -> None:
+        check_bank_cards(bank_id, cards)
+        args: list[str | int] = [bank_id, *(card.model_dump_json() for card in cards)]
+        with _unavailable_on_failure():
+            await self._put_cards(keys=[self._k_cards], args=args)
+
+    async def cards(self) -> list[CardRecord]:
+        with _unavailable_on_failure():
+            rows = await self._redis.hvals(self._k_cards)
+        return sorted((CardRecord.model_validate_json(row) for row in rows), key=card_order)
+
+    async def card(self, iccid: str) -> CardRecord | None:
+        return next((card for card in await self.cards() if card.iccid == iccid), None)
 
     # --- the audit log ------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """``Store`` in an SQLite file, for a single host: slotmaps, what each client was last
-configured with and the audit log survive a restart of the process.
+configured with, the card inventory and the audit log survive a restart of the process.
 
 The state directory holds ``remsim.sqlite3`` (with its ``-wal`` file) and ``remsim.lock``.
 The directory is created with mode 0700, the files with 0600.
@@ -44,11 +44,14 @@ from remsim_control.errors import BackendUnavailable, IdentityInUse, SlotInUse
 from remsim_control.models import (
     BankRecord,
     BankSlot,
+    CardRecord,
     ClientConfig,
     ClientRecord,
     ClientSlot,
     Slotmap,
     SlotmapState,
+    card_order,
+    check_bank_cards,
     slotmap_bank,
 )
 
@@ -107,6 +110,19 @@ _SCHEMA = (
     "CREATE INDEX audit_bank ON audit (bank_id, seq)",
     "CREATE INDEX audit_client ON audit (client_id, seq)",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+# The card inventory (added after schema 1 without changing it: created where missing, so a
+# file of schema 1 opens in either version). record: the CardRecord as JSON.
+_CARDS = (
+    """CREATE TABLE IF NOT EXISTS cards (
+        bank_id INTEGER NOT NULL,
+        bank_slot INTEGER NOT NULL,
+        iccid TEXT,
+        record TEXT NOT NULL,
+        PRIMARY KEY (bank_id, bank_slot)
+    )""",
+    "CREATE INDEX IF NOT EXISTS cards_iccid ON cards (iccid)",
 )
 
 # The registry, per connection (``ord``: registration order).
@@ -227,7 +243,7 @@ class SqliteStore:
                 if version == 0:
                     for statement in _SCHEMA:
                         db.execute(statement)
-                for statement in _REGISTRY:
+                for statement in (*_CARDS, *_REGISTRY):
                     db.execute(statement)
         except BaseException:
             db.close()
@@ -346,6 +362,20 @@ class SqliteStore:
 
     async def forget_client_config(self, record: ClientRecord) -> bool:
         return await self._run(_forget_client_config, record)
+
+    # --- the card inventory --------------------------------------------------------------
+
+    async def put_cards(self, bank_id: int, cards: Collection[CardRecord]) -> None:
+        check_bank_cards(bank_id, cards)
+        await self._run(_put_cards, bank_id, list(cards))
+
+    async def cards(self) -> list[CardRecord]:
+        rows = await self._run(_cards, "1", ())
+        return sorted((CardRecord.model_validate_json(row) for row in rows), key=card_order)
+
+    async def card(self, iccid: str) -> CardRecord | None:
+        rows = await self._run(_cards, "iccid = ?", (iccid,))
+        return CardRecord.model_validate_json(rows[0]) if rows else None
 
     # --- the audit log ------------------------------------------------------------------
 
@@ -548,6 +578,21 @@ def _forget_client_config(db: sqlite3.Connection, record: ClientRecord) -> bool:
         return False
     _set_client_config(db, record.client, None)
     return True
+
+
+def _put_cards(db: sqlite3.Connection, bank_id: int, cards: list[CardRecord]) -> None:
+    db.execute("DELETE FROM cards WHERE bank_id = ?", (bank_id,))
+    for card in cards:
+        if card.iccid is not None:
+            db.execute("DELETE FROM cards WHERE iccid = ?", (card.iccid,))
+    db.executemany(
+        "INSERT INTO cards (bank_id, bank_slot, iccid, record) VALUES (?, ?, ?, ?)",
+        [(bank_id, card.bank_slot.slot_nr, card.iccid, card.model_dump_json()) for card in cards],
+    )
+
+
+def _cards(db: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> list[str]:
+    return [row[0] for row in db.execute(f"SELECT record FROM cards WHERE {where}", params)]
 
 
 def _add_audit(db: sqlite3.Connection, entry: AuditEntry) -> int:

@@ -16,6 +16,7 @@ from remsim_control.audit import AuditEntry, AuditQuery
 from remsim_control.models import (
     BankRecord,
     BankSlot,
+    CardRecord,
     ClientConfig,
     ClientRecord,
     ClientSlot,
@@ -139,6 +140,23 @@ class Store(Protocol):
         """Forget what the client acknowledged, but only if ``record`` is still its registry
         entry (a late cleanup of an old connection never touches a newer one's). True if
         forgotten."""
+        ...
+
+    # --- the card inventory --------------------------------------------------------------
+
+    async def put_cards(self, bank_id: int, cards: Collection[CardRecord]) -> None:
+        """Replace everything known of bank ``bank_id``'s slots by ``cards`` (its bankd's
+        latest report, every slot of the bank). A card is in one place: a record elsewhere
+        with the ICCID of one of ``cards`` (the card moved from another bank) is dropped."""
+        ...
+
+    async def cards(self) -> list[CardRecord]:
+        """The inventory, by bank slot (bank id, then slot number). Entries stay after their
+        bankd disconnects (``last_seen`` tells how old they are)."""
+        ...
+
+    async def card(self, iccid: str) -> CardRecord | None:
+        """The bank slot holding the card ``iccid``, if any."""
         ...
 
     # --- the audit log (remsim_control.audit) ---------------------------------------------

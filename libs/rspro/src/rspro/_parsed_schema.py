@@ -29,6 +29,46 @@ PARSED: dict[str, Any] = {
                 ],
                 "type": "SEQUENCE",
             },
+            "CardInfo": {
+                "members": [
+                    {"name": "slotNr", "type": "SlotNumber"},
+                    {"name": "state", "type": "CardState"},
+                    {"name": "atr", "optional": True, "tag": {"number": 0}, "type": "ATR"},
+                    {
+                        "name": "iccid",
+                        "optional": True,
+                        "size": [(1, 24)],
+                        "tag": {"number": 1},
+                        "type": "IA5String",
+                    },
+                    {
+                        "name": "imsi",
+                        "optional": True,
+                        "size": [(1, 16)],
+                        "tag": {"number": 2},
+                        "type": "IA5String",
+                    },
+                    None,
+                ],
+                "type": "SEQUENCE",
+            },
+            "CardInventoryInd": {
+                "members": [
+                    {"name": "bankId", "type": "BankId"},
+                    {
+                        "element": {"type": "CardInfo"},
+                        "name": "cards",
+                        "size": [(0, 1024)],
+                        "type": "SEQUENCE OF",
+                    },
+                    None,
+                ],
+                "type": "SEQUENCE",
+            },
+            "CardState": {
+                "type": "ENUMERATED",
+                "values": [("present", 0), ("empty", 1), ("unresponsive", 2), None],
+            },
             "ClientId": {"restricted-to": [(0, 1023)], "type": "INTEGER"},
             "ClientSlot": {
                 "members": [
@@ -310,6 +350,7 @@ PARSED: dict[str, Any] = {
                     {"name": "resetStateReq", "tag": {"number": 19}, "type": "ResetStateReq"},
                     {"name": "resetStateRes", "tag": {"number": 20}, "type": "ResetStateRes"},
                     None,
+                    {"name": "cardInventoryInd", "tag": {"number": 64}, "type": "CardInventoryInd"},
                 ],
                 "type": "CHOICE",
             },

@@ -62,6 +62,8 @@ def _to_asn(value: Any) -> Any:
     if isinstance(value, IpPort):
         kind = "ipv4" if value.ip.version == 4 else "ipv6"
         return {"ip": (kind, value.ip.packed), "port": value.port}
+    if isinstance(value, tuple):  # SEQUENCE OF
+        return [_to_asn(item) for item in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             asn: _to_asn(getattr(value, py))
@@ -78,6 +80,9 @@ def _from_asn(tp: Any, value: Any) -> Any:
         kind, packed = value["ip"]
         ip = ipaddress.IPv4Address(packed) if kind == "ipv4" else ipaddress.IPv6Address(packed)
         return IpPort(ip, value["port"])
+    if typing.get_origin(tp) is tuple:  # SEQUENCE OF: tuple[X, ...]
+        (item, _) = typing.get_args(tp)
+        return tuple(_from_asn(item, v) for v in value)
     if isinstance(tp, type) and issubclass(tp, _AsnEnum):
         # asn1tools gives the identifier of a known value and None for an unknown one
         if value is None and issubclass(tp, _ExtensibleAsnEnum):

@@ -80,6 +80,14 @@ class ResultCode(_ExtensibleAsnEnum):
     CARD_TRANSMISSION_ERROR = 102
 
 
+class CardState(_ExtensibleAsnEnum):
+    """remsim's own (card inventory): what a bankd found in a slot."""
+
+    PRESENT = 0
+    EMPTY = 1
+    UNRESPONSIVE = 2
+
+
 class ErrorCode(_ExtensibleAsnEnum):
     UNKNOWN_CLIENT_CONNECTED = 1
     UNEXPECTED_DISCONNECT = 2
@@ -170,7 +178,7 @@ class SlotPhysStatus:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """Base of the 21 messages of the RsproPDUchoice."""
+    """Base of the 21 messages of the RsproPDUchoice (and of remsim's own additions)."""
 
     ASN_NAME: ClassVar[str]
     TAG: ClassVar[int]
@@ -346,6 +354,32 @@ class ResetStateRes(Message):
     result: ResultCode
 
 
+# --- remsim's own messages (extension additions of the CHOICE) --------------------------------
+# Sent only to a peer whose ComponentIdentity names remsim's software; a deployed peer never
+# receives one (docs/architecture.md, "Card inventory").
+
+
+@dataclass(frozen=True, slots=True)
+class CardInfo:
+    """One bank slot in a card inventory; ``atr``, ``iccid``, ``imsi`` only where known."""
+
+    slot_nr: int
+    state: CardState
+    atr: bytes | None = None
+    iccid: str | None = None
+    imsi: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CardInventoryInd(Message):
+    """bankd -> server: what is in the bank's slots (every slot the bankd identified)."""
+
+    ASN_NAME = "cardInventoryInd"
+    TAG = 64
+    bank_id: int
+    cards: tuple[CardInfo, ...] = ()
+
+
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     ConnectBankReq,
     ConnectBankRes,
@@ -369,7 +403,12 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     ResetStateReq,
     ResetStateRes,
 )
-MESSAGE_BY_ASN_NAME: dict[str, type[Message]] = {m.ASN_NAME: m for m in MESSAGE_TYPES}
+"""The deployed protocol's messages."""
+REMSIM_MESSAGE_TYPES: tuple[type[Message], ...] = (CardInventoryInd,)
+"""remsim's own additions."""
+MESSAGE_BY_ASN_NAME: dict[str, type[Message]] = {
+    m.ASN_NAME: m for m in MESSAGE_TYPES + REMSIM_MESSAGE_TYPES
+}
 
 
 def _default_tag(msg: Message) -> int:

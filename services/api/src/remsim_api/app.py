@@ -10,7 +10,9 @@ Next to the API, outside its OpenAPI document: ``/healthz``, ``/readyz`` and ``/
 (``remsim_common.HealthEndpoint``; the families in ``remsim_api.metrics``), and its
 documentation, ``/docs`` (Swagger UI) and ``/redoc``, whose scripts and styles are served
 from ``/docs/static`` (fastapi-offline's copies), so the pages work where no CDN can be
-reached. In remsim's own namespace, ``/api/v1``: the audit log (``remsim_api.audit``).
+reached. In remsim's own namespace, ``/api/v1``: the audit log (``remsim_api.audit``)
+and the card inventory (``remsim_api.cards``).
+The operator's dashboard, ``/ui`` (``remsim_api.ui``).
 
 A body over 64 KiB is refused first (``remsim_api.limits``). Every request passes
 ``remsim_api.security.Guard`` then: Host, Origin and Content-Type
@@ -33,7 +35,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from remsim_api import audit, metrics, paths, problems
+from remsim_api import audit, cards, metrics, paths, problems, ui
 from remsim_api.limits import BodyLimit
 from remsim_api.problems import ApiError
 from remsim_api.schemas import (
@@ -387,12 +389,20 @@ def create_app(
         app,
         [
             (route.path_regex, route.methods or set())
-            for route in [*router.routes, *audit.router.routes, *health]
+            for route in [
+                *router.routes,
+                *audit.router.routes,
+                *cards.router.routes,
+                *ui.router.routes,
+                *health,
+            ]
             if isinstance(route, Route)
         ],
     )
     app.include_router(router)
     app.include_router(audit.router)
+    app.include_router(cards.router)
+    ui.install(app)  # the dashboard, /ui
     app.router.routes.extend(health)  # plain routes: not in the OpenAPI document
     # outermost last: paths normalized, then CORS preflights answered, then the guard
     app.add_middleware(Guard, security=security, store=store)

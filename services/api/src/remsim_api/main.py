@@ -36,6 +36,8 @@ CATEGORIES = {
 """The original's log categories (``-d``) and the loggers behind each (as remsim-server's)."""
 
 PROGRAM = Program("remsim-api", "remsim-api", categories=CATEGORIES)
+SHUTDOWN_TIMEOUT = 2
+"""Seconds open requests (a dashboard's event stream, ``remsim_api.ui``) get when stopping."""
 
 
 def add_backend_options(
@@ -115,6 +117,7 @@ async def serve(settings: ApiSettings) -> int:
         log_config=None,
         log_level=None,
         server_header=False,
+        timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
         **http_options(settings),
         **tls_options(settings),
     )

@@ -14,3 +14,9 @@ PROBES = frozenset({"/healthz", "/readyz"})
 DOCS = frozenset({"/docs", "/redoc", "/openapi.json"})
 DOCS_STATIC = "/docs/static"
 """The documentation's scripts and styles (fastapi-offline's copies)."""
+UI = "/ui"
+"""The dashboard (``remsim_api.ui``): its page, open to all (it asks for a token itself)."""
+UI_STATIC = "/ui/static"
+"""The dashboard's scripts and styles, vendored: no CDN."""
+TOKEN_COOKIE = "remsim_token"
+"""The cookie in which the dashboard's page keeps the bearer token (``SameSite=Strict``)."""

@@ -17,10 +17,16 @@
    ``WWW-Authenticate: Bearer``; a role too low → 403. ``viewer`` may GET, ``operator``
    also create and delete slotmaps, ``admin`` everything (global-reset).
 
-``/healthz`` and ``/readyz`` are open to all; the documentation (``/docs``, ``/redoc``,
-``/openapi.json``) needs no token (a browser cannot send one to load it; it shows nothing
-that is not in docs/). Every mutating request, refused or not, is written to the audit log
-(``remsim_api.audit``) before its answer is sent. A token is never logged nor echoed: only
+The token comes in ``Authorization: Bearer``, or, from the dashboard's page
+(``remsim_api.ui``), in the ``remsim_token`` cookie (``SameSite=Strict``: a page of another
+site cannot send it; the Origin and Content-Type checks above apply to it all the same).
+
+``/healthz`` and ``/readyz`` are open to all; so are the dashboard's page (``/ui``, which
+asks for a token itself and shows nothing without one) and its static files. The
+documentation (``/docs``, ``/redoc``, ``/openapi.json``) needs no token (a browser cannot
+send one to load it; it shows nothing that is not in docs/). Every mutating request,
+refused or not, is written to the audit log (``remsim_api.audit``) before its answer is
+sent. A token is never logged nor echoed: only
 its SHA-256 is kept, compared in constant time.
 """
 
@@ -35,9 +41,10 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from remsim_api import audit, paths
@@ -46,6 +53,7 @@ from remsim_control import AuditEntry, AuditKind, BackendUnavailable, Store
 
 __all__ = [
     "ANONYMOUS",
+    "TOKEN",
     "ApiSecurity",
     "Guard",
     "Role",
@@ -63,6 +71,8 @@ log = logging.getLogger("remsim.api.security")
 ANONYMOUS = "anonymous"
 """The audit log's actor of a request without a valid token."""
 REALM = "remsim"
+TOKEN = "remsim.token"
+"""The request scope's key of the valid ``Token`` presented (None: none, or tokens off)."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods that change nothing: never audited, a viewer's."""
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -204,6 +214,8 @@ def required_role(method: str, path: str) -> Role | None:
     """The least role for a request; None: open to everybody."""
     if path in paths.PROBES or path in paths.DOCS or path.startswith(paths.DOCS_STATIC + "/"):
         return None
+    if method in SAFE_METHODS and (path == paths.UI or path.startswith(paths.UI_STATIC + "/")):
+        return None
     if method in SAFE_METHODS:
         return Role.VIEWER
     if (method == "POST" and path == paths.SLOTMAPS) or (
@@ -316,6 +328,7 @@ class Guard:
             return
         headers = Headers(scope=scope)
         token, presented = self._authenticate(headers)
+        scope[TOKEN] = token
         actor = token.name if token is not None else ANONYMOUS
         refusal = self._refusal(scope, headers, token, presented)
         if scope["method"] in SAFE_METHODS:
@@ -345,6 +358,10 @@ class Guard:
         scheme, _, secret = headers.get("authorization", "").partition(" ")
         secret = secret.strip()
         presented = scheme.lower() == "bearer" and bool(secret)
+        if not presented and "authorization" not in headers:
+            cookie = cookie_parser(headers.get("cookie", "")).get(paths.TOKEN_COOKIE, "")
+            secret = unquote(cookie).strip()
+            presented = bool(secret)
         if self.security.tokens is None or not presented:
             return None, presented
         return self.security.tokens.authenticate(secret), presented

@@ -21,6 +21,11 @@ connections (lowered to what the file descriptor limit allows: each connection t
 at once, without a thread, counted (``remsim_connections_refused_total``) and logged at
 most once per ``REFUSAL_LOG_INTERVAL``.
 
+The card inventory (``BankdConfig.inventory``, see ``config.InventoryMode``): one worker
+thread identifies the cards the core names (``IdentifyCard``, ``inventory.identify``), one
+at a time; each report (``ReportCards``) goes to the control link, which sends the latest
+one to the server at every (re)connect and whenever it changes.
+
 With ``BankdConfig.metrics`` set, ``remsim_common.HealthServer`` serves ``/healthz``,
 ``/readyz`` (ready while the control link to the server is connected and the card
 driver's checks pass) and ``/metrics``.
@@ -29,8 +34,10 @@ driver's checks pass) and ``/metrics``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import queue
 import socket
 import threading
 import time
@@ -47,6 +54,8 @@ from remsim_common import (
 from remsim_common.limits import ConnectionLimits, connections_allowed, fd_limit
 from rspro import (
     BankSlot,
+    CardInfo,
+    CardState,
     ComponentIdentity,
     ComponentType,
     CreateMappingReq,
@@ -61,7 +70,7 @@ from rspro import (
 )
 
 from . import metrics
-from .card import Card, CardError
+from .card import Card, CardError, CardNotPresentError
 from .clients import ClientConnection, tune_client_socket
 from .config import (
     ALIVE_CHECK_TIMEOUT,
@@ -75,11 +84,13 @@ from .config import (
     IDENTIFY_TIMEOUT,
     PROGRAM,
     BankdSettings,
+    InventoryMode,
 )
 from .control import ControlLink
-from .core import Action, BankdCore, Close
+from .core import INVENTORY_POLL, Action, BankdCore, Close, IdentifyCard, ReportCards
 from .drivers import CardSource
 from .gsmtap import GSMTAP_PORT, GsmtapTracer
+from .inventory import identify
 
 __all__ = [
     "ACCEPT_PAUSE",
@@ -141,6 +152,8 @@ class BankdConfig:
     max_clients: int = DEFAULT_MAX_CLIENTS
     max_clients_per_host: int = DEFAULT_MAX_CLIENTS_PER_HOST
     metrics: tuple[str, int] | None = None  # /healthz, /readyz, /metrics on (host, port)
+    inventory: InventoryMode = "auto"
+    inventory_poll: float = INVENTORY_POLL
 
     @classmethod
     def from_settings(cls, settings: BankdSettings) -> BankdConfig:
@@ -161,6 +174,7 @@ class BankdConfig:
             gsmtap_host=settings.gsmtap_ip,
             gsmtap_slot=settings.gsmtap_slot,
             metrics=None if port is None else (settings.metrics_host, port),
+            inventory=settings.inventory,
         )
 
 
@@ -176,8 +190,14 @@ class Bankd:
         self.config = config
         self.cards = cards
         self.security = security
+        inventory = config.inventory == "on" or (config.inventory == "auto" and security.tls)
         self.core = BankdCore(
-            config.bank_id, config.num_slots, config.identity, card_retry=config.card_retry
+            config.bank_id,
+            config.num_slots,
+            config.identity,
+            card_retry=config.card_retry,
+            inventory=inventory,
+            inventory_poll=config.inventory_poll,
         )
         self.lock = threading.Lock()
         self.connections: dict[int, ClientConnection] = {}
@@ -189,6 +209,8 @@ class Bankd:
         self.tracer: GsmtapTracer | None = None
         self.health: HealthServer | None = None
         self._cards: dict[BankSlot, Card] = {}
+        self._identify: queue.SimpleQueue[BankSlot | None] = queue.SimpleQueue()
+        self._inventory_thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # The core's clock is time.monotonic (client threads feed it card failures), not
@@ -254,6 +276,14 @@ class Bankd:
                 ssl=self.security.client_context,
             )
             self.control.start(*cfg.server)
+        if self.core.inventory:
+            self._inventory_thread = threading.Thread(
+                target=self._inventory_worker, name="inventory", daemon=True
+            )
+            self._inventory_thread.start()
+            with self.lock:
+                self._route(None, self.core.start_inventory(time.monotonic()))
+            self._arm_timer()
 
     async def aclose(self) -> None:
         """Stop: drop the server link and every client, power down and release all cards."""
@@ -266,6 +296,11 @@ class Bankd:
             self._listener.close()
         if self._timer is not None:
             self._timer.cancel()
+        if self._inventory_thread is not None:
+            self._identify.put(None)
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._inventory_thread.join, SHUTDOWN_JOIN_TIMEOUT
+            )
         with self.lock:
             connections = list(self.connections.values())
             for conn in connections:
@@ -370,15 +405,39 @@ class Bankd:
 
     def _route(self, me: int | None, actions: list[Action]) -> list[Action]:
         """(Under the lock.) The actions for session ``me``; the others posted to theirs."""
-        mine = []
+        mine: list[Action] = []
         for action in actions:
-            if action.sid == me:
+            if isinstance(action, IdentifyCard):
+                self._identify.put(action.slot)
+            elif isinstance(action, ReportCards):
+                if self.control is not None and self._loop is not None:
+                    with contextlib.suppress(RuntimeError):  # the loop is gone: shutting down
+                        self._loop.call_soon_threadsafe(self.control.report, action.cards)
+            elif action.sid == me:
                 mine.append(action)
             else:
                 conn = self.connections.get(action.sid)
                 if conn is not None:
                     conn.post(action)
         return mine
+
+    def _inventory_worker(self) -> None:
+        """The inventory's thread: identify each slot the core names, one at a time."""
+        while (slot := self._identify.get()) is not None:
+            try:
+                card = self.card(slot)
+            except CardNotPresentError:  # no reader (or software SIM) for the slot
+                info = CardInfo(slot.slot_nr, CardState.EMPTY)
+            except CardError:
+                info = CardInfo(slot.slot_nr, CardState.UNRESPONSIVE)
+            else:
+                try:
+                    info = identify(card, slot.slot_nr)
+                except Exception:  # a card answering nonsense must not keep its slot busy
+                    log.exception("identifying the card of %s failed", slot)
+                    info = CardInfo(slot.slot_nr, CardState.UNRESPONSIVE)
+            with self.lock:
+                self._route(None, self.core.card_identified(info))
 
     # --- event loop side --------------------------------------------------------------------
 

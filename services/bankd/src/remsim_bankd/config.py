@@ -38,6 +38,7 @@ __all__ = [
     "IDENTIFY_TIMEOUT",
     "PROGRAM",
     "BankdSettings",
+    "InventoryMode",
     "SlotsCsvError",
     "build_parser",
     "load_slots_csv",
@@ -62,12 +63,17 @@ DEFAULT_MAX_CLIENTS = 1024
 may lower it (``Bankd.limits.per_port``)."""
 DEFAULT_MAX_CLIENTS_PER_HOST = 128
 """Client connections served at once from one address."""
+InventoryMode = Literal["auto", "on", "off"]
+"""Whether the bankd identifies its unmapped cards and reports them to the server (a
+message of remsim's own): ``auto`` when the control link is TLS (the server is then remsim's:
+its certificate names ``urn:remsim:server``; the original speaks no TLS), ``on`` also over
+plaintext (the operator vouches the server is remsim's), ``off`` never."""
 ALIVE_CHECK_TIMEOUT = 1.0
 """Seconds the session holding a client slot has to answer the PING sent when another
 connection claims that slot; no answer: it is dropped and the newcomer gets the slot."""
 
 CATEGORIES = {
-    "DMAIN": ("remsim.bankd", "remsim.bankd.pcsc"),
+    "DMAIN": ("remsim.bankd", "remsim.bankd.pcsc", "remsim.bankd.inventory"),
     "DBANKDW": ("remsim.bankd.session", "remsim.bankd.clients"),
     "DSLOTMAP": ("remsim.bankd.mapping",),
     "DRSPRO": ("rspro", "remsim.bankd.control"),
@@ -209,6 +215,7 @@ class BankdSettings(CommonSettings, TransportSettings):
     max_clients_per_host: int = Field(default=DEFAULT_MAX_CLIENTS_PER_HOST, ge=1)
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    inventory: InventoryMode = "auto"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--metrics-port", metavar="PORT",
         help="serve /healthz, /readyz and Prometheus /metrics over HTTP on PORT (off)")  # fmt: skip
     add("--metrics-host", metavar="IP", help="listen address for --metrics-port (0.0.0.0)")
+    add("--inventory", metavar="{auto,on,off}",
+        help="identify unmapped cards (ATR, ICCID, IMSI) and report them to the server: "
+             "auto: when the server link is TLS (default); on: also over plaintext, to a "
+             "remsim server only (the original has no such message); off: never")  # fmt: skip
     return p
 
 

@@ -13,6 +13,10 @@ The link's socket security is the ``ssl`` context given (the bankd's
 certificate names ``urn:remsim:server`` is the server: any other is closed before the
 connectBankReq (one log line) and retried as a connect that failed.
 
+The card inventory (``report``) goes to the server as ``cardInventoryInd``, remsim's own
+message: the latest report at every (re)connect and each new one at once. The bankd reports
+only to a server known to be remsim's (``config.InventoryMode``).
+
 Link events are counted in ``remsim_reconnects_total{link="server"}`` (connected again
 after having been connected) and ``remsim_keepalive_timeouts_total{link="server"}``.
 """
@@ -26,6 +30,8 @@ from typing import Any
 
 from remsim_common import PeerIdentity
 from rspro import (
+    CardInfo,
+    CardInventoryInd,
     ComponentIdentity,
     ComponentType,
     ConnectBankReq,
@@ -86,6 +92,8 @@ class ControlLink:
         self.num_slots = num_slots
         self._handle = handle
         self._was_connected = False
+        self.inventory: CardInventoryInd | None = None
+        """The latest card inventory report (sent at every (re)connect)."""
         self.link = RsproLink(
             name="server",
             connect_req=lambda: ConnectBankReq(identity, bank_id, num_slots),
@@ -113,10 +121,18 @@ class ControlLink:
     async def aclose(self) -> None:
         await self.link.aclose()
 
+    def report(self, cards: tuple[CardInfo, ...]) -> None:
+        """Send the card inventory now if connected, and at every later (re)connect."""
+        self.inventory = CardInventoryInd(self.bank_id, cards)
+        if self.connected:
+            self.link.send(self.inventory)
+
     def _on_connected(self) -> None:
         if self._was_connected:
             SERVER_RECONNECTS.inc()
         self._was_connected = True
+        if self.inventory is not None:
+            self.link.send(self.inventory)
 
     def _on_lost(self) -> None:
         if isinstance(self.link.last_error, KeepaliveTimeoutError):

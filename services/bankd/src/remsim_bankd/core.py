@@ -21,6 +21,16 @@ With TLS, a client is who its certificate says (``session_secured``): its connec
 is accepted only for a client id the certificate names, so only for a bank slot mapped to
 one of its ids. Any other claim is answered ``illegalClientId`` and closed, with one
 warning, before it can touch the session of the client it claims to be.
+
+The card inventory (``inventory=True``): a card no session holds and no map names is
+identified (``IdentifyCard``, answered with ``card_identified``) at the start, when its map
+is removed or its session released it, and every ``inventory_poll`` seconds (a card
+inserted, removed, swapped or moved to another slot shows within that). A slot being
+identified is busy, as one being released: a session that gets it meanwhile opens its card
+once the identification is done. Whenever what is known changes, the whole inventory goes
+to the server (``ReportCards``); a card that becomes mapped keeps the identity found
+before. A card found in one slot is no longer in the slot where it was seen before: that
+slot's entry is dropped and identified again.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ from rspro import (
     MAX_TPDU,
     MIN_TPDU,
     BankSlot,
+    CardInfo,
+    CardState,
     ClientSlot,
     ClientSlotStatusInd,
     ComponentIdentity,
@@ -60,8 +72,10 @@ __all__ = [
     "BankdCore",
     "CheckAlive",
     "Close",
+    "IdentifyCard",
     "OpenCard",
     "ReleaseCard",
+    "ReportCards",
     "ResetCard",
     "Send",
     "Session",
@@ -74,8 +88,15 @@ RESET_GRACE = 1.0
 again (it sends the maps it knows right after the reset): an unchanged map keeps its
 session, so a server restart costs the modem nothing."""
 
+INVENTORY_POLL = 10.0
+"""Seconds between two identifications of an unmapped slot: a card inserted, removed or
+swapped there is found within this."""
+NO_SESSION = 0
+"""The ``sid`` of the actions that belong to no client session (session ids start at 1)."""
+
 log = logging.getLogger("remsim.bankd.session")
 maplog = logging.getLogger("remsim.bankd.mapping")
+invlog = logging.getLogger("remsim.bankd.inventory")
 
 
 class SessionState(enum.Enum):
@@ -145,7 +166,27 @@ class CheckAlive:
     sid: int
 
 
-Action = Send | Close | OpenCard | Transmit | ResetCard | ReleaseCard | CheckAlive
+@dataclass(frozen=True, slots=True)
+class IdentifyCard:
+    """Identify the card of ``slot`` (``inventory.identify``); answer with
+    ``card_identified``."""
+
+    slot: BankSlot
+    sid: int = NO_SESSION
+
+
+@dataclass(frozen=True, slots=True)
+class ReportCards:
+    """Tell the server what is in the bank's slots (those identified so far)."""
+
+    cards: tuple[CardInfo, ...]
+    sid: int = NO_SESSION
+
+
+Action = (
+    Send | Close | OpenCard | Transmit | ResetCard | ReleaseCard | CheckAlive | IdentifyCard
+    | ReportCards
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -192,6 +233,14 @@ def certificate(identity: PeerIdentity | None) -> str:
     return f"certificate {identity.subject!r} ({identity})"
 
 
+def describe(info: CardInfo) -> str:
+    """A slot's inventory entry in a log line."""
+    if info.state is not CardState.PRESENT:
+        return info.state.asn_name
+    atr = info.atr.hex().upper() if info.atr else "?"
+    return f"card ICCID {info.iccid or '?'}, IMSI {info.imsi or '?'}, ATR {atr}"
+
+
 def result_for(error: CardError) -> ResultCode:
     if isinstance(error, CardUnresponsiveError):
         return ResultCode.CARD_UNRESPONSIVE
@@ -210,15 +259,24 @@ class BankdCore:
         identity: ComponentIdentity,
         *,
         card_retry: float = 2.0,
+        inventory: bool = False,
+        inventory_poll: float = INVENTORY_POLL,
     ) -> None:
         self.identity = identity
         self.card_retry = card_retry
+        self.inventory = inventory
+        self.inventory_poll = inventory_poll
         self.maps = MappingTable(bank_id, num_slots)
         self.sessions: dict[int, Session] = {}
         self._holders: dict[BankSlot, Session] = {}
         self._releasing: set[BankSlot] = set()  # released by a closed session, not yet done
         self._after_reset: dict[BankSlot, tuple[ClientSlot, float]] = {}  # see reset_state
         self._next_sid = 1
+        # the card inventory: what was found per slot, what is to be (or being) identified
+        self.cards: dict[BankSlot, CardInfo] = {}
+        self._identify_due: set[BankSlot] = set()
+        self._identifying: set[BankSlot] = set()
+        self._poll_at: float | None = None
 
     @property
     def bank_id(self) -> int:
@@ -277,6 +335,7 @@ class BankdCore:
             holder = self._holders.get(bank)
             if holder is not None:
                 self._close(holder, f"map {bank} <-> {client} removed", actions)
+            self._want_identified([bank], actions)
         if change.added is not None:
             self._wake_waiters(change.added[0], actions)
         return actions
@@ -284,7 +343,7 @@ class BankdCore:
     def _wake_waiters(self, bank: BankSlot, actions: list[Action]) -> None:
         """Give a free bank slot to the first session waiting for it."""
         client = self.maps.client_of(bank)
-        if client is None or bank in self._holders or bank in self._releasing:
+        if client is None or bank in self._holders or self._busy(bank):
             return
         for s in self.sessions.values():
             if s.state is SessionState.CONN_CLIENT_WAIT_MAP and s.client_slot == client:
@@ -442,7 +501,7 @@ class BankdCore:
         s.state = SessionState.CONN_CLIENT_MAPPED
         s.retry_at = None
         self._holders[bank] = s
-        if bank not in self._releasing:  # else: opened as soon as the release is done
+        if not self._busy(bank):  # else: opened as soon as the release/identification is done
             actions.append(OpenCard(s.sid, bank))
 
     def _answer(self, s: Session, result: ResultCode, actions: list[Action]) -> None:
@@ -505,7 +564,7 @@ class BankdCore:
         bank = s.bank_slot
         if bank is not None and self._holders.get(bank) is s:
             del self._holders[bank]
-            if bank not in self._releasing:  # else its card was never opened
+            if not self._busy(bank):  # else its card was never opened
                 self._releasing.add(bank)
                 actions.append(ReleaseCard(s.sid, bank))
         if not connection_gone:
@@ -526,6 +585,7 @@ class BankdCore:
             actions.append(OpenCard(holder.sid, slot))
         else:
             self._wake_waiters(slot, actions)
+            self._want_identified([slot], actions)
         return actions
 
     def card_opened(self, sid: int, atr: bytes) -> list[Action]:
@@ -583,13 +643,71 @@ class BankdCore:
     def next_deadline(self) -> float | None:
         deadlines = [s.retry_at for s in self.sessions.values() if s.retry_at is not None]
         deadlines += [deadline for _, deadline in self._after_reset.values()]
+        deadlines += [self._poll_at] if self._poll_at is not None else []
         return min(deadlines, default=None)
 
     def handle_timeout(self, now: float) -> list[Action]:
         actions: list[Action] = []
         self._settle_reset(now, actions)
+        if self._poll_at is not None and self._poll_at <= now:
+            self._poll_at = now + self.inventory_poll
+            self._want_identified(self._slots(), actions)
         for s in self.sessions.values():
             if s.retry_at is not None and s.retry_at <= now and s.bank_slot is not None:
                 s.retry_at = None
                 actions.append(OpenCard(s.sid, s.bank_slot))
         return actions
+
+    # --- the card inventory -----------------------------------------------------------------
+
+    def start_inventory(self, now: float) -> list[Action]:
+        """The bankd started: identify every free card (nothing if the inventory is off)."""
+        actions: list[Action] = []
+        if self.inventory:
+            self._poll_at = now + self.inventory_poll
+            self._want_identified(self._slots(), actions)
+        return actions
+
+    def card_identified(self, info: CardInfo) -> list[Action]:
+        """``IdentifyCard`` is done: ``info`` is what the slot holds; the slot is free."""
+        slot = BankSlot(self.bank_id, info.slot_nr)
+        self._identifying.discard(slot)
+        actions: list[Action] = []
+        if self.cards.get(slot) != info:
+            self.cards[slot] = info
+            invlog.info("%s: %s", slot, describe(info), extra={"bank_slot": str(slot)})
+            if info.iccid is not None:  # seen in another slot before: what is there now?
+                moved = [s for s, c in self.cards.items() if s != slot and c.iccid == info.iccid]
+                for old in moved:
+                    del self.cards[old]
+                self._want_identified(moved, actions)
+            actions.insert(0, ReportCards(self.inventory_report()))
+        holder = self._holders.get(slot)
+        if holder is not None:  # a session took the slot while it was being identified
+            actions.append(OpenCard(holder.sid, slot))
+        else:
+            self._wake_waiters(slot, actions)
+        return actions
+
+    def inventory_report(self) -> tuple[CardInfo, ...]:
+        """What is known of the bank's slots, by slot number."""
+        return tuple(info for _, info in sorted(self.cards.items()))
+
+    def _slots(self) -> list[BankSlot]:
+        return [BankSlot(self.bank_id, nr) for nr in range(self.num_slots)]
+
+    def _busy(self, bank: BankSlot) -> bool:
+        """The slot's card is being released or identified: no session may open it yet."""
+        return bank in self._releasing or bank in self._identifying
+
+    def _want_identified(self, slots: list[BankSlot], actions: list[Action]) -> None:
+        """Identify ``slots`` as soon as each is free (now, for those free now)."""
+        if not self.inventory:
+            return
+        self._identify_due.update(slot for slot in slots if slot not in self._identifying)
+        for slot in sorted(self._identify_due):
+            free = slot not in self._holders and not self._busy(slot)
+            if free and self.maps.client_of(slot) is None:
+                self._identify_due.discard(slot)
+                self._identifying.add(slot)
+                actions.append(IdentifyCard(slot))

@@ -312,6 +312,9 @@ def write_vcard_config(settings: SupervisorSettings, bankd: BankdSettings) -> No
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if set(args) & set(PROGRAM.version_flags):  # this program's version, not the bankd's
+        print(f"{PROGRAM.name} {PROGRAM.version}")
+        return 0
     bankd = parse_args(args)  # the bankd's own checks and messages, before anything starts
     PROGRAM.setup_logging(bankd)
     parser = PROGRAM.parser("remsim-bankd with pcscd and its software SIMs")

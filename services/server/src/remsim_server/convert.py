@@ -8,6 +8,8 @@ import rspro
 from remsim_control import (
     BankdAddress,
     BankSlot,
+    CardRecord,
+    CardState,
     ClientConfig,
     ClientSlot,
     ComponentIdentity,
@@ -35,6 +37,18 @@ def bank_slot(wire: rspro.BankSlot) -> BankSlot:
 
 def client_slot(wire: rspro.ClientSlot) -> ClientSlot:
     return ClientSlot(client_id=wire.client_id, slot_nr=wire.slot_nr)
+
+
+def card_record(bank_id: int, wire: rspro.CardInfo, last_seen: float) -> CardRecord:
+    """A slot of a bankd's card inventory report, as the store keeps it."""
+    return CardRecord(
+        bank_slot=BankSlot(bank_id=bank_id, slot_nr=wire.slot_nr),
+        state=CardState(wire.state.asn_name),
+        atr=wire.atr.hex().upper() if wire.atr else None,
+        iccid=wire.iccid,
+        imsi=wire.imsi,
+        last_seen=last_seen,
+    )
 
 
 def wire_bank_slot(slot: BankSlot) -> rspro.BankSlot:

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import rspro.codec
 from remsim_api.main import add_backend_options, add_security_options
 from remsim_common import BANKD_PORT, CONTROL_PORT, REST_PORT, Program, TransportSecurity
 from remsim_common.logs import RateLimitedLog
@@ -120,6 +121,10 @@ async def run(settings: ServerSettings) -> int:
     except OSError as exc:  # ssl.SSLError included
         log.error("cannot start: the TLS files cannot be used: %s", exc)
         return 1
+    # The ASN.1 codec compiles on first use (a few tenths of a second of CPU): before the
+    # core's lease is taken, not on the event loop at the first connect, where it once
+    # outlasted a short lease under load.
+    rspro.codec.schema()
     try:
         store, bus = await open_backends(settings, core_id=settings.core_id)
     except (BackendUnavailable, ValueError) as exc:

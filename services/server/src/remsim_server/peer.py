@@ -16,6 +16,7 @@ import contextlib
 import functools
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
@@ -34,9 +35,10 @@ from remsim_control import (
     SlotmapState,
     Store,
 )
-from remsim_server import lifecycle, metrics
+from remsim_server import convert, lifecycle, metrics
 from remsim_server.role import (
     BankHello,
+    CardsReported,
     ClientHello,
     Close,
     ConfigAcknowledged,
@@ -305,6 +307,8 @@ class Peer:
                 )
         elif isinstance(event, ConfigAcknowledged):
             await self._config_acknowledged(event)
+        elif isinstance(event, CardsReported):
+            await self._cards_reported(event)
         elif isinstance(event, Close):
             log.warning("closing the connection", extra=self.log_fields(event.reason))
             if self.conn.request is not None:  # a connect request that cannot be answered
@@ -425,6 +429,14 @@ class Peer:
             else:
                 continue
             self.send(request)
+
+    async def _cards_reported(self, event: CardsReported) -> None:
+        if self.bank is None:  # its registration failed
+            return
+        bank_id, now = self.bank.bank_id, time.time()
+        cards = [convert.card_record(bank_id, card, now) for card in event.cards]
+        await self.store.put_cards(bank_id, cards)
+        log.debug("card inventory: %d slots", len(cards), extra=self.log_fields())
 
     async def _mapping_created(self, event: MappingCreated) -> None:
         if event.result is rspro.ResultCode.OK:

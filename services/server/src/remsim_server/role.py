@@ -15,6 +15,10 @@ only if the certificate names that bankd (``urn:remsim:bankd:<bankId>``), a
 ``connectClientReq`` only if it names that client (``urn:remsim:client:<clientId>``);
 otherwise the answer is ``illegalBankId`` / ``illegalClientId``. A plaintext connection is
 taken at its word, as by the original.
+
+A bankd of remsim's may send its card inventory (``cardInventoryInd``, remsim's own message:
+docs/architecture.md, "Card inventory") at any time once connected; the original's bankd
+never does. It is taken for the connection's own bank and slots only.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ REJECT_DELAY = 1.0
 """Seconds a refused connection stays open, so the peer reads the refusal (as the original)."""
 MAP_REQUEST_TIMEOUT = 10.0
 """Seconds a bankd has to answer a createMappingReq or removeMappingReq."""
+
+
+_CARD_STATES = frozenset(rspro.CardState)
 
 
 class Role(enum.StrEnum):
@@ -99,6 +106,13 @@ class RequestTimedOut:
 
 
 @dataclass(frozen=True, slots=True)
+class CardsReported:
+    """The bankd reported what is in its slots (every slot it identified)."""
+
+    cards: tuple[rspro.CardInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigAcknowledged:
     """The client answered a configClientBankReq."""
 
@@ -135,6 +149,7 @@ Event = (
     | MappingRemoved
     | StateReset
     | RequestTimedOut
+    | CardsReported
     | ConfigAcknowledged
     | Close
     | Refused
@@ -225,11 +240,26 @@ class ServerConnection:
                     return Ignored("resetStateRes without an outstanding resetStateReq")
                 self._resets -= 1
                 return StateReset(msg.result)
+            if isinstance(msg, rspro.CardInventoryInd):
+                return self._cards_reported(msg)
         if self.role is Role.CONNECTED_CLIENT and isinstance(msg, rspro.ConfigClientBankRes):
             if not self._configs:
                 return Ignored("configClientBankRes without an outstanding request")
             return ConfigAcknowledged(self._configs.popleft(), msg.result)
         return Ignored(f"{msg.ASN_NAME} is not expected in state {self.role}")
+
+    def _cards_reported(self, msg: rspro.CardInventoryInd) -> Event:
+        assert isinstance(self.hello, BankHello)
+        if msg.bank_id != self.hello.bank_id:
+            return Ignored("cardInventoryInd for another bank")
+        slots = [card.slot_nr for card in msg.cards]
+        if len(set(slots)) != len(slots) or any(
+            not 0 <= nr < self.hello.number_of_slots for nr in slots
+        ):
+            return Ignored("cardInventoryInd naming a slot twice or one the bank does not have")
+        if any(card.state not in _CARD_STATES for card in msg.cards):
+            return Ignored("cardInventoryInd with an unknown card state")
+        return CardsReported(msg.cards)
 
     def _identify(self, msg: rspro.Message) -> Event:
         if isinstance(msg, rspro.ConnectBankReq):
