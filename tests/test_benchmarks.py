@@ -6,6 +6,7 @@ expect it. bench/soak.py runs on its own in .ci/run (one minute)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,12 @@ def test_every_benchmark_is_listed_here() -> None:
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_the_benchmark_runs(name: str) -> None:
     options, figure = RUNS[name]
+    # As from a shell: not on this session's pcscd (the PC/SC fixtures point
+    # PCSCLITE_CSOCK_NAME at theirs); each benchmark starts its own virtual SIM bank.
+    env = {k: v for k, v in os.environ.items() if k != "PCSCLITE_CSOCK_NAME"}
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / name), *options],
+        env=env,
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

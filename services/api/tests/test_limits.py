@@ -268,3 +268,69 @@ async def _answers(port: int) -> bool:
         return await healthz(port) == 200
     except OSError:
         return False
+
+
+KEEPALIVE = 0.2
+"""The server's PING interval in the next test (its default is 30 s)."""
+LATE = 2.0
+"""A gap between two PINGs this long means the event loop stalled (a 1 GB body read on
+it once stalled the keepalive for 5.6 s); the schedule itself is KEEPALIVE."""
+FLOOD = 2.0
+"""Seconds the clients keep announcing 1 GB bodies."""
+
+
+async def test_while_1_gb_bodies_are_refused_the_keepalive_is_never_late(
+    tmp_path: Path,
+) -> None:
+    """The real ``remsim-server``: for two seconds eight clients at once announce 1 GB
+    bodies, one request after the other; each gets 413 without the body being read, and a
+    bankd on the RSPRO port meanwhile gets its PINGs on schedule."""
+    from remsim_testing.server import connect_bankd
+
+    rest_port, rspro_port = free_port(), free_port()
+    argv = program("remsim-server", rest_port)
+    argv[argv.index("--rspro-port") + 1] = str(rspro_port)
+    env = os.environ | {"REMSIM_KEEPALIVE_INTERVAL": str(KEEPALIVE)}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(BIN / argv[0]), *argv[1:]], stdout=out, stderr=out, env=env)
+    try:
+        async with asyncio.timeout(WAIT):
+            while not await _answers(rest_port):
+                assert proc.poll() is None, log.read_text()
+                await asyncio.sleep(0.05)
+        bankd = await connect_bankd(rspro_port)
+        pings: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def watch() -> None:
+            seen = bankd.pings
+            while True:
+                await asyncio.sleep(0.005)
+                if bankd.pings != seen:
+                    seen = bankd.pings
+                    pings.append(loop.time())
+
+        async def flood() -> list[int]:
+            """1 GB announced, the first KiB sent, the answer read; again for a while."""
+            statuses = []
+            until = loop.time() + FLOOD
+            while loop.time() < until:
+                statuses.append((await exchange(rest_port, post(1_000_000_000, b"x" * 1000)))[0])
+            return statuses
+
+        watcher = asyncio.create_task(watch())
+        start = loop.time()
+        statuses = [s for each in await asyncio.gather(*(flood() for _ in range(8))) for s in each]
+        await asyncio.sleep(4 * KEEPALIVE)  # and a few PINGs after
+        watcher.cancel()
+        assert len(statuses) >= 8 and set(statuses) == {413}
+        assert not bankd.closed.is_set()  # the bankd was never dropped
+        gaps = [b - a for a, b in zip([start, *pings], pings, strict=False)]
+        print(
+            f"{len(statuses)} requests refused; {len(pings)} PINGs, longest gap {max(gaps):.3f} s"
+        )
+        assert len(pings) >= 3 and max(gaps) < LATE, gaps
+    finally:
+        end_process(proc)
+    assert "Traceback" not in log.read_text()
