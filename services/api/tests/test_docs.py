@@ -114,4 +114,5 @@ async def test_operation_ids_are_the_function_names(base_url: str) -> None:
         ("GET", "/api/v1/audit"): "list_audit",
         ("GET", "/api/v1/cards"): "list_cards",
         ("GET", "/api/v1/cards/{iccid}"): "get_card",
+        ("POST", "/api/v1/slotmaps"): "create_slotmap_by_card",
     }

@@ -9,6 +9,10 @@ For a server with tokens, ``--token`` (or ``REMSIM_API_TOKEN``, which keeps the 
 the process list) is sent as ``Authorization: Bearer``; never printed, not even with ``-v``.
 ``--ca FILE`` (``REMSIM_API_CA``) talks HTTPS and trusts the server's certificate if that CA
 signed it; ``--https`` alone trusts the system's CAs.
+
+``--iccid ICCID CLIENT_ID CLIENT_SLOT`` (remsim's, not the original's) maps the card with
+that ICCID, at the bank slot the inventory has it in now, via ``POST /api/v1/slotmaps``,
+and prints the map made like a GET: ``/api/v1/slotmaps: {...}``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import httpx
 from remsim_common import REST_PORT, version_line
 
 PREFIX = "/api/backend/v1"
+OWN_PREFIX = "/api/v1"
+"""remsim's own operations (``--iccid``), outside the original's API."""
 
 
 class ApitoolError(Exception):
@@ -47,13 +53,16 @@ class Api:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.base = f"{'https' if tls else 'http'}://{authority}{PREFIX}"
+        self.origin = f"{'https' if tls else 'http'}://{authority}"
+        self.base = self.origin + PREFIX
         self.verbose = verbose
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(timeout=TIMEOUT, headers=headers, verify=tls or True)
 
-    def _request(self, method: str, suffix: str, body: Any = None) -> httpx.Response:
-        url = self.base + suffix
+    def _request(
+        self, method: str, suffix: str, body: Any = None, *, prefix: str = PREFIX
+    ) -> httpx.Response:
+        url = self.origin + prefix + suffix
         if self.verbose:
             print(f"{method} {url}{body!r}" if method == "POST" else f"{method} {url}")
         try:
@@ -66,7 +75,8 @@ class Api:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ApitoolError(f"{method} {url} failed: {exc or type(exc).__name__}") from exc
         if response.is_error:
-            raise ApitoolError(f"{method} {suffix} failed: {_describe(response)}")
+            where = suffix if prefix == PREFIX else prefix + suffix  # the original's: short
+            raise ApitoolError(f"{method} {where} failed: {_describe(response)}")
         return response
 
     def show(self, suffix: str) -> None:
@@ -79,6 +89,11 @@ class Api:
 
     def post(self, suffix: str, body: Any = None) -> None:
         self._request("POST", suffix, body)
+
+    def create(self, suffix: str, body: Any) -> None:
+        """POST ``body`` to remsim's own API and print what was created, as ``show``."""
+        response = self._request("POST", suffix, body, prefix=OWN_PREFIX)
+        print(f"{OWN_PREFIX}{suffix}: {response.json()!r}")
 
     def delete(self, suffix: str) -> None:
         self._request("DELETE", suffix)
@@ -98,6 +113,12 @@ def _describe(response: httpx.Response) -> str:
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
+
+
+def _number(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise ApitoolError(f"not a client id or slot number: {text!r}")
     return int(text)
 
 
@@ -149,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a slotmap",
     )
     commands.add_argument(
+        "--iccid",
+        nargs=3,
+        metavar=("ICCID", "CLIENT_ID", "CLIENT_SLOT"),
+        help="create a slotmap for the card with this ICCID, wherever its bankd has it now "
+        "(remsim's /api/v1; prints the map)",
+    )
+    commands.add_argument(
         "-d",
         "--delete-slotmap",
         nargs=2,
@@ -190,6 +218,13 @@ def run(args: argparse.Namespace) -> None:
             "client": {"clientId": client_id, "slotNr": client_slot},
         }
         api.post("/slotmaps", body)
+    elif args.iccid:
+        iccid, client_id, client_slot = args.iccid
+        body = {
+            "card": {"iccid": iccid},
+            "client": {"clientId": _number(client_id), "slotNr": _number(client_slot)},
+        }
+        api.create("/slotmaps", body)
     elif args.delete_slotmap:
         bank_id, bank_slot = args.delete_slotmap
         api.delete(f"/slotmaps/{bank_id * 65536 + bank_slot}")

@@ -10,8 +10,8 @@ Next to the API, outside its OpenAPI document: ``/healthz``, ``/readyz`` and ``/
 (``remsim_common.HealthEndpoint``; the families in ``remsim_api.metrics``), and its
 documentation, ``/docs`` (Swagger UI) and ``/redoc``, whose scripts and styles are served
 from ``/docs/static`` (fastapi-offline's copies), so the pages work where no CDN can be
-reached. In remsim's own namespace, ``/api/v1``: the audit log (``remsim_api.audit``)
-and the card inventory (``remsim_api.cards``).
+reached. In remsim's own namespace, ``/api/v1``: the audit log (``remsim_api.audit``),
+the card inventory (``remsim_api.cards``) and slotmaps made by card (``POST /api/v1/slotmaps``).
 The operator's dashboard, ``/ui`` (``remsim_api.ui``).
 
 A body over 64 KiB is refused first (``remsim_api.limits``). Every request passes
@@ -43,6 +43,8 @@ from remsim_api.schemas import (
     BankList,
     Client,
     ClientList,
+    SlotmapByCardCreate,
+    SlotmapByCardOut,
     SlotmapCreate,
     SlotmapList,
     SlotmapOut,
@@ -81,6 +83,8 @@ def _operation_id(route: APIRoute) -> str:
 
 
 router = APIRouter(prefix=PREFIX, generate_unique_id_function=_operation_id)
+own_router = APIRouter(prefix=paths.OWN_PREFIX, generate_unique_id_function=_operation_id)
+"""remsim's own operations that share this module's slotmap logic (``/api/v1/slotmaps``)."""
 
 
 def _store(request: Request) -> Store:
@@ -227,16 +231,64 @@ async def list_slotmaps(store: StoreDep) -> SlotmapList:
 async def create_slotmap(
     body: SlotmapCreate, request: Request, response: Response, store: StoreDep, bus: BusDep
 ) -> SlotmapOut:
-    _note_slots(request, body.bank.to_model(), body.client.to_model())
+    bank, client = body.bank.to_model(), body.client.to_model()
+    return SlotmapOut.of(await _add_slotmap(request, response, store, bus, bank, client))
+
+
+async def _add_slotmap(
+    request: Request,
+    response: Response,
+    store: Store,
+    bus: Bus,
+    bank: BankSlot,
+    client: ClientSlot,
+) -> Slotmap:
+    """Map ``bank`` to ``client``: store, log, announce (409: a slot in use)."""
+    _note_slots(request, bank, client)
     try:
-        slotmap = await store.create_slotmap(body.bank.to_model(), body.client.to_model())
+        slotmap = await store.create_slotmap(bank, client)
     except SlotInUse as exc:
         existing = SlotmapOut.of(exc.existing).model_dump(exclude_none=True)
         raise ApiError(409, str(exc), slotmap=existing) from exc
     maplog.info("slotmap added", extra=_slotmap_fields(slotmap))
     await _announce(bus, SlotmapEvent.of(slotmap))
     response.headers["Location"] = f"{PREFIX}/slotmaps/{slotmap.id}"
-    return SlotmapOut.of(slotmap)
+    return slotmap
+
+
+@own_router.post(
+    "/slotmaps",
+    status_code=201,
+    response_model_exclude_none=True,
+    dependencies=[Depends(_require_json), Depends(_require_backends)],
+    responses={
+        201: {
+            "description": "Created at the card's bank slot now; the map stays on that slot.",
+            "headers": {
+                "Location": {"description": "The new slotmap", "schema": {"type": "string"}}
+            },
+        },
+        **problem_responses(400, 404, 409, 415, 503),
+    },
+    summary="Create a slotmap by card (ICCID) or by bank slot",
+)
+async def create_slotmap_by_card(
+    body: SlotmapByCardCreate, request: Request, response: Response, store: StoreDep, bus: BusDep
+) -> SlotmapByCardOut:
+    """Like ``POST /api/backend/v1/slotmaps``, but ``card`` may name the card instead of
+    its bank slot: the inventory's slot of that ICCID now (404 if no bankd reported it)."""
+    client = body.client.to_model()
+    if body.card is None:
+        assert body.bank is not None  # SlotmapByCardCreate names one of them
+        slotmap = await _add_slotmap(request, response, store, bus, body.bank.to_model(), client)
+        return SlotmapByCardOut.of_card(slotmap, None)
+    iccid = body.card.iccid.upper()
+    card = await store.card(iccid)
+    if card is None:
+        audit.note(request.scope, client_id=client.client_id, client_slot=client.slot_nr)
+        raise ApiError(404, f"no card with ICCID {iccid} is known")
+    slotmap = await _add_slotmap(request, response, store, bus, card.bank_slot, client)
+    return SlotmapByCardOut.of_card(slotmap, iccid)
 
 
 @router.get(
@@ -391,6 +443,7 @@ def create_app(
             (route.path_regex, route.methods or set())
             for route in [
                 *router.routes,
+                *own_router.routes,
                 *audit.router.routes,
                 *cards.router.routes,
                 *ui.router.routes,
@@ -400,6 +453,7 @@ def create_app(
         ],
     )
     app.include_router(router)
+    app.include_router(own_router)
     app.include_router(audit.router)
     app.include_router(cards.router)
     ui.install(app)  # the dashboard, /ui

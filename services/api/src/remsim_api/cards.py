@@ -18,12 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from remsim_api import paths
 from remsim_api.problems import ApiError
-from remsim_api.schemas import problem_responses
+from remsim_api.schemas import ICCID_PATTERN, problem_responses
 from remsim_control import BankSlot, CardRecord, CardState, Slotmap, SlotmapState, Store
 
 __all__ = ["CardList", "CardOut", "MappedClient", "router"]
-
-ICCID_PATTERN = r"^[0-9A-Fa-f]{1,24}$"
 
 
 class MappedClient(BaseModel):

@@ -8,6 +8,8 @@ OWN_PREFIX = "/api/v1"
 """remsim's own additions, outside the original's namespace."""
 AUDIT = f"{OWN_PREFIX}/audit"
 SLOTMAPS = f"{PREFIX}/slotmaps"
+OWN_SLOTMAPS = f"{OWN_PREFIX}/slotmaps"
+"""Slotmaps made by card (ICCID) or bank slot."""
 
 PROBES = frozenset({"/healthz", "/readyz"})
 """Liveness and readiness: open to everybody, whatever the Host or Origin."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from remsim_control import (
     SLOT_MAX,
@@ -139,6 +140,51 @@ class SlotmapCreate(BaseModel):
     client: ClientSlotJson
 
 
+ICCID_PATTERN = r"^[0-9A-Fa-f]{1,24}$"
+"""An ICCID as remsim takes it: EF_ICCID's digits (hex, for the filler ``F``)."""
+
+
+class CardJson(BaseModel):
+    iccid: Annotated[str, Field(pattern=ICCID_PATTERN, examples=["89490200000000000000"])]
+
+
+class SlotmapByCardCreate(BaseModel):
+    """The body of ``POST /api/v1/slotmaps``: the card (by ICCID) or the bank slot, and the
+    client slot; other keys are ignored."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": ["card"]}, {"required": ["bank"]}],
+            "examples": [
+                {
+                    "card": {"iccid": "89490200000000000000"},
+                    "client": {"clientId": 23, "slotNr": 0},
+                },
+                {"bank": {"bankId": 1, "slotNr": 0}, "client": {"clientId": 23, "slotNr": 0}},
+            ],
+        }
+    )
+
+    card: CardJson | SkipJsonSchema[None] = Field(
+        default=None, description="The card to map: its bank slot now, from the inventory."
+    )
+    bank: BankSlotJson | SkipJsonSchema[None] = Field(
+        default=None, description="Or the bank slot itself."
+    )
+    client: ClientSlotJson
+
+    @model_validator(mode="before")
+    @classmethod
+    def _card_or_bank(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            named = [key for key in ("card", "bank") if key in data]
+            if len(named) != 1:
+                raise ValueError("name either the card or the bank slot")
+            if data[named[0]] is None:
+                raise ValueError(f"{named[0]} must be an object")
+        return data
+
+
 class SlotmapOut(_Out):
     bank: BankSlotJson
     client: ClientSlotJson
@@ -158,6 +204,19 @@ class SlotmapOut(_Out):
             id=slotmap.id,
             result=slotmap.result,
         )
+
+
+class SlotmapByCardOut(SlotmapOut):
+    """A slotmap made by ``POST /api/v1/slotmaps``: ``bank`` is the bank slot the card was
+    found in, ``card`` the card named (absent when the bank slot was)."""
+
+    card: CardJson | None = None
+
+    @classmethod
+    def of_card(cls, slotmap: Slotmap, iccid: str | None) -> SlotmapByCardOut:
+        out = SlotmapOut.of(slotmap)
+        card = CardJson(iccid=iccid) if iccid is not None else None
+        return cls(**dict(out), card=card)
 
 
 class BankList(_Out):

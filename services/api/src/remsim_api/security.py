@@ -218,7 +218,7 @@ def required_role(method: str, path: str) -> Role | None:
         return None
     if method in SAFE_METHODS:
         return Role.VIEWER
-    if (method == "POST" and path == paths.SLOTMAPS) or (
+    if (method == "POST" and path in (paths.SLOTMAPS, paths.OWN_SLOTMAPS)) or (
         method == "DELETE" and path.startswith(paths.SLOTMAPS + "/")
     ):
         return Role.OPERATOR
