@@ -133,14 +133,6 @@ class GatedCard:
         self.card.disconnect()
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[ScriptedServer]:
-    s = ScriptedServer()
-    await s.start()
-    yield s
-    await s.stop()
-
-
 @asynccontextmanager
 async def running_bankd(
     server: ScriptedServer | None, cards: dict[BankSlot, Card], **kw: object

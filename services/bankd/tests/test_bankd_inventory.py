@@ -267,14 +267,6 @@ class SwappableCard:
         self.card.disconnect()
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[ScriptedServer]:
-    s = ScriptedServer()
-    await s.start()
-    yield s
-    await s.stop()
-
-
 @asynccontextmanager
 async def running_bankd(
     server: ScriptedServer, cards: dict[BankSlot, Card], **kw: object

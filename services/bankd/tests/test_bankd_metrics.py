@@ -48,12 +48,6 @@ pytestmark = pytest.mark.timeout(30)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[ScriptedServer]:
-    async with ScriptedServer() as s:
-        yield s
-
-
 @asynccontextmanager
 async def running_bankd(server: ScriptedServer, **kw: object) -> AsyncIterator[Bankd]:
     config = BankdConfig(

@@ -77,12 +77,6 @@ async def bankd_on(server: ScriptedServer, shared: bool = False) -> AsyncIterato
         yield bankd
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[ScriptedServer]:
-    async with ScriptedServer() as s:
-        yield s
-
-
 async def session(
     bankd: Bankd, server: ScriptedServer
 ) -> tuple[ScriptedConnection, ScriptedConnection]:
