@@ -1,13 +1,17 @@
 """The dashboard (``/ui``) at scale: 1,000 cards in 4 banks, 1,000 clients, half of them
-mapped, in Debian's chromium (Playwright).
+mapped, in Debian's chromium (Playwright), served by two API replicas on one store and bus.
 
-The records are put straight into a memory store behind an in-process API (the dashboard
-reads only the store and the bus; real peers would only make the set-up slower). Measures:
+The records are put straight into a memory store behind two in-process APIs (the dashboard
+reads only the store and the bus; real peers would only make the set-up slower); one page
+is open on each replica. Measures:
 
 - ``/ui`` rendered by the server (median of ``ROUNDS`` GETs) and its size;
 - time to interactive: ``page.goto`` until the event stream is open (badge ``live``);
-- update delay: a slotmap turns ACTIVE in the store, announced on the bus, until the page
-  shows it (median and worst of ``ROUNDS``);
+- the feed's look at the store for one change (read, tree, diff: median of ``ROUNDS``), on
+  the replica's event loop once per change whatever the number of open pages;
+- update delay: a slotmap turns ACTIVE in the store, announced on the bus, until each page
+  shows it (median and worst of ``ROUNDS`` single changes, ``GAP`` apart, on both pages);
+- a burst: ``BURST`` maps turn ACTIVE at once, until both pages show the last one;
 - the filter: typing an ICCID until every other row of the 1,000-slot table is hidden.
 
     python bench/dashboard_scale.py [--cards 1000] [--clients 1000]
@@ -26,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
-from playwright.async_api import async_playwright  # noqa: E402
+from playwright.async_api import Page, async_playwright  # noqa: E402
 
+from remsim_api import ui  # noqa: E402
 from remsim_api.app import create_app  # noqa: E402
 from remsim_common.health import AsgiServer  # noqa: E402
 from remsim_control import (  # noqa: E402
@@ -40,6 +45,7 @@ from remsim_control import (  # noqa: E402
     ClientSlot,
     ComponentIdentity,
     ComponentType,
+    Slotmap,
     SlotmapEvent,
     SlotmapState,
 )
@@ -47,7 +53,12 @@ from remsim_control.memory_bus import MemoryBus  # noqa: E402
 from remsim_control.memory_store import MemoryStore  # noqa: E402
 
 BANKS = 4
-ROUNDS = 5
+ROUNDS = 10
+BURST = 50
+"""Maps turned ACTIVE at once in the burst round."""
+GAP = 0.4
+"""Seconds between two single changes: each one alone, as an operator's click (closer
+changes share the feed's ``COALESCE`` window, as the burst shows)."""
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 30_000
 SETTLE = 2.0
@@ -59,8 +70,9 @@ def iccid(bank_id: int, slot_nr: int) -> str:
     return f"8949{bank_id:03d}{slot_nr:06d}0001"
 
 
-async def fill(store: MemoryStore, cards: int, clients: int) -> list[int]:
-    """The records; returns the serials of the maps left NEW (for the update rounds)."""
+async def fill(store: MemoryStore, cards: int, clients: int, keep_new: int) -> list[int]:
+    """The records; returns the serials of the ``keep_new`` maps left NEW (for the update
+    rounds)."""
     per_bank = cards // BANKS
     now = time.time()
     bankd = ComponentIdentity(type=ComponentType.BANKD, name="b", software="remsim-bankd",
@@ -94,7 +106,7 @@ async def fill(store: MemoryStore, cards: int, clients: int) -> list[int]:
             BankSlot(bank_id=1 + n % BANKS, slot_nr=n // BANKS),
             ClientSlot(client_id=n % 1000, slot_nr=n // 1000),
         )
-        if n < ROUNDS:
+        if n < keep_new:
             pending.append(made.serial)
         else:
             await store.update_slotmap(made.serial, [SlotmapState.NEW], SlotmapState.ACTIVE)
@@ -103,44 +115,72 @@ async def fill(store: MemoryStore, cards: int, clients: int) -> list[int]:
 
 async def main(cards: int, clients: int) -> None:
     store, bus = MemoryStore(), MemoryBus()
-    pending = await fill(store, cards, clients)
-    server = AsgiServer(create_app(store, bus), log_level="warning")
-    await server.start("127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.port}/ui"
+    pending = await fill(store, cards, clients, ROUNDS + BURST)
+    replicas = [create_app(store, bus) for _ in range(2)]
+    servers = [AsgiServer(app, log_level="warning") for app in replicas]
+    for server in servers:
+        await server.start("127.0.0.1", 0)
+    urls = [f"http://127.0.0.1:{server.port}/ui" for server in servers]
     try:
         async with httpx.AsyncClient() as http:
             renders = []
             for _ in range(ROUNDS):
                 started = time.perf_counter()
-                page_html = (await http.get(url)).text
+                page_html = (await http.get(urls[0])).text
                 renders.append(time.perf_counter() - started)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM)
-            page = await browser.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            started = time.perf_counter()
-            await page.goto(url)
-            await page.locator("#live-status.on").wait_for()
-            interactive = time.perf_counter() - started
+            pages = [await browser.new_page() for _ in urls]
+            interactive = []
+            for page, url in zip(pages, urls, strict=True):
+                page.set_default_timeout(TIMEOUT_MS)
+                started = time.perf_counter()
+                await page.goto(url)
+                await page.locator("#live-status.on").wait_for()
+                interactive.append(time.perf_counter() - started)
             await asyncio.sleep(SETTLE)
 
-            delays = []
-            for serial in pending:
+            looks = []
+            feed: ui.Feed = replicas[0].state.ui_feed
+            delays: list[float] = []
+            singles = min(ROUNDS, max(1, len(pending) // 2))  # a small run: half and half
+            for serial in pending[:singles]:
                 slotmap = await store.update_slotmap(
                     serial, [SlotmapState.NEW], SlotmapState.ACTIVE
                 )
                 assert slotmap is not None
-                started = time.perf_counter()
+                for page in pages:
+                    await watch(page, slotmap)
+                started = time.time()
                 await bus.publish(SlotmapEvent.of(slotmap))
-                await page.locator(
-                    f'.bank li[data-slot="{slotmap.bank}"][data-state="ACTIVE"]'
-                ).wait_for(state="attached")  # in a folded bank: not visible
-                delays.append(time.perf_counter() - started)
+                delays += await asyncio.gather(*(shown(page, slotmap, started) for page in pages))
+                await asyncio.sleep(GAP)
+                looking = time.perf_counter()
+                await feed.look()  # what the feed does per change (nothing changed: no patch)
+                looks.append(time.perf_counter() - looking)
+
+            burst = []
+            for serial in pending[singles:]:
+                slotmap = await store.update_slotmap(
+                    serial, [SlotmapState.NEW], SlotmapState.ACTIVE
+                )
+                assert slotmap is not None
+                burst.append(slotmap)
+            burst_delay = 0.0
+            if burst:  # none in a run of a few maps
+                for page in pages:
+                    await watch(page, burst[-1])
+                started = time.time()
+                for slotmap in burst:
+                    await bus.publish(SlotmapEvent.of(slotmap))
+                burst_delay = max(
+                    await asyncio.gather(*(shown(page, burst[-1], started) for page in pages))
+                )
 
             wanted = iccid(BANKS, cards // BANKS - 1)
             started = time.perf_counter()
-            await page.get_by_label("Filter").fill(wanted)
-            await page.wait_for_function(
+            await pages[0].get_by_label("Filter").fill(wanted)
+            await pages[0].wait_for_function(
                 "n => document.querySelectorAll('#slots-table tbody tr:not([hidden])').length"
                 " === n",
                 arg=1,
@@ -148,17 +188,50 @@ async def main(cards: int, clients: int) -> None:
             filtered = time.perf_counter() - started
             await browser.close()
     finally:
-        await server.close()
+        for server in servers:
+            await server.close()
         await bus.close()
     ms = 1000
     print(f"dashboard: {cards} cards in {BANKS} banks, {clients} clients, "
-          f"{min(cards, clients) // 2} maps")  # fmt: skip
+          f"{min(cards, clients) // 2} maps; 2 API replicas, a page on each")  # fmt: skip
     print(f"  /ui rendered by the server: {statistics.median(renders) * ms:.0f} ms "
           f"(median of {ROUNDS}), {len(page_html) / 1e6:.2f} MB")  # fmt: skip
-    print(f"  time to interactive (goto until the event stream is open): {interactive * ms:.0f} ms")
-    print(f"  update delay, store change + bus event to the page: median "
-          f"{statistics.median(delays) * ms:.0f} ms, worst {max(delays) * ms:.0f} ms")  # fmt: skip
+    print("  time to interactive (goto until the event stream is open): "
+          + ", ".join(f"{t * ms:.0f} ms" for t in interactive))  # fmt: skip
+    print(f"  the feed's look at the store per change: median "
+          f"{statistics.median(looks) * ms:.0f} ms")  # fmt: skip
+    print(f"  update delay, store change + bus event to each page: median "
+          f"{statistics.median(delays) * ms:.0f} ms, worst {max(delays) * ms:.0f} ms "
+          f"({len(delays)}: {len(looks)} changes x {len(pages)} pages)")  # fmt: skip
+    print(f"  burst of {len(burst)} changes until both pages show the last: "
+          f"{burst_delay * ms:.0f} ms")  # fmt: skip
     print(f"  filter by ICCID over {cards} rows: {filtered * ms:.0f} ms")
+
+
+async def watch(page: Page, slotmap: Slotmap) -> None:
+    """From now on, note in the page (``window.seenAt``, ``Date.now()``) when it first shows
+    ``slotmap`` ACTIVE in the overview (in a folded bank: not visible, but there)."""
+    selector = f'.bank li[data-slot="{slotmap.bank}"][data-state="ACTIVE"]'
+    await page.evaluate(WATCH, selector)
+
+
+async def shown(page: Page, slotmap: Slotmap, started: float) -> float:
+    """Seconds from ``started`` (``time.time()``: the page's clock too) until ``page``
+    showed ``slotmap`` ACTIVE (``watch``); Playwright's own polling is not counted."""
+    await page.wait_for_function("() => window.seenAt !== null")
+    return float(await page.evaluate("() => window.seenAt")) / 1000 - started
+
+
+WATCH = """selector => {
+    window.seenAt = null;
+    const check = () => {
+        if (window.seenAt === null && document.querySelector(selector)) window.seenAt = Date.now();
+    };
+    if (window.watching) window.watching.disconnect();
+    window.watching = new MutationObserver(check);
+    window.watching.observe(document.body, {subtree: true, childList: true, attributes: true});
+    check();
+}"""
 
 
 if __name__ == "__main__":

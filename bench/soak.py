@@ -70,12 +70,11 @@ from remsim_testing.rspro_peers import frame  # noqa: E402
 from remsim_testing.simbank import VirtualSimBank, default_profiles  # noqa: E402
 from rspro import ClientSlot, ComponentIdentity, ComponentType, ConnectClientReq  # noqa: E402
 from tests.fixtures.servers import (  # noqa: E402
-    LocalServer,
     RemsimProcess,
-    _nats_argv,
-    _redis_argv,
     backend_env,
     find_binary,
+    local_nats_server,
+    local_redis_server,
 )
 from tests.system import (  # noqa: E402
     READ_ICCID,
@@ -353,10 +352,8 @@ def distributed(bank: VirtualSimBank, workdir: Path) -> Iterator[Site]:
     nats_binary, redis_binary = find_binary("nats-server"), find_binary("redis-server")
     if nats_binary is None or redis_binary is None:
         raise SystemExit("--distributed needs nats-server and redis-server")
-    nats = LocalServer("nats-server", "nats", _nats_argv(nats_binary), workdir, (b"", b"INFO"))
-    redis = LocalServer(
-        "redis-server", "redis", _redis_argv(redis_binary, workdir), workdir, (b"PING\r\n", b"+")
-    )
+    nats = local_nats_server(nats_binary, workdir)
+    redis = local_redis_server(redis_binary, workdir)
     bankd_port = free_port()
     env = backend_env(redis.url, nats.url, LEASE_TTL) | {"REMSIM_BANKD_PORT": str(bankd_port)}
     core_a, core_b = (RemsimProcess("core", f"core-{n}", env, workdir) for n in "ab")

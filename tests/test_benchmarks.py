@@ -20,7 +20,7 @@ TIMEOUT = 240.0
 RUNS = {
     "rspro_codec.py": (["--seconds", "0.05", "--repeat", "1"], "RsproConnection.receive_data"),
     "tls_echo.py": (["--rounds", "1", "--count", "300"], "TLS adds:"),
-    "mapping_scale.py": (["--maps", "20", "--mode", "both"], "every client has its ATR"),
+    "mapping_scale.py": (["--quick"], "regression guard: server CPU"),
     "dashboard_scale.py": (["--cards", "20", "--clients", "20"], "update delay"),
     "apdu_roundtrip.py": (["--quick"], "TLS adds to RemoteCard"),
 }

@@ -97,3 +97,50 @@ def test_a_card_moved_to_the_other_reader_moves_its_row(
         virtual_sim_bank.stop_card(1)
         virtual_sim_bank.start_card(0)
         virtual_sim_bank.start_card(1)
+
+
+def test_a_map_made_by_card_follows_the_card_to_the_other_reader(
+    plaintext: RemsimSystem, virtual_sim_bank: VirtualSimBank, card_profiles: list[CardProfile]
+) -> None:
+    """The documented rule: a map made by ICCID moves with its card. The first card, mapped
+    by its ICCID to C23, is put into reader 1: the map becomes B1:1 <-> C23, and the client
+    gets that card again (its ATR, and its ICCID read through the new slot)."""
+    wait_for_inventory(plaintext, 2)
+    first = card_profiles[0]
+    client = plaintext.start_shell_client(23)
+    status, made = plaintext.rest(
+        "POST",
+        "/api/v1/slotmaps",
+        {"card": {"iccid": first.iccid}, "client": {"clientId": 23, "slotNr": 0}},
+    )
+    assert (status, made["bank"], made["card"]) == (
+        201,
+        {"bankId": 1, "slotNr": 0},
+        {"iccid": first.iccid},
+    )
+    client.expect_atr(first.atr)
+    plaintext.wait(lambda: plaintext.slotmap_state(0) == "ACTIVE", "B1:0 ACTIVE")
+    try:
+        virtual_sim_bank.stop_card(0)
+        virtual_sim_bank.stop_card(1)
+        virtual_sim_bank.start_card(1, profile=first)  # the mapped card, now in reader 1
+
+        plaintext.wait(
+            lambda: plaintext.slotmap_state(1) == "ACTIVE" and plaintext.slotmap_state(0) is None,
+            "the map at B1:1, none at B1:0",
+            timeout=60,
+        )
+        status, body = plaintext.rest("GET", "/slotmaps")
+        assert [(m["bank"], m["client"]) for m in body["slotmaps"]] == [
+            ({"bankId": 1, "slotNr": 1}, {"clientId": 23, "slotNr": 0})
+        ]
+        client.expect_atr(first.atr)
+        assert client.read_iccid() == first.ef_iccid
+        _, card = plaintext.rest("GET", f"{CARDS}/{first.iccid}")
+        assert (card["slot_nr"], card["mapped_to"]["client_id"]) == (1, 23)
+        assert "slotmap follows its card to B1:1" in plaintext.logs()
+    finally:  # the bank is shared by the session's tests: its cards go back
+        plaintext.rest("POST", "/global-reset")
+        virtual_sim_bank.stop_card(1)
+        virtual_sim_bank.start_card(0)
+        virtual_sim_bank.start_card(1)

@@ -20,7 +20,9 @@ from remsim_control.sqlite_store import LOCK_FILE, SCHEMA_VERSION, STATE_FILE, S
 from remsim_control.store import Store
 from remsim_testing.store_contract import (
     B1_0,
+    B1_1,
     C23_0,
+    C24_0,
     OpenStore,
     RestartContract,
     StoreContract,
@@ -235,5 +237,29 @@ async def test_a_file_from_before_the_card_inventory_opens_and_gets_one(tmp_path
         assert await store.cards() == []
         await store.put_cards(1, [card(B1_0)])
         assert await store.cards() == [card(B1_0)]
+    finally:
+        await store.close()
+
+
+async def test_a_file_from_before_maps_by_card_opens_and_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    """The card a map was made for (``iccid``) came after schema 1 too: a file without the
+    column opens, keeps its maps (for no card) and then stores maps made by card."""
+    store = await SqliteStore.open(tmp_path / "state")
+    slotmap = await store.create_slotmap(B1_0, C23_0)
+    await store.close()
+    with sqlite3.connect(tmp_path / "state" / STATE_FILE) as db:
+        db.execute("ALTER TABLE slotmaps DROP COLUMN iccid")
+    store = await SqliteStore.open(tmp_path / "state")
+    try:
+        assert await store.list_slotmaps() == [slotmap]
+        by_card = await store.create_slotmap(B1_1, C24_0, "8949000000000000001")
+        assert by_card.iccid == "8949000000000000001"
+    finally:
+        await store.close()
+    store = await SqliteStore.open(tmp_path / "state")
+    try:
+        assert await store.list_slotmaps() == [slotmap, by_card]
     finally:
         await store.close()

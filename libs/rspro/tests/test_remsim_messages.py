@@ -52,3 +52,15 @@ def test_an_unknown_card_state_from_a_newer_peer_decodes_as_unknown() -> None:
 def test_a_truncated_inventory_is_a_decode_error() -> None:
     with pytest.raises(RsproDecodeError):
         decode(encode(RsproPdu(REPORT))[:-3])
+
+
+def test_card_activity_is_an_extension_addition_sent_only_when_known() -> None:
+    busy = CardInfo(
+        0, CardState.PRESENT, ATR, "89490200000000000000", tpdu_count=2**40, idle_ms=250
+    )
+    report = CardInventoryInd(1, (busy, CardInfo(1, CardState.EMPTY)))
+    assert decode(encode(RsproPdu(report))) == RsproPdu(report)
+    idle = CardInventoryInd(1, (CardInfo(0, CardState.PRESENT, b"\x3b\x00", "8949", "2620"),))
+    assert encode(RsproPdu(idle)) == bytes.fromhex(  # as before the addition: no [3], [4]
+        "3028800102810100a220bf401d020101301830160201000a010080023b00810438393439820432363230"
+    )

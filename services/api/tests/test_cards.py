@@ -84,6 +84,8 @@ async def test_the_inventory_lists_every_bank_slot_reported_with_its_client(
         "imsi": IMSI0,
         "mapped_to": {"client_id": 23, "slot_nr": 0, "slotmap_state": "ACTIVE"},
         "last_seen": "2023-11-14T22:13:20.500000Z",
+        "tpdu_count": None,
+        "last_activity": None,
     }
     assert (b1_1["slot_nr"], b1_1["state"], b1_1["iccid"], b1_1["mapped_to"]) == (
         1,
@@ -118,3 +120,13 @@ async def test_the_inventory_is_in_the_openapi_document(api: httpx.AsyncClient) 
     document = (await api.get("/openapi.json")).json()
     assert {"/api/v1/cards", "/api/v1/cards/{iccid}"} <= set(document["paths"])
     assert "CardOut" in document["components"]["schemas"]
+
+
+async def test_a_card_s_activity_is_its_tpdu_count_and_last_tpdu(
+    api: httpx.AsyncClient, store: MemoryStore
+) -> None:
+    busy = CardRecord(bank_slot=B2_0, state=CardState.PRESENT, iccid=ICCID1, last_seen=SEEN,
+                      tpdu_count=1234, last_activity=SEEN - 2)  # fmt: skip
+    await store.put_cards(2, [busy])
+    card = (await api.get(f"{CARDS}/{ICCID1}", headers=VIEWER)).json()
+    assert (card["tpdu_count"], card["last_activity"]) == (1234, "2023-11-14T22:13:18.500000Z")

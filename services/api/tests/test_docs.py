@@ -115,4 +115,30 @@ async def test_operation_ids_are_the_function_names(base_url: str) -> None:
         ("GET", "/api/v1/cards"): "list_cards",
         ("GET", "/api/v1/cards/{iccid}"): "get_card",
         ("POST", "/api/v1/slotmaps"): "create_slotmap_by_card",
+        ("POST", "/api/v1/slotmaps:batch"): "create_slotmaps",
+        **POOL_OPERATIONS,
     }
+
+
+POOL_OPERATIONS = {  # remsim_api.pools
+    **{
+        op: f"{verb}_{thing}"
+        for what, thing in (("pools", "pool"), ("groups", "group"), ("rules", "rule"))
+        for op, verb in (
+            (("GET", f"/api/v1/{what}/{{name}}"), "get"),
+            (("PUT", f"/api/v1/{what}/{{name}}"), "put"),
+            (("DELETE", f"/api/v1/{what}/{{name}}"), "delete"),
+        )
+    },
+    ("GET", "/api/v1/pools"): "list_pools",
+    ("GET", "/api/v1/groups"): "list_groups",
+    ("GET", "/api/v1/rules"): "list_rules",
+    ("GET", "/api/v1/card-states"): "list_card_states",
+    ("GET", "/api/v1/card-states/{card}"): "get_card_state",
+    ("PUT", "/api/v1/card-states/{card}"): "put_card_state",
+    ("GET", "/api/v1/slotmaps"): "list_leased_slotmaps",
+    ("GET", "/api/v1/slotmaps/{slotmap_id}/lease"): "get_lease",
+    ("PUT", "/api/v1/slotmaps/{slotmap_id}/lease"): "put_lease",
+    ("DELETE", "/api/v1/slotmaps/{slotmap_id}/lease"): "delete_lease",
+    ("POST", "/api/v1/slotmaps/{slotmap_id}/release"): "release_slotmap",
+}

@@ -99,7 +99,7 @@ async def test_each_role_sees_the_actions_it_may_take(
     await store.create_slotmap(B1_1, ClientSlot(client_id=24, slot_nr=0))
     live = (await api.get("/ui/live", headers=cookie(name))).text
     assert ('id="map-form"' in live) is can_map
-    assert ('data-pick="1:0"' in live) is can_map
+    assert (f'data-pick="card:{ICCIDS[0]}"' in live) is can_map  # B1:0 is mapped by card
     assert ("data-unmap=" in live) is can_map
     page = (await api.get("/ui", headers=cookie(name))).text
     assert ('id="global-reset"' in page) is can_reset

@@ -270,11 +270,29 @@ def read_script_runs(directory: Path) -> list[dict[str, str]]:
 class ShellProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
+        self.log = ""  # what stderr carried so far, as far as read
 
     async def line(self) -> str:
         assert self.proc.stdout is not None
         raw = await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)
         return raw.decode()
+
+    async def logged(self, text: str) -> None:
+        """Until a stderr line containing ``text`` has come (the shell's log, in order)."""
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                raw = await self.proc.stderr.readline()
+                assert raw, f"stderr ended without {text!r}:\n{self.log}"
+                self.log += raw.decode()
+                if text in raw.decode():
+                    return
+
+    async def rest_of_log(self) -> str:
+        """Everything stderr carried, to its end (the event scripts hold it open too)."""
+        assert self.proc.stderr is not None
+        self.log += (await asyncio.wait_for(self.proc.stderr.read(), TIMEOUT)).decode()
+        return self.log
 
     def type(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -314,7 +332,11 @@ class TestShell:
             srv, raw = await server.accept_client()
             assert raw == REF_CONNECT_CLIENT_REQ
             await eventually(lambda: len(list(runs.iterdir())) == 1)  # event-server-connect
-            shell.type("a0a40000023f00\n")  # not mapped yet: dropped
+            # Not mapped yet: dropped, and said so. stdin and the server link are separate
+            # channels, so the mapping goes out only once the shell has dealt with the line
+            # (else the shell may read it after the mapping, and rightly send it).
+            shell.type("a0a40000023f00\n")
+            await shell.logged("event MDM_TPDU not permitted in state UNCONFIGURED")
             srv.send(config_bank(bankd))
             await srv.expect(ConfigClientBankRes)
             bk, raw = await bankd.accept_client()
@@ -338,9 +360,7 @@ class TestShell:
             assert shell.proc.stdin is not None
             shell.proc.stdin.close()  # end of input ends the program
             assert await asyncio.wait_for(shell.proc.wait(), TIMEOUT) == 0
-            assert shell.proc.stderr is not None
-            stderr = (await shell.proc.stderr.read()).decode()
-            assert "STDIN was closed, terminating\n" in stderr
+            assert "STDIN was closed, terminating\n" in await shell.rest_of_log()
             assert bk.split_frames == 0 and srv.split_frames == 0
         finally:
             if shell.proc.returncode is None:

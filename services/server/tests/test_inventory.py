@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 import rspro
-from remsim_control import BankSlot, CardRecord, CardState, MemoryStore
+from remsim_control import BankSlot, CardRecord, CardState, ClientSlot, MemoryStore
 from remsim_server.server import RemsimServer
+from remsim_testing.rspro_peers import ScriptedConnection
 from remsim_testing.server import connect_bankd, running_server
 
 pytestmark = pytest.mark.timeout(30)
@@ -92,3 +93,95 @@ async def test_a_new_report_replaces_the_old_one(server: RemsimServer, store: Me
 
     await until(replaced)
     assert await store.card(ICCID) is None
+
+
+# --- a map made by card follows its card ---------------------------------------------------
+
+C23 = ClientSlot(client_id=23, slot_nr=0)
+B1_0, B1_1, B2_0 = (
+    BankSlot(bank_id=1, slot_nr=0),
+    BankSlot(bank_id=1, slot_nr=1),
+    BankSlot(bank_id=2, slot_nr=0),
+)
+
+
+def card_in(slot_nr: int, iccid: str = ICCID) -> rspro.CardInfo:
+    return rspro.CardInfo(slot_nr, rspro.CardState.PRESENT, ATR, iccid)
+
+
+MOVED = rspro.CardInventoryInd(1, (rspro.CardInfo(0, rspro.CardState.EMPTY), card_in(1)))
+"""B1's report after the card of slot 0 was put into slot 1."""
+
+
+async def maps_of(store: MemoryStore) -> list[tuple[BankSlot, ClientSlot, str | None]]:
+    return [(m.bank, m.client, m.iccid) for m in await store.list_slotmaps(visible_only=True)]
+
+
+async def bankd_with_the_card_in_slot_0(
+    server: RemsimServer, store: MemoryStore
+) -> ScriptedConnection:
+    bankd = await connect_bankd(server.rspro_port)
+    bankd.send(rspro.CardInventoryInd(1, (card_in(0), EMPTY)))
+
+    async def reported() -> bool:
+        return await store.card(ICCID) is not None
+
+    await until(reported)
+    return bankd
+
+
+async def handled(bankd: ScriptedConnection, store: MemoryStore) -> None:
+    """Wait until the server has handled what ``bankd`` sent so far: it handles a
+    connection's messages in order, so a report sent after them is kept after them."""
+    bankd.send(rspro.CardInventoryInd(1, (rspro.CardInfo(0, rspro.CardState.UNRESPONSIVE),)))
+
+    async def kept() -> bool:
+        return [c.state for c in await store.cards()] == [CardState.UNRESPONSIVE]
+
+    await until(kept)
+
+
+async def test_a_map_made_by_card_moves_with_its_card_to_another_slot(
+    server: RemsimServer, store: MemoryStore
+) -> None:
+    bankd = await bankd_with_the_card_in_slot_0(server, store)
+    await store.create_slotmap(B1_0, C23, ICCID)
+    bankd.send(MOVED)
+    await handled(bankd, store)
+    assert await maps_of(store) == [(B1_1, C23, ICCID)]
+
+
+async def test_a_map_follows_its_card_into_another_bank(
+    server: RemsimServer, store: MemoryStore
+) -> None:
+    await bankd_with_the_card_in_slot_0(server, store)
+    await store.create_slotmap(B1_0, C23, ICCID)
+    bank2 = await connect_bankd(server.rspro_port, bank_id=2, slots=1)
+    bank2.send(rspro.CardInventoryInd(2, (card_in(0),)))
+
+    async def moved() -> bool:
+        return await maps_of(store) == [(B2_0, C23, ICCID)]
+
+    await until(moved)
+
+
+async def test_a_map_stays_when_its_card_s_new_slot_is_mapped_already(
+    server: RemsimServer, store: MemoryStore
+) -> None:
+    bankd = await bankd_with_the_card_in_slot_0(server, store)
+    await store.create_slotmap(B1_0, C23, ICCID)
+    other = ClientSlot(client_id=24, slot_nr=0)
+    await store.create_slotmap(B1_1, other)
+    bankd.send(MOVED)
+    await handled(bankd, store)
+    assert await maps_of(store) == [(B1_0, C23, ICCID), (B1_1, other, None)]
+
+
+async def test_a_map_made_by_bank_slot_stays_on_its_slot(
+    server: RemsimServer, store: MemoryStore
+) -> None:
+    bankd = await bankd_with_the_card_in_slot_0(server, store)
+    await store.create_slotmap(B1_0, C23)
+    bankd.send(MOVED)
+    await handled(bankd, store)
+    assert await maps_of(store) == [(B1_0, C23, None)]

@@ -251,6 +251,13 @@ class StoreContract(AuditContract):
         assert slotmap.result is None
         assert await store.get_slotmap(65537) == slotmap
 
+    async def test_a_map_made_by_card_keeps_its_iccid(self, store: Store) -> None:
+        slotmap = await store.create_slotmap(B1_1, C23_0, "8949000000000000001")
+        assert slotmap.iccid == "8949000000000000001"
+        await store.update_slotmap(slotmap.serial, {NEW}, ACTIVE)
+        assert [m.iccid for m in await store.list_slotmaps()] == ["8949000000000000001"]
+        assert (await store.create_slotmap(B1_0, C24_0)).iccid is None
+
     async def test_slotmaps_are_listed_in_creation_order(self, store: Store) -> None:
         first = await store.create_slotmap(B2_0, C24_0)
         second = await store.create_slotmap(B1_0, C23_0)
@@ -295,6 +302,26 @@ class StoreContract(AuditContract):
         assert await store.list_slotmaps(bank_id=1) == [a, c]
         assert await store.list_slotmaps(client=C24_0) == [b]
         assert await store.list_slotmaps(bank_id=2, client=C23_0) == []
+
+    async def test_slotmaps_can_be_listed_by_bank_slots_in_every_state(self, store: Store) -> None:
+        old = await store.create_slotmap(B1_0, C23_0)
+        await store.update_slotmap(old.serial, {NEW}, ACTIVE)
+        await store.request_removal(old.id)  # hidden, still at the bank slot
+        other = await store.create_slotmap(B1_1, C24_0)
+        new = await store.create_slotmap(B1_0, C23_1)
+        await store.create_slotmap(B2_0, C23_0)
+        at_b1_0 = await store.list_slotmaps(bank_slots=[B1_0])
+        assert [(m.serial, m.state) for m in at_b1_0] == [
+            (old.serial, DELETE_REQ),
+            (new.serial, NEW),
+        ]
+        both = await store.list_slotmaps(bank_slots=[B1_1, B1_0])
+        assert [m.serial for m in both] == [old.serial, other.serial, new.serial]
+        assert await store.list_slotmaps(bank_slots=[B1_0], visible_only=True) == [new]
+        assert await store.list_slotmaps(bank_slots=[B1_0], client=C23_1) == [new]
+        assert await store.list_slotmaps(bank_slots=[]) == []
+        await store.remove_slotmap(old.serial, {DELETE_REQ})
+        assert await store.list_slotmaps(bank_slots=[B1_0]) == [new]
 
     async def test_removing_a_new_map_removes_it_at_once(self, store: Store) -> None:
         slotmap = await store.create_slotmap(B1_0, C23_0)

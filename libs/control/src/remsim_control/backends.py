@@ -30,6 +30,7 @@ import logging
 import os
 import secrets
 import socket
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -187,13 +188,28 @@ async def _connect_nats(url: str, prefix: str, core_id: str | None, timeout: flo
     )
 
 
+_pings: weakref.WeakKeyDictionary[object, asyncio.Future[bool]] = weakref.WeakKeyDictionary()
+"""The ping of each backend under way: callers that come while it is shared it."""
+
+
+async def _answers(backend: object) -> bool:
+    """Whether ``backend`` answers its ``ping()`` now (True if it has none). Concurrent
+    callers share one ping, so that a burst of requests costs one round trip to Redis and
+    one to NATS rather than one each (the answer is at most one round trip old)."""
+    ping = getattr(backend, "ping", None)
+    if ping is None:
+        return True
+    pending = _pings.get(backend)
+    if pending is None or pending.done():
+        pending = asyncio.ensure_future(ping())
+        _pings[backend] = pending
+    return bool(await asyncio.shield(pending))  # a cancelled caller leaves it to the others
+
+
 async def backends_ready(store: Store, bus: Bus) -> dict[str, bool]:
     """Whether each backend answers now, for ``/readyz`` (in-memory ones always do)."""
-    result = {}
-    for name, backend in (("store", store), ("bus", bus)):
-        ping = getattr(backend, "ping", None)
-        result[name] = bool(await ping()) if ping is not None else True
-    return result
+    store_ok, bus_ok = await asyncio.gather(_answers(store), _answers(bus))
+    return {"store": store_ok, "bus": bus_ok}
 
 
 async def require_ready(store: Store, bus: Bus) -> None:

@@ -96,6 +96,10 @@ class Slotmap(_Frozen):
     state: SlotmapState = SlotmapState.NEW
     result: str | None = None
     """The bankd's refusal (RSPRO ResultCode name) of the last createMappingReq, if any."""
+    iccid: str | None = None
+    """The card the map was made for (``POST /api/v1/slotmaps`` by card): when the card
+    inventory finds that card in another bank slot, the map moves there (the server removes
+    this map and makes one for the same client at the card's new slot, with this ICCID)."""
 
     @property
     def id(self) -> int:
@@ -205,6 +209,10 @@ class CardRecord(_Frozen):
     """Known only where the card gives EF_IMSI without a PIN."""
     last_seen: float
     """When the bankd last looked (epoch seconds)."""
+    tpdu_count: int | None = None
+    """TPDUs the card answered since its bankd started (None: none yet, or not reported)."""
+    last_activity: float | None = None
+    """When the card last answered a TPDU (epoch seconds, the server's clock)."""
 
 
 def card_order(card: CardRecord) -> tuple[int, int]:

@@ -12,6 +12,8 @@ Keys (``{prefix}`` is a hash tag, so a Redis Cluster keeps them in one slot):
 ``{p}:slotmap:bank``            hash ``bank:slot`` -> serial of the *visible* map there
 ``{p}:slotmap:client``          hash ``client:slot`` -> serial of the *visible* map there
 ``{p}:slotmaps:bank:<id>``      set of the serials of bank ``id``'s maps (every state)
+``{p}:slotmaps:bank:<id>:<n>``  set of the serials of the hidden maps at bank slot ``id:n``
+                                (and of any map there made since this index exists)
 ``{p}:slotmaps:client:<c>:<s>`` set of the serials of client slot ``c:s``'s maps
 ``{p}:banks``, ``{p}:clients``  hash id -> registry record JSON; with ``...:order`` zsets
 ``{p}:client_configs``          hash ``client:slot`` -> configuration JSON
@@ -49,11 +51,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterator
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -79,6 +83,8 @@ DEFAULT_PREFIX = "remsim"
 DEFAULT_LEASE_TTL = 15.0
 AUDIT_SCAN_BATCH = 1000
 """The most audit entries one script call of ``list_audit`` or ``prune_audit`` looks at."""
+SLOTS_PER_CALL = 1000
+"""The most bank slots one script call of ``list_slotmaps(bank_slots=...)`` looks up."""
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
 
@@ -100,6 +106,7 @@ local function drop(m, s)
     unindex(m, s, KEYS[2], KEYS[3])
     redis.call('HDEL', KEYS[1], s)
     redis.call('SREM', KEYS[4] .. m.bank.bank_id, s)
+    redis.call('SREM', KEYS[4] .. slot_key(m.bank, 'bank_id'), s)
     redis.call('SREM', KEYS[5] .. slot_key(m.client, 'client_id'), s)
 end
 local function in_list(value, first, last)
@@ -108,7 +115,7 @@ local function in_list(value, first, last)
 end
 """
 
-# KEYS: slotmaps, by_bank, by_client, serial, bank set, client set
+# KEYS: slotmaps, by_bank, by_client, serial, bank set, client set, bank slot set
 # ARGV: bank key, client key, map JSON (serial 0)
 _CREATE = """
 for _, k in ipairs({{KEYS[2], ARGV[1]}, {KEYS[3], ARGV[2]}}) do
@@ -128,6 +135,7 @@ redis.call('HSET', KEYS[2], ARGV[1], serial)
 redis.call('HSET', KEYS[3], ARGV[2], serial)
 redis.call('SADD', KEYS[5], serial)
 redis.call('SADD', KEYS[6], serial)
+redis.call('SADD', KEYS[7], serial)
 return {1, j}
 """
 
@@ -152,6 +160,25 @@ end
 return redis.call('HVALS', KEYS[1])
 """
 
+# KEYS: slotmaps, by_bank, bank set prefix; ARGV: bank keys. Every map at those bank slots
+# (JSON): the visible one from by_bank, the hidden ones from the bank slot sets (where a map
+# made before those sets existed is missing until it is hidden, see request_removal).
+_LIST_AT = """
+local seen, out = {}, {}
+for i = 1, #ARGV do
+    local serials = redis.call('SMEMBERS', KEYS[3] .. ARGV[i])
+    serials[#serials + 1] = redis.call('HGET', KEYS[2], ARGV[i])
+    for _, s in ipairs(serials) do
+        if s and not seen[s] then
+            seen[s] = true
+            local j = redis.call('HGET', KEYS[1], s)
+            if j then out[#out + 1] = j end
+        end
+    end
+end
+return out
+"""
+
 # KEYS: as the other slotmap scripts (KEYS[4], KEYS[5]: the bank and client set prefixes);
 # ARGV: bank key
 _REQUEST_REMOVAL = (
@@ -166,6 +193,7 @@ if m.state == 'NEW' then
     drop(m, s)
 else
     unindex(m, s, KEYS[2], KEYS[3])
+    redis.call('SADD', KEYS[4] .. ARGV[1], s)
     m.state = 'DELETE_REQ'
     redis.call('HSET', KEYS[1], s, cjson.encode(m))
 end
@@ -445,6 +473,83 @@ return 1
 """
 
 
+class _Batcher:
+    """Sends the script calls made while one is on its way together, as one pipeline (not a
+    transaction: each script stays atomic on its own, and they run in the order called).
+    With many connections acting at once (a burst of maps), a core then pays one round
+    trip, one write and one read for a whole batch rather than for each call; a call alone
+    goes out at once, as before."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._queue: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((script, keys, args, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                if len(batch) == 1:
+                    script, keys, args, _ = batch[0]
+                    results: list[Any] = [await _outcome(script(keys=keys, args=args))]
+                else:
+                    results = await self._pipeline(batch)
+            except asyncio.CancelledError:
+                for *_, future in [*batch, *self._queue]:
+                    future.cancel()
+                raise
+            except Exception as exc:  # the connection broke: every call of the batch
+                results = [exc] * len(batch)
+            try:
+                for (script, keys, args, future), result in zip(batch, results, strict=True):
+                    if isinstance(result, NoScriptError):  # Redis forgot it (restarted)
+                        result = await _outcome(script(keys=keys, args=args))  # loads it again
+                    if future.done():  # its caller gave up
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+            finally:  # never leave a caller waiting, whatever went wrong above
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(RedisConnectionError("the batch was not sent"))
+
+    async def _pipeline(
+        self, batch: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+
+async def _outcome(call: Awaitable[Any]) -> Any:
+    """The result of ``call``, or the exception it raised."""
+    try:
+        return await call
+    except Exception as exc:
+        return exc
+
+
+class _Script:
+    """A registered script whose calls go through a ``_Batcher``."""
+
+    def __init__(self, batcher: _Batcher, script: AsyncScript) -> None:
+        self._batcher = batcher
+        self._script = script
+
+    async def __call__(self, keys: list[Any] | None = None, args: list[Any] | None = None) -> Any:
+        return await self._batcher.call(self._script, list(keys or ()), list(args or ()))
+
+
 @contextlib.contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
     try:
@@ -502,10 +607,15 @@ class RedisStore:
         self._k_audit_clock = f"{p}:audit:clock"
         self._k_audit_by_clock = f"{p}:audit:by_clock"
         self.audit_scan_batch = AUDIT_SCAN_BATCH
-        script = redis.register_script
+        batcher = _Batcher(redis)
+
+        def script(source: str) -> _Script:
+            return _Script(batcher, redis.register_script(source))
+
         self._create = script(_CREATE)
         self._get = script(_GET)
         self._list = script(_LIST)
+        self._list_at = script(_LIST_AT)
         self._request_removal = script(_REQUEST_REMOVAL)
         self._update = script(_UPDATE)
         self._remove = script(_REMOVE)
@@ -567,13 +677,16 @@ class RedisStore:
     def _slotmap_keys(self) -> list[str]:
         return [self._k_slotmaps, self._k_by_bank, self._k_by_client]
 
-    async def create_slotmap(self, bank: BankSlot, client: ClientSlot) -> Slotmap:
-        template = Slotmap(serial=0, bank=bank, client=client).model_dump_json()
+    async def create_slotmap(
+        self, bank: BankSlot, client: ClientSlot, iccid: str | None = None
+    ) -> Slotmap:
+        template = Slotmap(serial=0, bank=bank, client=client, iccid=iccid).model_dump_json()
         keys = [
             *self._slotmap_keys(),
             self._k_serial,
             f"{self._k_bank_set}{bank.bank_id}",
             f"{self._k_client_set}{_client_key(client)}",
+            f"{self._k_bank_set}{_bank_key(bank)}",
         ]
         with _unavailable_on_failure():
             created, data = await self._create(
@@ -596,16 +709,23 @@ class RedisStore:
         *,
         bank_id: int | None = None,
         client: ClientSlot | None = None,
+        bank_slots: Collection[BankSlot] | None = None,
         visible_only: bool = False,
     ) -> list[Slotmap]:
         keys = [self._k_slotmaps]
-        # Read the smaller index where one applies; the other filter is checked here.
+        slots = None if bank_slots is None else {_bank_key(slot) for slot in bank_slots}
+        # Read the smallest index that applies; the other filters are checked here.
         if client is not None:
             keys.append(f"{self._k_client_set}{_client_key(client)}")
-        elif bank_id is not None:
-            keys.append(f"{self._k_bank_set}{bank_id}")
-        with _unavailable_on_failure():
-            rows = await self._list(keys=keys)
+            with _unavailable_on_failure():
+                rows = await self._list(keys=keys)
+        elif slots is not None:
+            rows = await self._list_at_bank_slots(sorted(slots))
+        else:
+            if bank_id is not None:
+                keys.append(f"{self._k_bank_set}{bank_id}")
+            with _unavailable_on_failure():
+                rows = await self._list(keys=keys)
         slotmaps = (Slotmap.model_validate_json(row) for row in rows)
         return sorted(
             (
@@ -613,10 +733,19 @@ class RedisStore:
                 for slotmap in slotmaps
                 if (bank_id is None or slotmap.bank.bank_id == bank_id)
                 and (client is None or slotmap.client == client)
+                and (slots is None or _bank_key(slotmap.bank) in slots)
                 and (not visible_only or slotmap.state.visible)
             ),
             key=lambda slotmap: slotmap.serial,
         )
+
+    async def _list_at_bank_slots(self, slots: list[str]) -> list[str]:
+        keys = [self._k_slotmaps, self._k_by_bank, self._k_bank_set]
+        rows: list[str] = []
+        for first in range(0, len(slots), SLOTS_PER_CALL):
+            with _unavailable_on_failure():
+                rows += await self._list_at(keys=keys, args=slots[first : first + SLOTS_PER_CALL])
+        return rows
 
     async def request_removal(self, slotmap_id: int) -> Slotmap | None:
         if (bank := slotmap_bank(slotmap_id)) is None:

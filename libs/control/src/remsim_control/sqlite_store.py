@@ -66,6 +66,10 @@ BUSY_TIMEOUT_MS = 2000
 """How long a statement waits for a lock held by another connection (an operator's
 ``sqlite3`` shell writing to the file) before failing as ``BackendUnavailable``."""
 
+SLOTS_PER_SELECT = 250
+"""Bank slots looked up by one SELECT of ``list_slotmaps(bank_slots=...)`` (two parameters
+each: well below SQLite's limit of parameters per statement)."""
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -125,6 +129,14 @@ _CARDS = (
     "CREATE INDEX IF NOT EXISTS cards_iccid ON cards (iccid)",
 )
 
+# The maps at a bank slot in every state (``list_slotmaps(bank_slots=...)``, on every event):
+# an index added after schema 1 as well, where missing.
+_SLOT_INDEX = "CREATE INDEX IF NOT EXISTS slotmaps_bank_slot ON slotmaps (bank_id, bank_slot)"
+
+# The card a map was made for (added after schema 1 like the inventory: a column added where
+# missing).
+_SLOTMAP_ICCID = "ALTER TABLE slotmaps ADD COLUMN iccid TEXT"
+
 # The registry, per connection (``ord``: registration order).
 _REGISTRY = (
     """CREATE TEMP TABLE banks (
@@ -141,17 +153,18 @@ _REGISTRY = (
     )""",
 )
 
-_SLOTMAP_COLUMNS = "serial, bank_id, bank_slot, client_id, client_slot, state, result"
+_SLOTMAP_COLUMNS = "serial, bank_id, bank_slot, client_id, client_slot, state, result, iccid"
 
 
 def _slotmap(row: tuple[Any, ...]) -> Slotmap:
-    serial, bank_id, bank_slot, client_id, client_slot, state, result = row
+    serial, bank_id, bank_slot, client_id, client_slot, state, result, iccid = row
     return Slotmap(
         serial=serial,
         bank=BankSlot(bank_id=bank_id, slot_nr=bank_slot),
         client=ClientSlot(client_id=client_id, slot_nr=client_slot),
         state=SlotmapState(state),
         result=result,
+        iccid=iccid,
     )
 
 
@@ -164,6 +177,23 @@ def _select_maps(db: sqlite3.Connection, where: str, params: Iterable[Any] = ())
         f"SELECT {_SLOTMAP_COLUMNS} FROM slotmaps WHERE {where} ORDER BY serial", tuple(params)
     )
     return [_slotmap(row) for row in rows]
+
+
+def _select_maps_at(
+    db: sqlite3.Connection, slots: list[tuple[int, int]], where: str, params: list[Any]
+) -> list[Slotmap]:
+    """The maps at the bank slots ``slots`` (bank id, slot number) matching ``where``."""
+    found: list[Slotmap] = []
+    for first in range(0, len(slots), SLOTS_PER_SELECT):
+        chunk = slots[first : first + SLOTS_PER_SELECT]
+        values = ", ".join("(?, ?)" for _ in chunk)
+        found += _select_maps(
+            db,
+            f"(bank_id, bank_slot) IN (VALUES {values}) AND {where}",
+            [n for slot in chunk for n in slot] + params,
+        )
+    found.sort(key=lambda slotmap: slotmap.serial)
+    return found
 
 
 def _release(db: sqlite3.Connection, banks: str, params: Iterable[Any] = ()) -> list[Slotmap]:
@@ -243,8 +273,11 @@ class SqliteStore:
                 if version == 0:
                     for statement in _SCHEMA:
                         db.execute(statement)
-                for statement in (*_CARDS, *_REGISTRY):
+                for statement in (*_CARDS, _SLOT_INDEX, *_REGISTRY):
                     db.execute(statement)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(slotmaps)")}
+                if "iccid" not in columns:
+                    db.execute(_SLOTMAP_ICCID)
         except BaseException:
             db.close()
             raise
@@ -265,8 +298,10 @@ class SqliteStore:
 
     # --- slotmaps ---------------------------------------------------------------------
 
-    async def create_slotmap(self, bank: BankSlot, client: ClientSlot) -> Slotmap:
-        return await self._run(_create_slotmap, bank, client)
+    async def create_slotmap(
+        self, bank: BankSlot, client: ClientSlot, iccid: str | None = None
+    ) -> Slotmap:
+        return await self._run(_create_slotmap, bank, client, iccid)
 
     async def get_slotmap(self, slotmap_id: int) -> Slotmap | None:
         if (bank := slotmap_bank(slotmap_id)) is None:
@@ -278,6 +313,7 @@ class SqliteStore:
         *,
         bank_id: int | None = None,
         client: ClientSlot | None = None,
+        bank_slots: Collection[BankSlot] | None = None,
         visible_only: bool = False,
     ) -> list[Slotmap]:
         where: list[str] = ["1"]
@@ -290,6 +326,9 @@ class SqliteStore:
             params += [client.client_id, client.slot_nr]
         if visible_only:
             where.append(f"state IN ({_VISIBLE})")
+        if bank_slots is not None:
+            slots = sorted({(slot.bank_id, slot.slot_nr) for slot in bank_slots})
+            return await self._run(_select_maps_at, slots, " AND ".join(where), params)
         return await self._run(_select_maps, " AND ".join(where), params)
 
     async def request_removal(self, slotmap_id: int) -> Slotmap | None:
@@ -431,7 +470,9 @@ def _visible_map_at(db: sqlite3.Connection, bank: BankSlot) -> Slotmap | None:
     return found[0] if found else None
 
 
-def _create_slotmap(db: sqlite3.Connection, bank: BankSlot, client: ClientSlot) -> Slotmap:
+def _create_slotmap(
+    db: sqlite3.Connection, bank: BankSlot, client: ClientSlot, iccid: str | None
+) -> Slotmap:
     in_the_way = _select_maps(
         db,
         f"state IN ({_VISIBLE}) AND ((bank_id = ? AND bank_slot = ?) "
@@ -441,12 +482,12 @@ def _create_slotmap(db: sqlite3.Connection, bank: BankSlot, client: ClientSlot) 
     if in_the_way:
         raise SlotInUse(in_the_way[0])
     cursor = db.execute(
-        "INSERT INTO slotmaps (bank_id, bank_slot, client_id, client_slot, state) "
-        "VALUES (?, ?, ?, ?, 'NEW')",
-        (bank.bank_id, bank.slot_nr, client.client_id, client.slot_nr),
+        "INSERT INTO slotmaps (bank_id, bank_slot, client_id, client_slot, state, iccid) "
+        "VALUES (?, ?, ?, ?, 'NEW', ?)",
+        (bank.bank_id, bank.slot_nr, client.client_id, client.slot_nr, iccid),
     )
     assert cursor.lastrowid is not None
-    return Slotmap(serial=cursor.lastrowid, bank=bank, client=client)
+    return Slotmap(serial=cursor.lastrowid, bank=bank, client=client, iccid=iccid)
 
 
 def _request_removal(db: sqlite3.Connection, bank: BankSlot) -> Slotmap | None:

@@ -28,8 +28,11 @@ from remsim_control.models import (
 class Store(Protocol):
     # --- slotmaps ---------------------------------------------------------------------
 
-    async def create_slotmap(self, bank: BankSlot, client: ClientSlot) -> Slotmap:
-        """Add a ``NEW`` map with a fresh serial.
+    async def create_slotmap(
+        self, bank: BankSlot, client: ClientSlot, iccid: str | None = None
+    ) -> Slotmap:
+        """Add a ``NEW`` map with a fresh serial; ``iccid``: the card it is made for (the
+        map follows that card to another slot).
 
         Raises ``SlotInUse`` if a visible map (NEW, UNACKNOWLEDGED, ACTIVE) uses the same
         bank slot or the same client slot; maps being deleted do not block.
@@ -45,10 +48,13 @@ class Store(Protocol):
         *,
         bank_id: int | None = None,
         client: ClientSlot | None = None,
+        bank_slots: Collection[BankSlot] | None = None,
         visible_only: bool = False,
     ) -> list[Slotmap]:
         """Maps in creation order, in every state unless ``visible_only``; optionally only
-        those of one bank or of one client slot."""
+        those of one bank, of one client slot, or at the ``bank_slots`` given. One client
+        slot's or a few bank slots' maps are found by an index, without looking at the
+        others (a connection re-reads them on every event)."""
         ...
 
     async def request_removal(self, slotmap_id: int) -> Slotmap | None:

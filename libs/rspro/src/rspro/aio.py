@@ -4,6 +4,12 @@ One ``RsproStream`` per TCP connection. Bytes are moved by an ``asyncio.Protocol
 reader task, no copies beyond the framer), keepalive timers run on the loop, and every
 frame is written with a single ``transport.write`` (deployed bankds drop a client whose
 frame arrives split). TCP_NODELAY is set on every socket: the TPDU path is latency-bound.
+
+The TPDUs of a card session take a shorter way (``rspro.tpdu.TpduFrames``): a TPDU sent with
+the default envelope and flags is written from pre-encoded frame bytes, and a received chunk
+that is exactly one such TPDU of the slot pair last sent is turned into its PDU by a few
+byte comparisons, the framer and the decoder skipped. The bytes on the wire and the PDUs
+delivered are the same either way.
 """
 
 from __future__ import annotations
@@ -24,8 +30,17 @@ from .connection import (
     RsproConnection,
 )
 from .errors import ConnectionClosedError, KeepaliveTimeoutError, RsproError
-from .messages import Message, RsproPdu
+from .messages import (
+    NO_FLAGS,
+    BankSlot,
+    ClientSlot,
+    Message,
+    RsproPdu,
+    TpduCardToModem,
+    TpduModemToCard,
+)
 from .tls import connect_tls
+from .tpdu import TpduFrames
 
 log = logging.getLogger("rspro")
 
@@ -75,6 +90,7 @@ class RsproStream(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._error: RsproError | None = None
         self._closed = self._loop.create_future()
+        self._frames: TpduFrames | None = None  # the slot pair of the last TPDU sent
         self.peername: tuple[str, int] = ("", 0)
         self.sockname: tuple[str, int] = ("", 0)
 
@@ -92,6 +108,19 @@ class RsproStream(asyncio.Protocol):
             self._on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
+        frames = self._frames
+        if frames is not None and not self.conn.buffered and not self.conn.closed:
+            if self.conn.initiator:  # a client: the bankd's answers
+                pdu = frames.card_to_modem_pdu(data)
+            else:
+                pdu = frames.modem_to_card_pdu(data)
+            if pdu is not None:
+                if self._receiver is None:
+                    self._inbox.append(pdu)
+                    self._wake()
+                else:
+                    self._deliver(pdu)
+                return
         try:
             events = self.conn.receive_data(data, self._loop.time())
         except RsproError as exc:
@@ -152,8 +181,40 @@ class RsproStream(asyncio.Protocol):
             if isinstance(self._error, ConnectionClosedError):
                 raise self._error
             raise ConnectionClosedError(f"connection is closed: {self._error or 'locally'}")
+        if (
+            (type(msg) is TpduModemToCard or type(msg) is TpduCardToModem)
+            and msg.flags is NO_FLAGS
+            and not self.conn.closed
+        ):
+            self._send_tpdu(msg)
+            return
         self.conn.send(msg)
         self._flush()
+
+    def _send_tpdu(self, msg: TpduModemToCard | TpduCardToModem) -> None:
+        """``send(msg)`` from pre-encoded frames: the same bytes, one write."""
+        if isinstance(msg, TpduModemToCard):
+            frame = self._tpdu_frames(msg.from_client_slot, msg.to_bank_slot).modem_to_card(
+                msg.data
+            )
+        else:
+            frame = self._tpdu_frames(msg.to_client_slot, msg.from_bank_slot).card_to_modem(
+                msg.data
+            )
+        pending = self.conn.data_to_send()  # nothing, unless queued without a flush
+        assert self._transport is not None
+        self._transport.write(pending + frame if pending else frame)
+
+    def _tpdu_frames(self, client: ClientSlot, bank: BankSlot) -> TpduFrames:
+        """The frames of this slot pair (those of the last TPDU sent, usually)."""
+        frames = self._frames
+        if (
+            frames is None
+            or (frames.client is not client and frames.client != client)
+            or (frames.bank is not bank and frames.bank != bank)
+        ):
+            frames = self._frames = TpduFrames(client, bank)
+        return frames
 
     def set_receiver(self, receiver: Callable[[RsproPdu], None] | None) -> None:
         """Have each PDU handed to ``receiver(pdu)`` as it arrives, instead of ``recv()``.

@@ -119,6 +119,11 @@ class RsproConnection:
 
     # --- receiving ------------------------------------------------------------------------
 
+    @property
+    def buffered(self) -> int:
+        """Received bytes of an incomplete frame held back (0: the next bytes start a frame)."""
+        return self._framer.buffered
+
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Feed received bytes. Raises IpaFramingError when the stream is broken."""
         if self.closed:

@@ -361,13 +361,18 @@ class ResetStateRes(Message):
 
 @dataclass(frozen=True, slots=True)
 class CardInfo:
-    """One bank slot in a card inventory; ``atr``, ``iccid``, ``imsi`` only where known."""
+    """One bank slot in a card inventory; ``atr``, ``iccid``, ``imsi`` only where known.
+    ``tpdu_count``, ``idle_ms``: the slot's card activity (extension additions), set once
+    the card answered a TPDU: how many since the bankd started, and milliseconds since the
+    last one when the report was sent."""
 
     slot_nr: int
     state: CardState
     atr: bytes | None = None
     iccid: str | None = None
     imsi: str | None = None
+    tpdu_count: int | None = None
+    idle_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

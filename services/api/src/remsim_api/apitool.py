@@ -98,6 +98,15 @@ class Api:
     def delete(self, suffix: str) -> None:
         self._request("DELETE", suffix)
 
+    def own(self, method: str, suffix: str, body: Any = None) -> None:
+        """A request to remsim's own API; prints its JSON answer, if any, as ``show``."""
+        response = self._request(method, suffix, body, prefix=OWN_PREFIX)
+        try:
+            decoded = response.json()
+        except ValueError:
+            return
+        print(f"{OWN_PREFIX}{suffix}: {decoded!r}")
+
 
 def _describe(response: httpx.Response) -> str:
     status = f"{response.status_code} {response.reason_phrase}"
@@ -187,7 +196,100 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_argument(
         "-a", "--show-all", action="store_true", help="show clients, banks and slotmaps"
     )
+    _pool_commands(commands)
     return parser
+
+
+def _pool_commands(commands: argparse._MutuallyExclusiveGroup) -> None:
+    """SIM pools, groups, rules, card states and leases (remsim's /api/v1, remsim_api.pools)."""
+    add = commands.add_argument
+    for what in ("pools", "groups", "rules", "card-states"):
+        add(f"--show-{what}", action="store_true", help=f"show the {what.replace('-', ' ')}")
+    add(
+        "--pool",
+        nargs="+",
+        metavar=("NAME", "CARD"),
+        help="create or replace a SIM pool of these cards (ICCIDs, or bank slots as B1:0)",
+    )
+    add(
+        "--group",
+        nargs="+",
+        metavar=("NAME", "CLIENT"),
+        help="create or replace a client group of these client slots (as 23:0)",
+    )
+    add("--rule", nargs=2, metavar=("NAME", "JSON"),
+        help='create or replace a rule, e.g. \'{"group": "modems", "pools": ["A"], '
+        '"method": "cyclic"}\'')  # fmt: skip
+    add("--delete-pool", metavar="NAME", help="delete a SIM pool")
+    add("--delete-group", metavar="NAME", help="delete a client group")
+    add("--delete-rule", metavar="NAME", help="delete a rule")
+    add("--disable-card", metavar="CARD", help="never assign this card (ICCID or B1:0)")
+    add("--enable-card", metavar="CARD", help="assign this card again (clears a block)")
+    add(
+        "--lease",
+        nargs=3,
+        metavar=("BANK_ID", "BANK_SLOT", "SECONDS"),
+        help="the slotmap of this bank slot ends SECONDS from now (sets or extends its lease)",
+    )
+    add("--release", nargs=2, metavar=("BANK_ID", "BANK_SLOT"),
+        help="end the slotmap of this bank slot now (a rule assigns the next card)")  # fmt: skip
+
+
+def _client_slot(text: str) -> dict[str, int]:
+    client_id, sep, slot_nr = text.partition(":")
+    if not sep:
+        raise ApitoolError(f"not a client slot (CLIENT_ID:SLOT_NR): {text!r}")
+    return {"clientId": _number(client_id), "slotNr": _number(slot_nr)}
+
+
+def _card(text: str) -> dict[str, Any]:
+    if text.upper().startswith("B") and ":" in text:
+        bank_id, _, slot_nr = text[1:].partition(":")
+        return {"bank": {"bankId": _number(bank_id), "slotNr": _number(slot_nr)}}
+    return {"iccid": text}
+
+
+def _run_pool_command(api: Api, args: argparse.Namespace) -> bool:
+    """Carry out a pool command, if one was given."""
+    for what in ("pools", "groups", "rules", "card_states"):
+        if getattr(args, f"show_{what}"):
+            api.own("GET", "/" + what.replace("_", "-"))
+            return True
+    if args.pool:
+        name, *cards = args.pool
+        api.own("PUT", f"/pools/{name}", {"cards": [_card(card) for card in cards]})
+    elif args.group:
+        name, *clients = args.group
+        api.own("PUT", f"/groups/{name}", {"clients": [_client_slot(c) for c in clients]})
+    elif args.rule:
+        name, text = args.rule
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise ApitoolError(f"the rule is not JSON: {exc}") from exc
+        api.own("PUT", f"/rules/{name}", body)
+    elif args.delete_pool or args.delete_group or args.delete_rule:
+        for what in ("pool", "group", "rule"):
+            if name := getattr(args, f"delete_{what}"):
+                api.own("DELETE", f"/{what}s/{name}")
+    elif args.disable_card or args.enable_card:
+        card, state = (args.disable_card, "disabled") if args.disable_card else (
+            args.enable_card, "enabled")  # fmt: skip
+        api.own("PUT", f"/card-states/{card}", {"state": state})
+    elif args.lease:
+        bank_id, bank_slot, seconds = args.lease
+        try:
+            duration = float(seconds)
+        except ValueError as exc:
+            raise ApitoolError(f"not a number of seconds: {seconds!r}") from exc
+        slotmap_id = _number(bank_id) * 65536 + _number(bank_slot)
+        api.own("PUT", f"/slotmaps/{slotmap_id}/lease", {"duration": duration})
+    elif args.release:
+        bank_id, bank_slot = args.release
+        api.own("POST", f"/slotmaps/{_number(bank_id) * 65536 + _number(bank_slot)}/release")
+    else:
+        return False
+    return True
 
 
 def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -203,6 +305,8 @@ def run(args: argparse.Namespace) -> None:
     api = Api(args.host, args.port, args.verbose, token=args.token, tls=_tls(args))
     if args.verbose:
         print("verbosity = ", args.verbose)
+    if _run_pool_command(api, args):
+        return
     if args.reset:
         api.post("/global-reset")
     elif args.show_clients:

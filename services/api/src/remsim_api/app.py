@@ -21,6 +21,7 @@ checks, bearer tokens and roles when configured, and the audit entry of every ch
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
@@ -36,6 +37,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from remsim_api import audit, cards, metrics, paths, problems, ui
+from remsim_api import pools as pool_api
 from remsim_api.limits import BodyLimit
 from remsim_api.problems import ApiError
 from remsim_api.schemas import (
@@ -43,6 +45,9 @@ from remsim_api.schemas import (
     BankList,
     Client,
     ClientList,
+    SlotmapBatchCreate,
+    SlotmapBatchItem,
+    SlotmapBatchOut,
     SlotmapByCardCreate,
     SlotmapByCardOut,
     SlotmapCreate,
@@ -87,12 +92,16 @@ own_router = APIRouter(prefix=paths.OWN_PREFIX, generate_unique_id_function=_ope
 """remsim's own operations that share this module's slotmap logic (``/api/v1/slotmaps``)."""
 
 
-def _store(request: Request) -> Store:
+# The dependencies are coroutines: FastAPI runs a plain function in a worker thread, which
+# cost more than the request's own work (a thread hand-off per dependency and request).
+
+
+async def _store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def _bus(request: Request) -> Bus:
+async def _bus(request: Request) -> Bus:
     bus: Bus = request.app.state.bus
     return bus
 
@@ -120,14 +129,21 @@ SlotmapId = Annotated[
 ]
 
 
-def _require_json(request: Request) -> None:
+async def _require_json(request: Request) -> None:
     if not is_json(request.headers.get("content-type", "")):
         raise ApiError(415, "the body must be sent as Content-Type: application/json")
 
 
-async def _require_backends(store: StoreDep, bus: BusDep) -> None:
+def _backends(request: Request) -> tuple[Store, Bus]:
+    """The store and the bus, for the routes that change something: taken from the app
+    rather than as dependencies, since FastAPI's dependency resolution was a good part of
+    such a request's CPU (a POST /slotmaps per map)."""
+    return request.app.state.store, request.app.state.bus
+
+
+async def _require_backends(request: Request) -> None:
     """Refuse a change while the cores could not hear of it."""
-    await require_ready(store, bus)
+    await require_ready(*_backends(request))
 
 
 async def _announce(bus: Bus, event: Event) -> None:
@@ -228,10 +244,9 @@ async def list_slotmaps(store: StoreDep) -> SlotmapList:
     },
     summary="Create a slotmap",
 )
-async def create_slotmap(
-    body: SlotmapCreate, request: Request, response: Response, store: StoreDep, bus: BusDep
-) -> SlotmapOut:
+async def create_slotmap(body: SlotmapCreate, request: Request, response: Response) -> SlotmapOut:
     bank, client = body.bank.to_model(), body.client.to_model()
+    store, bus = _backends(request)
     return SlotmapOut.of(await _add_slotmap(request, response, store, bus, bank, client))
 
 
@@ -242,11 +257,13 @@ async def _add_slotmap(
     bus: Bus,
     bank: BankSlot,
     client: ClientSlot,
+    iccid: str | None = None,
 ) -> Slotmap:
-    """Map ``bank`` to ``client``: store, log, announce (409: a slot in use)."""
+    """Map ``bank`` to ``client`` (for the card ``iccid``): store, log, announce (409: a
+    slot in use)."""
     _note_slots(request, bank, client)
     try:
-        slotmap = await store.create_slotmap(bank, client)
+        slotmap = await store.create_slotmap(bank, client, iccid)
     except SlotInUse as exc:
         existing = SlotmapOut.of(exc.existing).model_dump(exclude_none=True)
         raise ApiError(409, str(exc), slotmap=existing) from exc
@@ -263,7 +280,8 @@ async def _add_slotmap(
     dependencies=[Depends(_require_json), Depends(_require_backends)],
     responses={
         201: {
-            "description": "Created at the card's bank slot now; the map stays on that slot.",
+            "description": "Created at the card's bank slot now; when the card inventory "
+            "finds the card in another bank slot, the map moves there.",
             "headers": {
                 "Location": {"description": "The new slotmap", "schema": {"type": "string"}}
             },
@@ -273,22 +291,76 @@ async def _add_slotmap(
     summary="Create a slotmap by card (ICCID) or by bank slot",
 )
 async def create_slotmap_by_card(
-    body: SlotmapByCardCreate, request: Request, response: Response, store: StoreDep, bus: BusDep
+    body: SlotmapByCardCreate, request: Request, response: Response
 ) -> SlotmapByCardOut:
     """Like ``POST /api/backend/v1/slotmaps``, but ``card`` may name the card instead of
     its bank slot: the inventory's slot of that ICCID now (404 if no bankd reported it)."""
+    store, bus = _backends(request)
     client = body.client.to_model()
     if body.card is None:
         assert body.bank is not None  # SlotmapByCardCreate names one of them
         slotmap = await _add_slotmap(request, response, store, bus, body.bank.to_model(), client)
+        await pool_api.lease_at_creation(store, slotmap, body.expiresAt, body.duration)
         return SlotmapByCardOut.of_card(slotmap, None)
     iccid = body.card.iccid.upper()
     card = await store.card(iccid)
     if card is None:
         audit.note(request.scope, client_id=client.client_id, client_slot=client.slot_nr)
         raise ApiError(404, f"no card with ICCID {iccid} is known")
-    slotmap = await _add_slotmap(request, response, store, bus, card.bank_slot, client)
+    slotmap = await _add_slotmap(request, response, store, bus, card.bank_slot, client, iccid)
+    await pool_api.lease_at_creation(store, slotmap, body.expiresAt, body.duration)
     return SlotmapByCardOut.of_card(slotmap, iccid)
+
+
+@own_router.post(
+    "/slotmaps:batch",
+    response_model_exclude_none=True,
+    dependencies=[Depends(_require_json), Depends(_require_backends)],
+    responses={
+        200: {"description": "One outcome per map, in the request's order."},
+        **problem_responses(400, 415, 503),
+    },
+    summary="Create up to 1,000 slotmaps",
+)
+async def create_slotmaps(body: SlotmapBatchCreate, request: Request) -> SlotmapBatchOut:
+    """Each map as ``POST /api/v1/slotmaps`` would make it, in the request's order (of two
+    maps of the batch that use one slot, the first is made): its outcome says 201 (made,
+    announced), 404 (no card with that ICCID) or 409 (a slot in use). A back-end mapping a
+    whole fleet sends one request per thousand maps; the maps' store writes share round
+    trips to Redis. One audit entry records the request."""
+    store, bus = _backends(request)
+    inventory = (
+        {card.iccid: card for card in await store.cards() if card.iccid is not None}
+        if any(item.card is not None for item in body.slotmaps)
+        else {}
+    )
+
+    async def one(item: SlotmapByCardCreate) -> SlotmapBatchItem:
+        client, iccid = item.client.to_model(), None
+        if item.card is not None:
+            iccid = item.card.iccid.upper()
+            if (card := inventory.get(iccid)) is None:
+                return SlotmapBatchItem(status=404, detail=f"no card with ICCID {iccid} is known")
+            bank = card.bank_slot
+        else:
+            assert item.bank is not None  # SlotmapByCardCreate names one of them
+            bank = item.bank.to_model()
+        try:
+            slotmap = await store.create_slotmap(bank, client, iccid)
+        except SlotInUse as exc:
+            return SlotmapBatchItem(
+                status=409, detail=str(exc), existing=SlotmapOut.of(exc.existing)
+            )
+        maplog.info("slotmap added", extra=_slotmap_fields(slotmap))
+        await _announce(bus, SlotmapEvent.of(slotmap))
+        await pool_api.lease_at_creation(store, slotmap, item.expiresAt, item.duration)
+        return SlotmapBatchItem(status=201, slotmap=SlotmapByCardOut.of_card(slotmap, iccid))
+
+    # Started in order, so each store takes the creations in the request's order.
+    results = await asyncio.gather(*(one(item) for item in body.slotmaps))
+    made = sum(result.status == 201 for result in results)
+    audit.note(request.scope, detail=f"{made} of {len(results)} slotmaps created")
+    return SlotmapBatchOut(results=list(results))
 
 
 @router.get(
@@ -314,9 +386,8 @@ async def get_slotmap(slotmap_id: SlotmapId, store: StoreDep) -> SlotmapOut:
     },
     summary="Delete a slotmap",
 )
-async def delete_slotmap(
-    slotmap_id: SlotmapId, request: Request, store: StoreDep, bus: BusDep
-) -> Response:
+async def delete_slotmap(slotmap_id: SlotmapId, request: Request) -> Response:
+    store, bus = _backends(request)
     audit.note(request.scope, bank_id=slotmap_id >> 16, bank_slot=slotmap_id & 0xFFFF)
     slotmap = await store.request_removal(slotmap_id)
     if slotmap is None:
@@ -334,10 +405,14 @@ async def delete_slotmap(
     responses={200: {"description": "Every slotmap is being deleted."}, **problem_responses(503)},
     summary="Delete all slotmaps",
 )
-async def global_reset(request: Request, store: StoreDep, bus: BusDep) -> Response:
+async def global_reset(request: Request) -> Response:
+    store, bus = _backends(request)
+    visible = await store.list_slotmaps(visible_only=True)
+    # All at once: with Redis, the removals share round trips (remsim_control.redis_store).
+    outcomes = await asyncio.gather(*(store.request_removal(m.id) for m in visible))
     removed = 0
-    for slotmap in await store.list_slotmaps(visible_only=True):
-        if await store.request_removal(slotmap.id) is not None:
+    for slotmap, outcome in zip(visible, outcomes, strict=True):
+        if outcome is not None:
             maplog.info("slotmap deleted by global reset", extra=_slotmap_fields(slotmap))
             removed += 1
     audit.note(request.scope, detail=f"{removed} slotmaps deleted")
@@ -380,6 +455,23 @@ def health_routes(
 
 
 # --- the app -------------------------------------------------------------------------------
+
+
+BATCH_BODY_SIZE = 256 * 1024
+"""Bytes of a ``POST /api/v1/slotmaps:batch`` body (1,000 maps take about 70 KiB); every
+other request has ``remsim_api.limits.MAX_BODY_SIZE``."""
+
+
+class BatchBodyLimit:
+    """``BodyLimit``, with ``BATCH_BODY_SIZE`` for the batch of slotmaps."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.default = BodyLimit(app)
+        self.batch = BodyLimit(app, BATCH_BODY_SIZE)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        batch = scope["type"] == "http" and scope["path"].rstrip("/") == paths.OWN_SLOTMAPS_BATCH
+        await (self.batch if batch else self.default)(scope, receive, send)
 
 
 class NormalizePath:
@@ -446,6 +538,7 @@ def create_app(
                 *own_router.routes,
                 *audit.router.routes,
                 *cards.router.routes,
+                *pool_api.router.routes,
                 *ui.router.routes,
                 *health,
             ]
@@ -456,6 +549,7 @@ def create_app(
     app.include_router(own_router)
     app.include_router(audit.router)
     app.include_router(cards.router)
+    app.include_router(pool_api.router)  # SIM pools, groups, rules, leases
     ui.install(app)  # the dashboard, /ui
     app.router.routes.extend(health)  # plain routes: not in the OpenAPI document
     # outermost last: paths normalized, then CORS preflights answered, then the guard
@@ -468,7 +562,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(NormalizePath)
-    app.add_middleware(BodyLimit)  # outermost: a body too large is refused before all else
+    app.add_middleware(BatchBodyLimit)  # outermost: a body too large is refused first
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -50,6 +50,14 @@ class CardOut(BaseModel):
     )
     mapped_to: MappedClient | None = Field(description="null: the card is not mapped.")
     last_seen: datetime.datetime = Field(description="When its bankd last reported it (UTC).")
+    tpdu_count: int | None = Field(
+        default=None,
+        description="TPDUs the card answered since its bankd started, mapped or not (null: "
+        "none reported yet; the bankd reports activity every few seconds while it changes).",
+    )
+    last_activity: datetime.datetime | None = Field(
+        default=None, description="When the card last answered a TPDU (UTC; null: never seen)."
+    )
 
     @classmethod
     def of(cls, card: CardRecord, slotmap: Slotmap | None) -> CardOut:
@@ -68,8 +76,14 @@ class CardOut(BaseModel):
             iccid=card.iccid,
             imsi=card.imsi,
             mapped_to=mapped,
-            last_seen=datetime.datetime.fromtimestamp(card.last_seen, datetime.UTC),
+            last_seen=_utc(card.last_seen),
+            tpdu_count=card.tpdu_count,
+            last_activity=None if card.last_activity is None else _utc(card.last_activity),
         )
+
+
+def _utc(epoch: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
 
 
 class CardList(BaseModel):

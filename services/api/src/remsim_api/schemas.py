@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from remsim_control import (
@@ -140,6 +147,18 @@ class SlotmapCreate(BaseModel):
     client: ClientSlotJson
 
 
+def _iso_text(value: Any) -> Any:
+    """A time is an ISO 8601 string (with its offset), never a number."""
+    if not isinstance(value, str):
+        raise ValueError("a time is an ISO 8601 string, as 2026-12-01T22:00:00Z")
+    return value
+
+
+LEASE_MAX = 10 * 366 * 86400.0
+"""The longest lease, in seconds (ten years)."""
+LeaseSeconds = Annotated[float, Field(strict=True, gt=0, le=LEASE_MAX)]
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+"""A time as an ISO 8601 string with its offset."""
 ICCID_PATTERN = r"^[0-9A-Fa-f]{1,24}$"
 """An ICCID as remsim takes it: EF_ICCID's digits (hex, for the filler ``F``)."""
 
@@ -155,6 +174,7 @@ class SlotmapByCardCreate(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "oneOf": [{"required": ["card"]}, {"required": ["bank"]}],
+            "not": {"required": ["expiresAt", "duration"]},
             "examples": [
                 {
                     "card": {"iccid": "89490200000000000000"},
@@ -172,6 +192,18 @@ class SlotmapByCardCreate(BaseModel):
         default=None, description="Or the bank slot itself."
     )
     client: ClientSlotJson
+    expiresAt: IsoTime | SkipJsonSchema[None] = Field(
+        default=None, description="A lease: the map is removed then (remsim_api.pools)."
+    )
+    duration: LeaseSeconds | SkipJsonSchema[None] = Field(
+        default=None, description="Or a lease of this many seconds."
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> SlotmapByCardCreate:
+        if self.expiresAt is not None and self.duration is not None:
+            raise ValueError("name expiresAt or duration, not both")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -182,6 +214,8 @@ class SlotmapByCardCreate(BaseModel):
                 raise ValueError("name either the card or the bank slot")
             if data[named[0]] is None:
                 raise ValueError(f"{named[0]} must be an object")
+            if any(data.get(key, 0) is None for key in ("expiresAt", "duration")):
+                raise ValueError("expiresAt and duration must not be null")
         return data
 
 
@@ -217,6 +251,54 @@ class SlotmapByCardOut(SlotmapOut):
         out = SlotmapOut.of(slotmap)
         card = CardJson(iccid=iccid) if iccid is not None else None
         return cls(**dict(out), card=card)
+
+
+BATCH_MAX = 1000
+"""Maps one ``POST /api/v1/slotmaps:batch`` makes at most."""
+
+
+class SlotmapBatchCreate(BaseModel):
+    """The body of ``POST /api/v1/slotmaps:batch``: up to ``BATCH_MAX`` maps, each as the
+    body of ``POST /api/v1/slotmaps`` (by card or by bank slot)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "slotmaps": [
+                        {
+                            "bank": {"bankId": 1, "slotNr": 0},
+                            "client": {"clientId": 23, "slotNr": 0},
+                        },
+                        {
+                            "card": {"iccid": "89490200000000000000"},
+                            "client": {"clientId": 24, "slotNr": 0},
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+
+    slotmaps: list[SlotmapByCardCreate] = Field(min_length=1, max_length=BATCH_MAX)
+
+
+class SlotmapBatchItem(_Out):
+    """The outcome of one map of a batch: ``status`` as ``POST /api/v1/slotmaps`` would
+    have answered it (201, 404 unknown card, 409 slot in use), the map made, or why not."""
+
+    status: int
+    slotmap: SlotmapByCardOut | None = Field(default=None, description="For 201: the new map.")
+    detail: str | None = Field(default=None, description="Why the map was not made.")
+    existing: SlotmapOut | None = Field(
+        default=None, description="For 409: the existing map that uses the slot."
+    )
+
+
+class SlotmapBatchOut(_Out):
+    """One outcome per map of the request, in its order."""
+
+    results: list[SlotmapBatchItem]
 
 
 class BankList(_Out):

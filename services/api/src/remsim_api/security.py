@@ -214,13 +214,16 @@ def required_role(method: str, path: str) -> Role | None:
     """The least role for a request; None: open to everybody."""
     if path in paths.PROBES or path in paths.DOCS or path.startswith(paths.DOCS_STATIC + "/"):
         return None
-    if method in SAFE_METHODS and (path == paths.UI or path.startswith(paths.UI_STATIC + "/")):
+    ui_page = path in paths.UI_PAGES or path.startswith(paths.UI_STATIC + "/")
+    if method in SAFE_METHODS and ui_page:  # the dashboard's pages ask for a token themselves
         return None
     if method in SAFE_METHODS:
         return Role.VIEWER
-    if (method == "POST" and path in (paths.SLOTMAPS, paths.OWN_SLOTMAPS)) or (
-        method == "DELETE" and path.startswith(paths.SLOTMAPS + "/")
-    ):
+    if (
+        method == "POST" and path in (paths.SLOTMAPS, paths.OWN_SLOTMAPS, paths.OWN_SLOTMAPS_BATCH)
+    ) or (method == "DELETE" and path.startswith(paths.SLOTMAPS + "/")):
+        return Role.OPERATOR
+    if path.startswith(paths.POOL_PATHS):  # SIM pools, rules, card states, leases
         return Role.OPERATOR
     return Role.ADMIN
 

@@ -68,6 +68,7 @@ from rspro import (
     ResetStateRes,
     TpduModemToCard,
 )
+from rspro.tpdu import TpduFrames
 
 from . import metrics
 from .card import Card, CardError, CardNotPresentError
@@ -373,6 +374,17 @@ class Bankd:
         """``Transmit`` of ``sid`` succeeded with the R-APDU ``response``."""
         with self.lock:
             return self._route(sid, self.core.card_response(sid, tpdu, response))
+
+    def tpdu_frames(self, sid: int) -> TpduFrames | None:
+        """The TPDU frames of ``sid``'s slot pair while its card is open (the APDU path)."""
+        with self.lock:
+            slots = self.core.tpdu_slots(sid)
+        return None if slots is None else TpduFrames(*slots)
+
+    def tpdus_flow(self, sid: int, frames: TpduFrames) -> bool:
+        """Whether ``sid``'s TPDUs between ``frames``' slots are relayed now."""
+        with self.lock:
+            return self.core.tpdus_flow(sid, frames.client, frames.bank)
 
     def card_failed(self, sid: int, error: CardError) -> list[Action]:
         """A card call of ``sid`` failed (a retry timer may start)."""

@@ -65,6 +65,7 @@ from rspro import (
 )
 
 from .card import CardError, CardNotPresentError, CardUnresponsiveError
+from .inventory import ACTIVITY_REPORT, TpduCounters
 from .mapping import ID_MAX, MappingChange, MappingTable, valid_client_slot
 
 __all__ = [
@@ -277,6 +278,8 @@ class BankdCore:
         self._identify_due: set[BankSlot] = set()
         self._identifying: set[BankSlot] = set()
         self._poll_at: float | None = None
+        self.tpdus = TpduCounters(num_slots)  # counted by the sessions' threads (clients.py)
+        self._activity_at: float | None = None  # next look at tpdus (inventory on)
 
     @property
     def bank_id(self) -> int:
@@ -629,6 +632,28 @@ class BankdCore:
             self._close(s, why, actions)
         return actions
 
+    def tpdu_slots(self, sid: int) -> tuple[ClientSlot, BankSlot] | None:
+        """The client slot and bank slot of session ``sid``'s TPDUs while its card is open
+        (None: no TPDU of it would be relayed now)."""
+        s = self.sessions.get(sid)
+        if s is None or s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
+            return None
+        assert s.client_slot is not None and s.bank_slot is not None
+        return s.client_slot, s.bank_slot
+
+    def tpdus_flow(self, sid: int, client: ClientSlot, bank: BankSlot) -> bool:
+        """Whether a TPDU of session ``sid`` from ``client`` to ``bank`` (the objects
+        ``tpdu_slots`` gave) is relayed to the card now, and its answer sent: what
+        ``receive`` and ``card_response`` decide for it, without the messages (the APDU
+        path of the connection layer)."""
+        s = self.sessions.get(sid)
+        return (
+            s is not None
+            and s.state is SessionState.CONN_CLIENT_MAPPED_CARD
+            and s.client_slot is client
+            and s.bank_slot is bank
+        )
+
     def card_response(self, sid: int, tpdu: TpduModemToCard, data: bytes) -> list[Action]:
         """``Transmit`` succeeded with the R-APDU ``data``."""
         s = self.sessions.get(sid)
@@ -644,6 +669,7 @@ class BankdCore:
         deadlines = [s.retry_at for s in self.sessions.values() if s.retry_at is not None]
         deadlines += [deadline for _, deadline in self._after_reset.values()]
         deadlines += [self._poll_at] if self._poll_at is not None else []
+        deadlines += [self._activity_at] if self._activity_at is not None else []
         return min(deadlines, default=None)
 
     def handle_timeout(self, now: float) -> list[Action]:
@@ -652,6 +678,10 @@ class BankdCore:
         if self._poll_at is not None and self._poll_at <= now:
             self._poll_at = now + self.inventory_poll
             self._want_identified(self._slots(), actions)
+        if self._activity_at is not None and self._activity_at <= now:
+            self._activity_at = now + ACTIVITY_REPORT
+            if self.tpdus.changed:
+                actions.append(ReportCards(self.inventory_report()))
         for s in self.sessions.values():
             if s.retry_at is not None and s.retry_at <= now and s.bank_slot is not None:
                 s.retry_at = None
@@ -665,6 +695,7 @@ class BankdCore:
         actions: list[Action] = []
         if self.inventory:
             self._poll_at = now + self.inventory_poll
+            self._activity_at = now + ACTIVITY_REPORT
             self._want_identified(self._slots(), actions)
         return actions
 
@@ -690,8 +721,8 @@ class BankdCore:
         return actions
 
     def inventory_report(self) -> tuple[CardInfo, ...]:
-        """What is known of the bank's slots, by slot number."""
-        return tuple(info for _, info in sorted(self.cards.items()))
+        """What is known of the bank's slots, by slot number, with their card activity."""
+        return self.tpdus.report(self.cards.values())
 
     def _slots(self) -> list[BankSlot]:
         return [BankSlot(self.bank_id, nr) for nr in range(self.num_slots)]

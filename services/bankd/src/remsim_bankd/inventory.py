@@ -11,17 +11,36 @@ without DF_GSM, from the USIM application named in EF_DIR; a card that wants a P
 
 The bankd runs ``identify`` only on a card no session holds and no map names
 (``BankdCore`` guarantees it): a mapped card belongs to its client's session.
+
+Card activity (``TpduCounters``), also of mapped cards: the TPDUs each slot's card answered
+and when the last one was sent to it, counted in the session's TPDU path (an increment and a
+store) and added to the inventory report (``tpduCount``, ``idleMs``), which the core sends
+again every ``ACTIVITY_REPORT`` seconds while the counts change: never one message per TPDU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import time
+from collections.abc import Iterable
 
 from rspro import CardInfo, CardState
 
 from .card import Card, CardError, CardNotPresentError, CardUnresponsiveError
 
-__all__ = ["decode_bcd", "decode_iccid", "decode_imsi", "identify"]
+__all__ = [
+    "ACTIVITY_REPORT",
+    "TpduCounters",
+    "decode_bcd",
+    "decode_iccid",
+    "decode_imsi",
+    "identify",
+]
+
+ACTIVITY_REPORT = 5.0
+"""Seconds between two inventory reports sent for card activity alone (only while the
+TPDU counts change)."""
 
 GSM_CLA, UICC_CLA = 0xA0, 0x00
 SELECT, READ_BINARY, READ_RECORD = 0xA4, 0xB0, 0xB2
@@ -165,3 +184,44 @@ def identify(card: Card, slot_nr: int) -> CardInfo:
     finally:
         with contextlib.suppress(CardError):
             card.disconnect()
+
+
+class TpduCounters:
+    """TPDUs answered per bank slot (by slot number) since the bankd started, and when the
+    last one was sent to the card (``time.perf_counter``). ``count`` is called by the thread
+    of the session holding the slot, on every TPDU: two list stores, no lock (one writer per
+    slot; a report reads a count at most one TPDU old)."""
+
+    __slots__ = ("_reported", "counts", "last")
+
+    def __init__(self, num_slots: int) -> None:
+        self.counts = [0] * num_slots
+        self.last = [0.0] * num_slots
+        self._reported = [0] * num_slots
+
+    def count(self, slot_nr: int, at: float) -> None:
+        """A TPDU sent to the card of slot ``slot_nr`` at ``at`` was answered."""
+        self.counts[slot_nr] += 1
+        self.last[slot_nr] = at
+
+    @property
+    def changed(self) -> bool:
+        """Counts moved since the last ``report``."""
+        return self.counts != self._reported
+
+    def report(self, cards: Iterable[CardInfo]) -> tuple[CardInfo, ...]:
+        """The inventory ``cards`` with each slot's activity, by slot number. A slot whose
+        card answered TPDUs but was never identified (mapped since the bankd started) is
+        reported ``present`` with its activity only."""
+        now = time.perf_counter()
+        counts = self._reported = list(self.counts)
+        by_nr = {card.slot_nr: card for card in cards}
+        active = {nr for nr, n in enumerate(counts) if n}
+        report = []
+        for nr in sorted(by_nr.keys() | active):
+            card = by_nr.get(nr) or CardInfo(nr, CardState.PRESENT)
+            if nr in active:
+                idle_ms = max(0, round((now - self.last[nr]) * 1000))
+                card = dataclasses.replace(card, tpdu_count=counts[nr], idle_ms=idle_ms)
+            report.append(card)
+        return tuple(report)

@@ -48,6 +48,8 @@ def card_record(bank_id: int, wire: rspro.CardInfo, last_seen: float) -> CardRec
         iccid=wire.iccid,
         imsi=wire.imsi,
         last_seen=last_seen,
+        tpdu_count=wire.tpdu_count,
+        last_activity=None if wire.idle_ms is None else last_seen - wire.idle_ms / 1000,
     )
 
 

@@ -153,6 +153,9 @@ class ControlCore:
         self._tls: asyncio.Server | None = None
         """The listener on the TLS port, beside a plaintext control port."""
         self._dispatcher: asyncio.Task[None] | None = None
+        self._audits: list[AuditEntry] = []
+        """Entries of ``audit_soon`` not written yet, in order."""
+        self._audit_writer: asyncio.Task[None] | None = None
         self._resyncer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
 
@@ -251,6 +254,8 @@ class ControlCore:
         tasks = [peer.task for peer in self._peers if peer.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        if self._audit_writer is not None:  # what the connections left to write
+            await asyncio.wait({self._audit_writer}, timeout=5)
         for task in (self._pruner, self._resyncer, self._dispatcher):
             if task is not None:
                 task.cancel()
@@ -263,9 +268,9 @@ class ControlCore:
             async for event in events:
                 if isinstance(event, SlotmapEvent):
                     if (bank := self._banks.get(event.bank.bank_id)) is not None:
-                        bank.kick()
+                        bank.kick(slot=event.bank, serial=event.serial)
                     if (client := self._clients.get(event.client)) is not None:
-                        client.kick()
+                        client.kick(settle=True)
                 elif isinstance(event, ResetEvent):
                     self.kick_all(reset=event.global_reset)
 
@@ -418,7 +423,22 @@ class ControlCore:
         except Exception:
             log.exception("writing the audit log failed")
 
-    async def publish(self, slotmap: Slotmap) -> None:
+    def audit_soon(self, entry: AuditEntry) -> None:
+        """Write ``entry`` in the background, in order: a map's state change waits for no
+        audit round trip to Redis, and the entries that pile up meanwhile are written
+        together (they share round trips)."""
+        self._audits.append(entry)
+        if self._audit_writer is None or self._audit_writer.done():
+            self._audit_writer = asyncio.create_task(self._write_audits(), name="audit")
+
+    async def _write_audits(self) -> None:
+        while self._audits:
+            batch, self._audits = self._audits, []
+            # Started in order: every store appends them in this order.
+            await asyncio.gather(*(self.audit(entry) for entry in batch))
+
+    async def publish(self, slotmap: Slotmap) -> bool:
+        """Announce that ``slotmap`` changed; False if the bus did not take it (logged)."""
         try:
             await self.bus.publish(SlotmapEvent.of(slotmap))
         except BackendUnavailable as exc:
@@ -426,10 +446,11 @@ class ControlCore:
             if not self._bus_down:
                 log.warning("events cannot be sent now (%s); the cores catch up later", exc)
             self._bus_down = True
-        else:
-            if self._bus_down:
-                log.info("events are sent again")
-            self._bus_down = False
+            return False
+        if self._bus_down:
+            log.info("events are sent again")
+        self._bus_down = False
+        return True
 
     async def bankd_address(self, bank_id: int, remote_host: str) -> BankdAddress:
         """The address clients are given for bank ``bank_id``: the configured one, else the

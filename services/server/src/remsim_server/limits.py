@@ -2,11 +2,12 @@
 on its peer log lines.
 
 The file descriptor limit (``ulimit -n``, systemd's ``LimitNOFILE``) caps the connections
-too: ``FD_RESERVE`` descriptors stay free for everything else, and of the rest, RSPRO
-connections (one descriptor each, on all RSPRO ports together) take at most
-``RSPRO_FD_SHARE`` and REST connections the remainder (``fd_caps``). Over a cap a
-connection is refused at once, so the process never runs out of descriptors: with
-``ulimit -n 1024``, 480 RSPRO and 480 REST connections."""
+too: ``FD_RESERVE`` descriptors stay free for everything else, and of the rest, REST
+connections take ``1 - RSPRO_FD_SHARE`` but at most ``REST_CONNECTIONS_MAX``, and RSPRO
+connections (one descriptor each, on all RSPRO ports together) the remainder
+(``fd_caps``). Over a cap a connection is refused at once, so the process never runs out
+of descriptors: with ``ulimit -n 1024``, 480 RSPRO and 480 REST connections; with 20,000,
+18,912 RSPRO (10,000 clients fit) and 1,024 REST."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ __all__ = [
     "LOG_INTERVAL",
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_ADDRESS",
+    "REST_CONNECTIONS_MAX",
     "RSPRO_FD_SHARE",
     "fd_caps",
 ]
@@ -31,8 +33,13 @@ FD_RESERVE = 64
 """File descriptors kept free of connections: the listeners, the event loop, the logs,
 the store (SQLite) and the links to Redis and NATS."""
 RSPRO_FD_SHARE = 0.5
-"""The share of the other file descriptors that RSPRO connections may take; REST
-connections (closed once idle or slow, ``rest_request_timeout``) get the rest."""
+"""The share of the other file descriptors that RSPRO connections may take at least; REST
+connections (closed once idle or slow, ``rest_request_timeout``) get the rest, up to
+``REST_CONNECTIONS_MAX``."""
+REST_CONNECTIONS_MAX = 1024
+"""REST connections at most, however many descriptors there are: back-ends, apitool and
+dashboards need far fewer, and the descriptors beyond are for RSPRO peers (two per client
+and bankd slot in a large fleet)."""
 
 LOG_INTERVAL = 10.0
 """Seconds between two log lines of the same peer error (``RateLimitedLog``)."""
@@ -41,6 +48,9 @@ LOG_INTERVAL = 10.0
 def fd_caps(fds: int) -> tuple[int, int]:
     """The RSPRO connections (all ports together) and the REST connections a server with
     ``fds`` file descriptors holds at most."""
-    rspro = connections_allowed(fds, reserve=FD_RESERVE, share=RSPRO_FD_SHARE)
-    rest = connections_allowed(fds, reserve=FD_RESERVE, share=1 - RSPRO_FD_SHARE)
+    rest = min(
+        connections_allowed(fds, reserve=FD_RESERVE, share=1 - RSPRO_FD_SHARE),
+        REST_CONNECTIONS_MAX,
+    )
+    rspro = connections_allowed(fds, reserve=FD_RESERVE + rest)
     return rspro, rest

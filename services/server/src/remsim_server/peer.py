@@ -17,7 +17,7 @@ import functools
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol, TypeVar
 
 import rspro
@@ -28,9 +28,12 @@ from remsim_control import (
     BackendUnavailable,
     BankdAddress,
     BankRecord,
+    BankSlot,
+    CardRecord,
     ClientRecord,
     ClientSlot,
     IdentityInUse,
+    SlotInUse,
     Slotmap,
     SlotmapState,
     Store,
@@ -72,6 +75,14 @@ _BAD_BYTES: dict[type, str] = {
 """``remsim_peer_errors_total`` causes of the errors that end a connection."""
 T = TypeVar("T")
 
+CLIENT_SETTLE = 0.01
+"""Seconds the connection of a client without a bankd waits after an event before it
+re-reads the store, so that the events of one map's creation cost one re-read (see
+``Peer.kick``)."""
+ECHO_TIMEOUT = 5.0
+"""Seconds within which a bankd connection's own announcement is expected back from the bus
+(see ``Peer.kick``); a later event of that map is re-read (the announcement was lost)."""
+
 
 class Core(Protocol):
     """What a connection asks of the core that holds it (``ControlCore``)."""
@@ -112,12 +123,17 @@ class Core(Protocol):
         """``peer``'s bank or client is no longer served by it."""
         ...
 
-    async def publish(self, slotmap: Slotmap) -> None:
-        """Announce that ``slotmap`` changed."""
+    async def publish(self, slotmap: Slotmap) -> bool:
+        """Announce that ``slotmap`` changed; False if the bus did not take it."""
         ...
 
     async def audit(self, entry: AuditEntry) -> None:
         """Write ``entry`` to the audit log; never raises (a failure is logged)."""
+        ...
+
+    def audit_soon(self, entry: AuditEntry) -> None:
+        """Write ``entry`` to the audit log in the background, after the entries given
+        before (for the state changes of a map: the connection need not wait for it)."""
         ...
 
     async def announce_released(self, maps: Sequence[Slotmap], why: str) -> None:
@@ -143,6 +159,11 @@ class Peer:
         self.conn = conn
         self.inbox: asyncio.Queue[object] = asyncio.Queue()
         self.kicked = False
+        self.echoes: dict[int, tuple[int, float]] = {}
+        """A bankd's own announcements not seen back yet: serial -> (how many, when the
+        last was sent). Its own changes need no re-read (see ``kick``)."""
+        self.slots_due: set[BankSlot] | None = set()
+        """The bank slots whose maps the next kick re-reads; None: all of them (a bankd's)."""
         self.retry_due = False
         """The next kick also retries the map requests that timed out (see ``kick``)."""
         self.reset_due = False
@@ -154,6 +175,8 @@ class Peer:
         again (done once per connection and per global reset: see ``_reconcile``)."""
         self.reset_sent = False
         """The resetStateReq of the current reconciliation is sent."""
+        self.reported: dict[int, str | None] = {}
+        """A bankd's last card inventory report: the ICCID in each of its slots."""
         self.label: Label | None = None
         self.task = asyncio.current_task()
         self._relabel(self.role_and_state())
@@ -163,15 +186,66 @@ class Peer:
         role = _ROLES.get(type(self.conn.hello), "unidentified")
         return role, self.conn.role.value
 
-    def kick(self, *, retry: bool = False, reset: bool = False) -> None:
+    def kick(
+        self,
+        *,
+        retry: bool = False,
+        reset: bool = False,
+        slot: BankSlot | None = None,
+        serial: int | None = None,
+        settle: bool = False,
+    ) -> None:
         """Re-read the store and act on it (soon, from the peer's own task). ``retry``:
         also send again the map requests its bankd did not answer in time; ``reset``: the
-        operator's global reset, the bankd is first told to drop every map it holds."""
+        operator's global reset, the bankd is first told to drop every map it holds;
+        ``slot``: only the maps at that bank slot changed (a bankd then re-reads only the
+        maps at the slots named since its last re-read, so an event costs the same however
+        many maps the bank has); ``serial``: the map an event is about. A bankd's own
+        announcements come back as events too: as many events of a serial as it announced
+        (within ``ECHO_TIMEOUT``) are not re-read, since it acted on those changes already.
+        Skipping any event of that serial instead of its own is no loss: the own one comes
+        later, and its re-read sees the other change. ``settle``: a client without a bankd
+        re-reads ``CLIENT_SETTLE`` seconds later rather than at once (a new map's NEW,
+        UNACKNOWLEDGED and ACTIVE events come within a few milliseconds, and only the last
+        one changes what the client is told). A client with a bankd re-reads at once: told
+        late of a map's removal, it would keep its session to the bankd, which may already
+        hold its next map, and take that card before being told to reconnect."""
+        if serial is not None and not (retry or reset) and self._echo(serial):
+            return
         self.retry_due |= retry
         self.reset_due |= reset
+        if slot is None or retry or reset:
+            self.slots_due = None
+            self.echoes.clear()  # everything is re-read: no event needs skipping
+        elif self.slots_due is not None:
+            self.slots_due.add(slot)
         if not self.kicked:
             self.kicked = True
-            self.inbox.put_nowait(_KICK)
+            sent = self.conn.sent
+            if settle and (sent is None or sent.unmapped):
+                self.loop.call_later(CLIENT_SETTLE, self.inbox.put_nowait, _KICK)
+            else:
+                self.inbox.put_nowait(_KICK)
+
+    def _echo(self, serial: int) -> bool:
+        """Whether an event of ``serial`` is taken for one of this bankd's own (see
+        ``kick``); counts it off."""
+        if (echo := self.echoes.pop(serial, None)) is None:
+            return False
+        count, sent = echo
+        if self.loop.time() - sent > ECHO_TIMEOUT:  # lost on the way: count no more
+            return False
+        if count > 1:
+            self.echoes[serial] = (count - 1, sent)
+        return True
+
+    async def _announce(self, slotmap: Slotmap) -> None:
+        """Publish a change of ``slotmap`` that this bankd's connection acted on: its echo
+        is expected from now on (before the event can come back), unless not sent."""
+        count, _ = self.echoes.get(slotmap.serial, (0, 0.0))
+        self.echoes[slotmap.serial] = (count + 1, self.loop.time())
+        if not await self.core.publish(slotmap):
+            self._echo(slotmap.serial)
 
     def close(self) -> None:
         """End the connection (``run()`` then cleans up and returns)."""
@@ -252,13 +326,14 @@ class Peer:
                     metrics.KEEPALIVE_TIMEOUTS.labels(role).inc()
                 return
             if item is _KICK:
-                retry, reset = self.retry_due, self.reset_due
+                retry, reset, slots = self.retry_due, self.reset_due, self.slots_due
                 self.kicked = self.retry_due = self.reset_due = False
+                self.slots_due = set()
                 if reset and self.bank is not None:
                     self.restored = self.reset_sent = False
                     await self.persist(functools.partial(self._reconcile, self.bank.bank_id))
                 else:
-                    await self.persist(functools.partial(self.sync, retry))
+                    await self.persist(functools.partial(self.sync, retry, slots))
             elif isinstance(item, rspro.RsproPdu):
                 log.debug("Rx %s", item.msg, extra=self.log_fields())
                 if self.conn.hello is None and _bad_bytes(self.stream.error) is not None:
@@ -344,10 +419,11 @@ class Peer:
         else:
             log.info("closing the connection", extra=self.log_fields(close.reason))
 
-    async def sync(self, retry: bool = False) -> None:
-        """Act on what the store says (``retry``: see ``kick``)."""
+    async def sync(self, retry: bool = False, slots: Collection[BankSlot] | None = None) -> None:
+        """Act on what the store says (``retry``: see ``kick``); a bankd: only on the maps
+        at ``slots`` if given."""
         if self.bank is not None:
-            await self._sync_bank(self.bank.bank_id, retry)
+            await self._sync_bank(self.bank.bank_id, retry, slots)
         elif self.client is not None:
             await self._sync_client(self.client.client)
 
@@ -407,11 +483,37 @@ class Peer:
             self.restored = True
         await self._sync_bank(bank_id)
 
-    async def _sync_bank(self, bank_id: int, retry: bool = False) -> None:
+    async def _sync_bank(
+        self, bank_id: int, retry: bool = False, slots: Collection[BankSlot] | None = None
+    ) -> None:
         """Send the bankd what the store says it must do, in the store's order; ``retry``:
-        also the requests that timed out."""
+        also the requests that timed out; ``slots``: only for the maps at those bank slots
+        (the others did not change), else for all of the bank's. The maps of one bank slot
+        are handled one after the other, those of different slots at the same time (their
+        store updates then share round trips to Redis)."""
+        if slots is None:
+            maps = await self.store.list_slotmaps(bank_id=bank_id)
+        elif slots:
+            maps = await self.store.list_slotmaps(bank_id=bank_id, bank_slots=slots)
+        else:
+            return
+        by_slot: dict[BankSlot, list[Slotmap]] = {}
+        for slotmap in maps:
+            by_slot.setdefault(slotmap.bank, []).append(slotmap)
+        if len(by_slot) <= 1:
+            await self._sync_slot(maps, retry)
+            return
+        outcomes = await asyncio.gather(
+            *(self._sync_slot(at_slot, retry) for at_slot in by_slot.values()),
+            return_exceptions=True,
+        )
+        if failed := next((o for o in outcomes if isinstance(o, BaseException)), None):
+            raise failed  # persist() repeats the whole step (each part is done once)
+
+    async def _sync_slot(self, maps: Sequence[Slotmap], retry: bool) -> None:
+        """``_sync_bank`` for the maps of one bank slot, in the store's order."""
         now = self.loop.time()
-        for slotmap in await self.store.list_slotmaps(bank_id=bank_id):
+        for slotmap in maps:
             serial, bank, client = slotmap.serial, slotmap.bank, slotmap.client
             # A map in UNACKNOWLEDGED or DELETING without a request outstanding here was
             # moved there by this connection, and then the store failed before the request
@@ -437,6 +539,59 @@ class Peer:
         cards = [convert.card_record(bank_id, card, now) for card in event.cards]
         await self.store.put_cards(bank_id, cards)
         log.debug("card inventory: %d slots", len(cards), extra=self.log_fields())
+        arrived = [
+            card
+            for card in cards
+            if card.iccid is not None and self.reported.get(card.bank_slot.slot_nr) != card.iccid
+        ]
+        self.reported = {card.bank_slot.slot_nr: card.iccid for card in cards}
+        if arrived:
+            await self._follow_cards(arrived)
+
+    async def _follow_cards(self, arrived: Sequence[CardRecord]) -> None:
+        """Maps made by card follow their card: a card the inventory finds in a slot other
+        than its map's (moved within this bank, or from another bank) takes its map along.
+        The map there is removed and a map for the same client is made at the card's slot
+        (the client is sent there once that map is ACTIVE). A slot that another visible map
+        uses already is not taken: the map stays where it is, with a warning. Checked for
+        the cards new in a slot since this bankd's previous report (all of them in its
+        first report on a connection, so that a move while the server was down is found)."""
+        maps = await self.store.list_slotmaps(visible_only=True)
+        by_card = {slotmap.iccid: slotmap for slotmap in maps if slotmap.iccid is not None}
+        in_use = {slotmap.bank for slotmap in maps}
+        for card in arrived:
+            slotmap = by_card.get(card.iccid) if card.iccid is not None else None
+            if slotmap is None or slotmap.bank == card.bank_slot:
+                continue
+            if card.bank_slot in in_use:
+                maplog.warning(
+                    "the card of a slotmap is in %s, which another slotmap uses: the map stays",
+                    card.bank_slot,
+                    extra=slotmap_fields(slotmap),
+                )
+                continue
+            await self._move(slotmap, card.bank_slot)
+            in_use.add(card.bank_slot)
+
+    async def _move(self, slotmap: Slotmap, bank: BankSlot) -> None:
+        cause = f"its card {slotmap.iccid} is now in {bank}"
+        removed = await self.store.request_removal(slotmap.id)
+        if removed is None or removed.serial != slotmap.serial:
+            return  # removed meanwhile
+        maplog.info("slotmap follows its card to %s", bank, extra=slotmap_fields(removed))
+        after = "DELETED" if removed.state is NEW else DELETE_REQ
+        await self.core.audit(
+            slotmap_audit(self.core.core_id, removed, removed.state, after, cause)
+        )
+        await self.core.publish(removed)
+        try:
+            moved = await self.store.create_slotmap(bank, slotmap.client, slotmap.iccid)
+        except SlotInUse as exc:  # taken between the two steps
+            maplog.warning("the moved map cannot be made: %s", exc, extra=slotmap_fields(slotmap))
+            return
+        maplog.info("slotmap added for its card", extra=slotmap_fields(moved))
+        await self.core.audit(slotmap_audit(self.core.core_id, moved, "CREATED", NEW, cause))
+        await self.core.publish(moved)
 
     async def _mapping_created(self, event: MappingCreated) -> None:
         if event.result is rspro.ResultCode.OK:
@@ -486,7 +641,7 @@ class Peer:
                 extra=slotmap_fields(removed, event.result.asn_name),
             )
         maplog.info("slotmap deleted", extra=slotmap_fields(removed))
-        await self.core.audit(
+        self.core.audit_soon(
             slotmap_audit(
                 self.core.core_id,
                 removed,
@@ -496,7 +651,7 @@ class Peer:
                 result=None if event.result is rspro.ResultCode.OK else event.result.asn_name,
             )
         )
-        await self.core.publish(removed)
+        await self._announce(removed)
 
     async def _update(self, slotmap: Slotmap, state: SlotmapState, cause: str) -> Slotmap | None:
         return await self._update_serial(slotmap.serial, slotmap.state, state, cause)
@@ -514,13 +669,17 @@ class Peer:
         ``expected``), in the log and the audit log (with its ``cause``), on the bus."""
         updated = await self.store.update_slotmap(serial, {expected}, state, result=result)
         if updated is not None:
-            maplog.info(
-                "slotmap state change: %s -> %s", expected, state, extra=slotmap_fields(updated)
-            )
-            await self.core.audit(
+            if maplog.isEnabledFor(logging.INFO):  # its fields cost more than the check
+                maplog.info(
+                    "slotmap state change: %s -> %s",
+                    expected,
+                    state,
+                    extra=slotmap_fields(updated),
+                )
+            self.core.audit_soon(
                 slotmap_audit(self.core.core_id, updated, expected, state, cause, result=result)
             )
-            await self.core.publish(updated)
+            await self._announce(updated)  # acted on here: its event needs no re-read
         return updated
 
     # --- client -------------------------------------------------------------------------
@@ -563,11 +722,12 @@ class Peer:
         bankd = bank.bankd if bank is not None else None
         config = lifecycle.client_config(maps, active, bankd, self.conn.sent)
         if config is not None:
-            log.info(
-                "Tx configClientBankReq(%s)",
-                config.bankd,
-                extra=self.log_fields() | {"bank_slot": str(config.bank)},
-            )
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "Tx configClientBankReq(%s)",
+                    config.bankd,
+                    extra=self.log_fields() | {"bank_slot": str(config.bank)},
+                )
             self.send(self.conn.configure(config))
 
     async def _config_acknowledged(self, event: ConfigAcknowledged) -> None:
@@ -700,15 +860,15 @@ DELETED = "DELETED"
 def slotmap_audit(
     core_id: str,
     slotmap: Slotmap,
-    before: SlotmapState,
+    before: SlotmapState | str,
     after: SlotmapState | str,
     cause: str,
     *,
     result: str | None = None,
 ) -> AuditEntry:
-    """The audit log's record of core ``core_id`` moving ``slotmap`` from ``before`` to
-    ``after`` (or ``DELETED``) for ``cause``; ``result``: the bankd's result code if it
-    refused."""
+    """The audit log's record of core ``core_id`` moving ``slotmap`` from ``before`` (or
+    ``CREATED``) to ``after`` (or ``DELETED``) for ``cause``; ``result``: the bankd's result
+    code if it refused."""
     return AuditEntry(
         kind=AuditKind.SLOTMAP,
         actor=core_id,

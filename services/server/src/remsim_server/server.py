@@ -16,6 +16,7 @@ from remsim_control import Bus, MemoryBus, MemoryStore, Store
 from remsim_server import metrics
 from remsim_server.core import ControlCore
 from remsim_server.limits import fd_caps
+from remsim_server.pools import PoolScheduler
 from remsim_server.settings import ServerSettings
 
 log = logging.getLogger("remsim.server")
@@ -69,6 +70,13 @@ class RemsimServer:
             peer_log_interval=settings.peer_log_interval,
         )
         self._rest: AsgiServer | None = None
+        self.pools = PoolScheduler(
+            self.store,
+            self.bus,
+            owner=settings.core_id,
+            block_after=settings.pool_block_after,
+            duty_ttl=settings.lease_ttl,  # a dead core's duty lapses with its registry entries
+        )
 
     @property
     def rspro_port(self) -> int:
@@ -95,6 +103,7 @@ class RemsimServer:
         except BaseException:
             await self.core.aclose()
             raise
+        await self.pools.start()  # SIM pools and rules (remsim_server.pools)
 
     async def _start_rest(self) -> None:
         app = create_app(
@@ -119,6 +128,7 @@ class RemsimServer:
             log.info("serving at most %d REST connections (file descriptor limit %d)", most, fds)
 
     async def aclose(self) -> None:
+        await self.pools.aclose()
         if self._rest is not None:
             await self._rest.close()
         await self.core.aclose()

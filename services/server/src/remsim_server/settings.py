@@ -19,6 +19,7 @@ from remsim_api.settings import ApiSettings
 from remsim_common import BANKD_PORT, CONTROL_PORT, TransportSettings, distribution_version
 from remsim_control.audit import AUDIT_RETENTION_DAYS
 from remsim_control.backends import default_state_dir, new_core_id
+from remsim_control.pools import DEFAULT_BLOCK_AFTER
 from remsim_server.limits import LOG_INTERVAL, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 from remsim_server.role import IDENTIFY_TIMEOUT, MAP_REQUEST_TIMEOUT
 
@@ -133,6 +134,11 @@ class ServerSettings(ApiSettings, TransportSettings):
         default=AUDIT_RETENTION_DAYS,
         gt=0,
         description="days the audit log keeps its entries",
+    )
+    pool_block_after: int = Field(
+        default=DEFAULT_BLOCK_AFTER,
+        ge=1,
+        description="consecutive failures (refused maps) after which a pool card is blocked",
     )
     core_id: str = Field(
         default_factory=new_core_id,

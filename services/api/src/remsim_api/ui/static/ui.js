@@ -1,10 +1,14 @@
-// remsim dashboard: login cookie, actions over the REST API, live refresh, filter.
-// No framework besides the vendored htmx (which swaps /ui/live into #live).
+// remsim dashboard: login cookie, actions over the REST API, live patches, filter.
+// (The pools view's actions are in pools.js; this file gives it the login and the filter.)
+// No framework besides the vendored htmx (which swaps /ui/live into #live on a refresh).
+// Live: /ui/events sends patches (remsim_api.ui.diff): <template data-op="insert|replace|
+// remove"> steps, each holding the element of one node with its id; applied in order.
 "use strict";
 (function () {
   const COOKIE = "remsim_token";
   const body = document.body;
   const api = body.dataset.api;
+  const ownApi = body.dataset.ownApi;
 
   // --- the token: a cookie of this site only (see remsim_api.ui) -------------------------
   function setToken(value) {
@@ -30,9 +34,7 @@
     message.textContent = text;
     message.className = error ? "error" : "";
   }
-  function refresh() { htmx.trigger("#live", "refresh"); }
-
-  async function call(method, path, json) {
+  async function call(method, path, json, base) {
     const init = { method, credentials: "same-origin", headers: {} };
     if (json !== undefined) {
       init.headers["Content-Type"] = "application/json";
@@ -40,7 +42,7 @@
     }
     let response;
     try {
-      response = await fetch(api + path, init);
+      response = await fetch((base || api) + path, init);
     } catch (error) {
       say(`${method} ${path}: ${error}`, true);
       return false;
@@ -51,17 +53,26 @@
       say(`${method} ${path} refused (${response.status}): ${detail}`, true);
       return false;
     }
-    refresh();
-    return true;
+    return true;  // the event stream brings the change to the page
   }
 
   document.addEventListener("submit", async (event) => {
     const form = event.target.closest("#map-form");
     if (!form) return;
     event.preventDefault();
-    const [bankId, bankSlot] = form.elements.slot.value.split(":").map(Number);
+    if (!form.elements.slot.value || !form.elements.client.value) return;
     const [clientId, slotNr] = form.elements.client.value.split(":").map(Number);
-    const body = { bank: { bankId, slotNr: bankSlot }, client: { clientId, slotNr } };
+    const client = { clientId, slotNr };
+    const [kind, ...picked] = form.elements.slot.value.split(":");
+    if (kind === "card") {  // by card: the map follows the card (POST /api/v1/slotmaps)
+      const iccid = picked[0];
+      if (await call("POST", "/slotmaps", { card: { iccid }, client }, ownApi)) {
+        say(`Mapped the card ICCID ${iccid} to C${clientId}:${slotNr}.`);
+      }
+      return;
+    }
+    const [bankId, bankSlot] = picked.map(Number);
+    const body = { bank: { bankId, slotNr: bankSlot }, client };
     if (await call("POST", "/slotmaps", body)) {
       say(`Mapped B${bankId}:${bankSlot} to C${clientId}:${slotNr}.`);
     }
@@ -90,55 +101,116 @@
 
   // --- filter: rows of every table whose text contains the words typed --------------------
   const filter = document.getElementById("filter");
-  function applyFilter() {
+  function filterRows(rows) {
     const words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
-    for (const row of document.querySelectorAll("table.filterable tbody tr")) {
+    for (const row of rows) {
       const text = row.textContent.toLowerCase();
       row.hidden = !words.every((word) => text.includes(word));
     }
   }
+  function applyFilter() { filterRows(document.querySelectorAll("table.filterable tbody tr")); }
   filter.addEventListener("input", applyFilter);
 
-  // --- live: keep focus and choices across a swap -----------------------------------------
-  let kept = null;
-  document.body.addEventListener("htmx:beforeSwap", () => {
+  // --- live: keep focus, choices and folds across a patch or a refresh ----------------------
+  function keep() {
     const active = document.activeElement;
-    kept = {
+    return {
       focus: active && active.closest("#live") ? focusKey(active) : null,
       choices: Array.from(document.querySelectorAll("#live select[id]"), (s) => [s.id, s.value]),
       folds: Array.from(document.querySelectorAll("#live details[data-bank]"), (d) => [d.dataset.bank, d.open]),
     };
-  });
-  document.body.addEventListener("htmx:afterSwap", () => {
-    applyFilter();
-    if (!kept) return;
+  }
+  function restore(kept, folds) {
     for (const [id, value] of kept.choices) {
       const select = document.getElementById(id);
       if (select && Array.from(select.options).some((o) => o.value === value)) select.value = value;
     }
-    for (const [bank, open] of kept.folds) {
-      const details = document.querySelector(`#live details[data-bank="${bank}"]`);
-      if (details) details.open = open;
+    if (folds) {
+      for (const [bank, open] of kept.folds) {
+        const details = document.querySelector(`#live details[data-bank="${bank}"]`);
+        if (details) details.open = open;
+      }
     }
-    if (kept.focus) {
+    if (kept.focus && (!document.activeElement || document.activeElement === document.body)) {
       const again = document.querySelector(kept.focus);
       if (again) again.focus();
     }
-    kept = null;
-  });
+  }
   function focusKey(element) {
     if (element.id) return `#${CSS.escape(element.id)}`;
     const label = element.getAttribute("aria-label");
     return label ? `[aria-label="${CSS.escape(label)}"]` : null;
   }
 
-  // --- live: the server says "change"; fetch the live part again ---------------------------
+  // --- live: patches from the event stream; the whole part again on a refresh ---------------
+  function patch(html) {
+    const kept = keep();
+    const box = document.createElement("template");
+    box.innerHTML = html;
+    const rows = [];
+    for (const step of Array.from(box.content.children)) {
+      const op = step.dataset.op;
+      if (op === "remove") {
+        const gone = document.getElementById(step.dataset.id);
+        if (gone) gone.remove();
+        continue;
+      }
+      const element = step.content.firstElementChild;
+      if (!element) continue;
+      const old = document.getElementById(element.id);
+      if (old) {
+        old.replaceWith(element);  // an insert seen twice (a replayed patch) is a replace
+      } else if (op === "insert") {
+        const list = document.getElementById(step.dataset.list);
+        if (!list) continue;  // a part this page does not show
+        const after = step.dataset.after && document.getElementById(step.dataset.after);
+        if (after) after.after(element);
+        else if (step.dataset.after) list.append(element);
+        else list.prepend(element);
+      } else {
+        continue;
+      }
+      if (element.tagName === "TR") rows.push(element);
+      for (const row of element.querySelectorAll("tr")) rows.push(row);
+    }
+    filterRows(rows);
+    restore(kept, false);
+  }
+
+  const live = document.getElementById("live");
+  if (!live) return;  // a page without the live part (the pools view: static/pools.js)
   const status = document.getElementById("live-status");
+  let events = null;
+  let keptForSwap = null;
+  function version() {
+    const marker = document.getElementById("live-version");
+    return marker ? marker.dataset.version : "";
+  }
   function connect() {
-    const events = new EventSource("/ui/events");
+    if (events) events.close();
+    events = new EventSource(`/ui/events?since=${encodeURIComponent(version())}`);
     events.addEventListener("open", () => { status.textContent = "live"; status.className = "live on"; });
-    events.addEventListener("change", refresh);
+    events.addEventListener("patch", (event) => {
+      patch(event.data);
+      const marker = document.getElementById("live-version");
+      if (marker && event.lastEventId) marker.dataset.version = event.lastEventId;  // where the page is
+    });
+    events.addEventListener("refresh", () => {  // the page is too far behind: draw it again
+      events.close();
+      events = null;
+      htmx.trigger(live, "refresh");
+    });
     events.addEventListener("error", () => { status.textContent = "reconnecting…"; status.className = "live off"; });
+  }
+  document.body.addEventListener("htmx:beforeSwap", () => { keptForSwap = keep(); });
+  document.body.addEventListener("htmx:afterSwap", () => {
+    applyFilter();
+    if (keptForSwap) restore(keptForSwap, true);
+    keptForSwap = null;
+    connect();  // from the version just drawn
+  });
+  for (const failed of ["htmx:responseError", "htmx:sendError"]) {  // try the refresh again
+    document.body.addEventListener(failed, () => { setTimeout(() => htmx.trigger(live, "refresh"), 1000); });
   }
   connect();
 })();
