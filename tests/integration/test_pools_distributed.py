@@ -67,10 +67,18 @@ async def test_one_core_carries_the_rules_out_and_another_takes_over_when_it_die
     holder = await duty_holder(cluster)
     on_duty = next(i for i, core in enumerate(cluster.cores) if core.core_id == holder)
     other = cluster.cores[1 - on_duty]
+    kept = ("/pools", "/groups", "/rules")
+    before = {path: (await http.get(own + path)).json() for path in kept}
+    counters = await _maps_per_card(cluster)
+    assert sum(counters.values()) == 2  # the two maps made so far are counted
 
     cluster.cores[on_duty].kill()
     taken = await eventually(lambda: _held_by(cluster, other.core_id), what="the duty moved")
     assert taken
+    # The lost core's state is all in Redis: pools, groups, rules and counters stay.
+    assert {path: (await http.get(own + path)).json() for path in kept} == before
+    after = await _maps_per_card(cluster)
+    assert all(after.get(card, 0) >= maps for card, maps in counters.items())
     used = card_of(c23)
     response = await http.put(own + f"/card-states/B1:{used}", json={"state": "disabled"})
     assert response.status_code == 200, response.text
@@ -82,6 +90,12 @@ async def test_one_core_carries_the_rules_out_and_another_takes_over_when_it_die
         rspro.BankSlot(1, card_of(c23) or 0),
         rspro.BankSlot(1, card_of(c24) or 0),
     }
+
+
+async def _maps_per_card(cluster: Cluster) -> dict[str, int]:
+    own = cluster.api.rest_url.replace("/api/backend/v1", "/api/v1")
+    states = (await cluster.http.get(own + "/card-states")).json()["cards"]
+    return {state["card"]: state["maps"] for state in states}
 
 
 async def _held_by(cluster: Cluster, core_id: str) -> bool:
