@@ -34,12 +34,17 @@ measured again, and a second miss exits 1.
 ``--pin CPU`` runs every process of the benchmark (pcscd, the cards, the bankds, the clients)
 on that one CPU: no cross-CPU wake-ups, whose cost on a VM varies by tens of microseconds
 from one exchange to the next, so the figures show the CPU work of each path.
+The script re-executes itself with address-space randomization off (``ADDR_NO_RANDOMIZE``, as
+``setarch -R``), inherited by every process it starts: with a random layout each process's
+round trip settles on a level of its own for the whole run (the TLS paths' "TLS adds" from
+11 to 34 µs from run to run). ``--aslr`` keeps the randomization.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import ipaddress
 import os
 import platform
@@ -111,6 +116,25 @@ RECORDED_MS = {"minimal": 0.07, "RemoteCard": 0.09, "minimal TLS": 0.10, "Remote
 (as CI runs it), the machine under other load (2026-12-02, after the APDU fast path)."""
 GROSS = 3.0
 """``--quick`` fails when a path's overhead is more than this many times its recorded one."""
+ADDR_NO_RANDOMIZE = 0x0040000
+"""personality(2) flag: no address-space randomization, inherited by every exec'd child."""
+_PERSONALITY_QUERY = 0xFFFFFFFF
+
+
+def fix_layout() -> bool:
+    """Run this script, and so every process it starts, with address-space randomization
+    off (re-exec under ``ADDR_NO_RANDOMIZE``, as ``setarch -R`` does). Each process's random
+    layout puts its round trip on one of several levels for the whole run (TLS adds 11 to 34 µs,
+    docs/benchmarks.md): a fixed layout makes runs comparable. True if the layout is fixed."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = libc.personality(_PERSONALITY_QUERY)
+    if current == -1:
+        return False
+    if current & ADDR_NO_RANDOMIZE:
+        return True
+    if libc.personality(current | ADDR_NO_RANDOMIZE) == -1:
+        return False
+    os.execv(sys.executable, sys.orig_argv)  # does not return
 
 
 def free_port() -> int:
@@ -498,6 +522,7 @@ async def bench(
             print(f"# {path:14} = {LABELS[path]}")
         print(f"# TLS: {tls_version} {tls_cipher}, ECDSA P-256 certificates")
         print(f"# on CPUs {','.join(map(str, sorted(os.sched_getaffinity(0))))}")
+        print(f"# address-space layout: {'fixed (ADDR_NO_RANDOMIZE)' if args.fixed else 'random'}")
         print(f"# {args.rounds} rounds x {args.per_round} round trips per path")
         print(
             "# overhead: median = median over rounds of (path median - direct median); "
@@ -580,7 +605,14 @@ def main() -> int:
         f"--warmup {QUICK['warmup']}); exits 1 if a path's overhead is over {GROSS:g}x the "
         "recorded one in two measurements",
     )
+    ap.add_argument(
+        "--aslr",
+        action="store_true",
+        help="keep address-space randomization (by default the layout is fixed, as with "
+        "setarch -R: with a random one each run settles on its own level)",
+    )
     args = ap.parse_args()
+    args.fixed = not args.aslr and fix_layout()
     if args.quick:
         vars(args).update(QUICK)
     if args.pin is not None:

@@ -302,6 +302,27 @@ async def test_nats_down_refuses_publishing_then_resets_subscribers(
         await bus.close()
 
 
+async def test_a_process_s_subscribers_share_one_nats_subscription(
+    nats_server: ServiceFixture, unique_prefix: str
+) -> None:
+    """NATS sends each event to a process once (a core has two subscribers), each subscriber
+    still gets it, and the last one to leave ends the subscription."""
+    bus = await NatsBus.connect(nats_server.url, prefix=unique_prefix)
+    event = SlotmapEvent(serial=4, bank=B1_0, client=C23_0)
+    try:
+        async with bus.subscribe() as first, bus.subscribe() as second:
+            assert len(bus._nc._subs) == 1
+            await bus.publish(event)
+            assert await _next(first) == event
+            assert await _next(second) == event
+        assert bus._nc._subs == {}
+        async with bus.subscribe() as again:
+            await bus.publish(event)
+            assert await _next(again) == event
+    finally:
+        await bus.close()
+
+
 class Partition:
     """A TCP relay to a server that the test can cut (connections closed, new ones refused)
     and mend: one process losing NATS while the others keep it."""

@@ -20,6 +20,7 @@ from remsim_control import (
     SlotmapState,
     Store,
 )
+from remsim_control.assignment import PoolState
 from remsim_control.pool_store import MemoryPoolStore, PoolStore, pool_store_for
 from remsim_control.pools import CardAdminState, CardRef, ClientGroup, Pool, Rule
 from remsim_control.sqlite_store import SqliteStore
@@ -210,6 +211,40 @@ async def test_rules_leases_and_counters_survive_a_restart(tmp_path: Path) -> No
         assert await pools.cursors() == {"r": "B1:0"}
     finally:
         await store.close()
+
+
+async def test_slotmap_events_cost_no_plan_while_nothing_is_configured(
+    store: MemoryStore,
+) -> None:
+    """A burst of maps made by hand makes an idle scheduler read nothing per event (every
+    snapshot is several round trips to Redis); once something is configured, an event
+    wakes it at once again."""
+    bus = MemoryBus()
+    scheduler = PoolScheduler(store, bus, owner="core-a", poll_interval=30)
+    snapshots = 0
+    snapshot = scheduler.snapshot
+
+    async def counted() -> PoolState | None:
+        nonlocal snapshots
+        snapshots += 1
+        return await snapshot()
+
+    scheduler.snapshot = counted  # type: ignore[method-assign]
+    await scheduler.start()
+    try:
+        await eventually(lambda: _true(scheduler.on_duty and snapshots == 1))
+        for serial in range(1, 51):
+            await bus.publish(SlotmapEvent(serial=serial, bank=B[0], client=C2))
+        await asyncio.sleep(0.2)
+        assert snapshots == 1
+        await configure(store)  # through the pool store, whose listener wakes it
+        await eventually(lambda: _true(snapshots >= 2))
+        await asyncio.sleep(0.1)
+        before = snapshots
+        await bus.publish(SlotmapEvent(serial=51, bank=B[0], client=C2))
+        await eventually(lambda: _true(snapshots > before), timeout=1)
+    finally:
+        await scheduler.aclose()
 
 
 async def _equals(value: object, expected: object) -> bool:

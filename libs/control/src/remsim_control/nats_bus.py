@@ -47,6 +47,9 @@ class NatsBus:
         self._prefix = prefix
         self.core_id = core_id
         self._queues: set[asyncio.Queue[Event | None]] = set()
+        self._sub: Subscription | None = None
+        """The one NATS subscription of this process's subscribers (see ``subscribe``)."""
+        self._sub_lock = asyncio.Lock()
         self._closed = False
 
     @classmethod
@@ -132,36 +135,55 @@ class NatsBus:
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
+        """The subscribers of one process share one NATS subscription: NATS sends each
+        event to the process once, and it is decoded once (a core has two subscribers,
+        its connections' dispatcher and the pool scheduler)."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         if self._closed:
             queue.put_nowait(None)
-
-        async def on_message(msg: Msg) -> None:
-            try:
-                queue.put_nowait(decode_event(msg.data))
-            except ValidationError as exc:
-                log.warning("ignoring a bad event on %s: %s", msg.subject, exc)
-
-        subs: list[Subscription] = []
-        if not self._closed:
-            subs.append(await self._nc.subscribe(self.events_subject, cb=on_message))
-        self._queues.add(queue)
+            self._queues.add(queue)
+        else:
+            await self._join(queue)
         try:
-            # Once the server has our subscriptions, every later publication reaches us.
-            # While NATS is away they are sent on reconnection, followed by a ResetEvent.
-            # nats-py (2.16) writes flush()'s PING ahead of the SUBs still queued for its
-            # flusher task, so the first PONG can come before the server has them; the
-            # second PING follows them.
-            if subs and self._nc.is_connected:
-                with contextlib.suppress(NatsError, TimeoutError):
-                    for _ in range(2):
-                        await self._nc.flush(timeout=FLUSH_TIMEOUT)  # type: ignore[arg-type]
             yield self._iterate(queue)
         finally:
             self._queues.discard(queue)
-            for sub in subs:
-                with contextlib.suppress(NatsError):
-                    await sub.unsubscribe()
+            await self._leave()
+
+    async def _join(self, queue: asyncio.Queue[Event | None]) -> None:
+        async with self._sub_lock:
+            if self._sub is not None:  # open, and known to the server: see below
+                self._queues.add(queue)
+                return
+            self._sub = await self._nc.subscribe(self.events_subject, cb=self._on_message)
+            self._queues.add(queue)
+            # Once the server has the subscription, every later publication reaches us.
+            # While NATS is away it is sent on reconnection, followed by a ResetEvent.
+            # nats-py (2.16) writes flush()'s PING ahead of the SUBs still queued for its
+            # flusher task, so the first PONG can come before the server has them; the
+            # second PING follows them.
+            if self._nc.is_connected:
+                with contextlib.suppress(NatsError, TimeoutError):
+                    for _ in range(2):
+                        await self._nc.flush(timeout=FLUSH_TIMEOUT)  # type: ignore[arg-type]
+
+    async def _leave(self) -> None:
+        """Unsubscribe from NATS once no subscriber of this process is left."""
+        async with self._sub_lock:
+            if self._queues or self._sub is None:
+                return
+            sub, self._sub = self._sub, None
+            with contextlib.suppress(NatsError):
+                await sub.unsubscribe()
+
+    async def _on_message(self, msg: Msg) -> None:
+        try:
+            event = decode_event(msg.data)
+        except ValidationError as exc:
+            log.warning("ignoring a bad event on %s: %s", msg.subject, exc)
+            return
+        for queue in self._queues:
+            queue.put_nowait(event)
 
     async def _iterate(self, queue: asyncio.Queue[Event | None]) -> AsyncIterator[Event]:
         while (event := await queue.get()) is not None:

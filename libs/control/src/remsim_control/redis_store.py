@@ -301,6 +301,14 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: client configs; ARGV: field[, config JSON]: sets it, or without one forgets it. A
+# script so that it shares the pipelines of the other calls (a burst of maps makes a burst
+# of client acknowledgements).
+_SET_CONFIG = """
+if ARGV[2] then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
 # KEYS: records, order, seq, lease of the record's core
 # ARGV: field, record JSON, lease key prefix, lease TTL (ms)
 # Returns the live record in the way, or false once registered.
@@ -628,6 +636,7 @@ class RedisStore:
         self._release_bank = script(_RELEASE_BANK)
         self._release_orphans = script(_RELEASE_ORPHANS)
         self._forget_config = script(_FORGET_CONFIG)
+        self._set_config = script(_SET_CONFIG)
         self._put_cards = script(_PUT_CARDS)
         self._add_audit = script(_ADD_AUDIT)
         self._list_audit = script(_LIST_AUDIT)
@@ -891,13 +900,11 @@ class RedisStore:
         return ClientConfig.model_validate_json(data) if data else None
 
     async def set_client_config(self, client: ClientSlot, config: ClientConfig | None) -> None:
+        args = [_client_key(client)]
+        if config is not None:
+            args.append(config.model_dump_json())
         with _unavailable_on_failure():
-            if config is None:
-                await self._redis.hdel(self._k_configs, _client_key(client))
-            else:
-                await self._redis.hset(
-                    self._k_configs, _client_key(client), config.model_dump_json()
-                )
+            await self._set_config(keys=[self._k_configs], args=args)
 
     async def forget_client_config(self, record: ClientRecord) -> bool:
         field = _client_key(record.client)

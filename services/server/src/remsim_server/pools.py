@@ -1,10 +1,11 @@
 """The pool scheduler: carries out ``remsim_control.assignment``'s plans in a server core.
 
-It watches the bus (every slotmap change), the pool store (changes made through this
-process's REST API) and the clock (a poll every ``POLL_INTERVAL``, and exactly when a lease
-ends or a rule's window opens or closes), reads the state, asks the engine for a plan and
-carries it out through the ordinary slotmap machinery: ``Store.create_slotmap`` /
-``Store.request_removal`` and a ``SlotmapEvent`` on the bus, exactly as the REST API does.
+It watches the bus (every slotmap change, while on duty with something configured), the
+pool store (changes made through this process's REST API) and the clock (a poll every
+``POLL_INTERVAL``, and exactly when a lease ends or a rule's window opens or closes), reads
+the state, asks the engine for a plan and carries it out through the ordinary slotmap
+machinery: ``Store.create_slotmap`` / ``Store.request_removal`` and a ``SlotmapEvent`` on
+the bus, exactly as the REST API does.
 So bankds and clients, ours or the original's, see nothing new: the core holding their
 connections pushes the maps as it pushes any other.
 
@@ -93,6 +94,8 @@ class PoolScheduler:
         self.on_duty = False
         self._claimed_at = -float("inf")
         self._wake = asyncio.Event()
+        self._idle = False
+        """The last plan found nothing configured (no pool, rule or assignment)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
 
@@ -130,7 +133,12 @@ class PoolScheduler:
                 async with self.bus.subscribe() as events:
                     subscribed.set()
                     async for _ in events:
-                        self._wake.set()
+                        # A slotmap change matters only to a plan on duty with something
+                        # configured: off duty or idle, the poll (and the pool store's
+                        # listener) is enough, and a burst of maps costs no round trips
+                        # to the store per event (a claim of the duty, or a snapshot).
+                        if self.on_duty and not self._idle:
+                            self._wake.set()
             except BackendUnavailable:
                 pass
             subscribed.set()
@@ -192,6 +200,7 @@ class PoolScheduler:
     async def step(self, event: Event = Event.TICK) -> float | None:
         """Plan once and carry the plan out; returns when to plan again at the latest."""
         state = await self.snapshot()
+        self._idle = state is None
         if state is None:
             return None
         now = self.clock()
