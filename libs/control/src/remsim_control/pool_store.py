@@ -16,6 +16,7 @@ lost core's duty passes to another once its lease has expired.
 
 from __future__ import annotations
 
+import abc
 import time
 import weakref
 from collections.abc import Callable
@@ -110,34 +111,35 @@ class PoolStore(Protocol):
     def remove_listener(self, listener: Callable[[], None]) -> None: ...
 
 
-class DocumentPoolStore:
-    """``PoolStore`` over the primitives a backend provides (JSON text per kind and key)."""
+class DocumentPoolStore(abc.ABC):
+    """``PoolStore`` over the primitives a backend provides (JSON text per kind and key):
+    each backend (memory, SQLite, Redis) implements the abstract methods."""
 
     def __init__(self) -> None:
         self._listeners: list[Callable[[], None]] = []
 
     # --- primitives (per backend) ---------------------------------------------------------
 
-    async def _put(self, kind: str, key: str, data: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _put(self, kind: str, key: str, data: str) -> None: ...
 
-    async def _get(self, kind: str, key: str) -> str | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _get(self, kind: str, key: str) -> str | None: ...
 
-    async def _all(self, kind: str) -> dict[str, str]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _all(self, kind: str) -> dict[str, str]: ...
 
-    async def _delete(self, kind: str, key: str) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _delete(self, kind: str, key: str) -> bool: ...
 
-    async def _update(self, kind: str, key: str, change: Callable[[str | None], str]) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _update(self, kind: str, key: str, change: Callable[[str | None], str]) -> str: ...
 
-    async def claim_duty(self, owner: str, ttl: float) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def claim_duty(self, owner: str, ttl: float) -> bool: ...
 
-    async def release_duty(self, owner: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def release_duty(self, owner: str) -> None: ...
 
     # --- notifications --------------------------------------------------------------------
 
