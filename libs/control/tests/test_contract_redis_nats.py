@@ -33,6 +33,7 @@ from remsim_testing.store_contract import (
     audit_entry,
     bank_record,
     client_record,
+    reopening,
 )
 from tests.fixtures.servers import ServiceFixture
 
@@ -65,15 +66,11 @@ class TestRedisRestart(RestartContract):
     async def open_store(
         self, redis_server: ServiceFixture, unique_prefix: str
     ) -> AsyncIterator[OpenStore]:
-        opened: list[RedisStore] = []
+        async def open_one() -> Store:
+            return RedisStore.from_url(redis_server.url, prefix=unique_prefix)
 
-        async def open_store() -> Store:
-            opened.append(RedisStore.from_url(redis_server.url, prefix=unique_prefix))
-            return opened[-1]
-
-        yield open_store
-        for store in opened:
-            await store.close()
+        async with reopening(open_one) as open_store:
+            yield open_store
 
 
 async def test_audit_entries_with_a_clock_behind_are_found_and_kept_long_enough(

@@ -14,7 +14,7 @@ from remsim_control.sqlite_pools import SqlitePoolStore
 from remsim_control.sqlite_store import SqliteStore
 from remsim_control.store import Store
 from remsim_testing.pool_contract import PoolRestartContract, PoolStoreContract
-from remsim_testing.store_contract import OpenStore
+from remsim_testing.store_contract import OpenStore, reopening
 from tests.fixtures.servers import ServiceFixture
 
 
@@ -35,15 +35,8 @@ class TestSqlitePoolStore(PoolStoreContract):
 class TestSqlitePoolRestart(PoolRestartContract):
     @pytest.fixture
     async def open_store(self, tmp_path: Path) -> AsyncIterator[OpenStore]:
-        opened: list[SqliteStore] = []
-
-        async def open_store() -> Store:
-            opened.append(await SqliteStore.open(tmp_path / "state"))
-            return opened[-1]
-
-        yield open_store
-        for store in opened:
-            await store.close()
+        async with reopening(lambda: SqliteStore.open(tmp_path / "state")) as open_store:
+            yield open_store
 
 
 @pytest.mark.integration
@@ -63,15 +56,11 @@ class TestRedisPoolRestart(PoolRestartContract):
     async def open_store(
         self, redis_server: ServiceFixture, unique_prefix: str
     ) -> AsyncIterator[OpenStore]:
-        opened: list[RedisStore] = []
+        async def open_one() -> Store:
+            return RedisStore.from_url(redis_server.url, prefix=unique_prefix)
 
-        async def open_store() -> Store:
-            opened.append(RedisStore.from_url(redis_server.url, prefix=unique_prefix))
-            return opened[-1]
-
-        yield open_store
-        for store in opened:
-            await store.close()
+        async with reopening(open_one) as open_store:
+            yield open_store
 
 
 async def test_one_pool_store_per_store_of_the_right_kind(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from remsim_testing.store_contract import (
     audit_entry,
     bank_record,
     card,
+    reopening,
 )
 
 NEW, ACTIVE = SlotmapState.NEW, SlotmapState.ACTIVE
@@ -45,15 +46,8 @@ class TestSqliteStore(StoreContract):
 class TestSqliteRestart(RestartContract):
     @pytest.fixture
     async def open_store(self, tmp_path: Path) -> AsyncIterator[OpenStore]:
-        opened: list[SqliteStore] = []
-
-        async def open_store() -> Store:
-            opened.append(await SqliteStore.open(tmp_path / "state"))
-            return opened[-1]
-
-        yield open_store
-        for store in opened:
-            await store.close()
+        async with reopening(lambda: SqliteStore.open(tmp_path / "state")) as open_store:
+            yield open_store
 
 
 # A process that opens the store, writes, says "ready" and waits to be killed.

@@ -15,6 +15,7 @@ log's tests are also a class of their own (``AuditContract``, part of ``StoreCon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pydantic
@@ -544,6 +545,23 @@ class StoreContract(AuditContract):
 
 
 OpenStore = Callable[[], Awaitable[Store]]
+
+
+@contextlib.asynccontextmanager
+async def reopening(open_one: OpenStore) -> AsyncIterator[OpenStore]:
+    """An ``open_store`` for ``RestartContract``: opens a store with ``open_one`` each time
+    it is called, and closes every store it opened at the end."""
+    opened: list[Store] = []
+
+    async def open_store() -> Store:
+        opened.append(await open_one())
+        return opened[-1]
+
+    try:
+        yield open_store
+    finally:
+        for store in opened:
+            await store.close()
 
 
 class RestartContract:
