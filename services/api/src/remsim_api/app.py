@@ -222,6 +222,14 @@ async def get_client(client_id: ClientId, store: StoreDep) -> Client:
 # --- slotmaps ------------------------------------------------------------------------------
 
 
+def _created(description: str) -> dict[str, Any]:
+    """The OpenAPI entry of a 201 answer naming the new slotmap in ``Location``."""
+    return {
+        "description": description,
+        "headers": {"Location": {"description": "The new slotmap", "schema": {"type": "string"}}},
+    }
+
+
 @router.get("/slotmaps", response_model_exclude_none=True, summary="All slotmaps")
 async def list_slotmaps(store: StoreDep) -> SlotmapList:
     slotmaps = await store.list_slotmaps(visible_only=True)
@@ -234,12 +242,7 @@ async def list_slotmaps(store: StoreDep) -> SlotmapList:
     response_model_exclude_none=True,
     dependencies=[Depends(_require_json), Depends(_require_backends)],
     responses={
-        201: {
-            "description": "Created; the map is pushed to its bankd once that is connected.",
-            "headers": {
-                "Location": {"description": "The new slotmap", "schema": {"type": "string"}}
-            },
-        },
+        201: _created("Created; the map is pushed to its bankd once that is connected."),
         **problem_responses(400, 409, 415, 503),
     },
     summary="Create a slotmap",
@@ -279,13 +282,10 @@ async def _add_slotmap(
     response_model_exclude_none=True,
     dependencies=[Depends(_require_json), Depends(_require_backends)],
     responses={
-        201: {
-            "description": "Created at the card's bank slot now; when the card inventory "
-            "finds the card in another bank slot, the map moves there.",
-            "headers": {
-                "Location": {"description": "The new slotmap", "schema": {"type": "string"}}
-            },
-        },
+        201: _created(
+            "Created at the card's bank slot now; when the card inventory finds the card in "
+            "another bank slot, the map moves there."
+        ),
         **problem_responses(400, 404, 409, 415, 503),
     },
     summary="Create a slotmap by card (ICCID) or by bank slot",
