@@ -11,6 +11,31 @@ PARSED: dict[str, Any] = {
         "tags": "IMPLICIT",
         "types": {
             "ATR": {"size": [(1, 55)], "type": "OCTET STRING"},
+            "ApduCardToModem": {
+                "members": [
+                    {"name": "fromBankSlot", "type": "BankSlot"},
+                    {"name": "toClientSlot", "type": "ClientSlot"},
+                    {"name": "result", "type": "ResultCode"},
+                    {"name": "rapdu", "size": [(0, 65535)], "type": "OCTET STRING"},
+                    {
+                        "name": "error",
+                        "optional": True,
+                        "tag": {"number": 0},
+                        "type": "ErrorString",
+                    },
+                    None,
+                ],
+                "type": "SEQUENCE",
+            },
+            "ApduModemToCard": {
+                "members": [
+                    {"name": "fromClientSlot", "type": "ClientSlot"},
+                    {"name": "toBankSlot", "type": "BankSlot"},
+                    {"name": "capdu", "size": [(4, 65535)], "type": "OCTET STRING"},
+                    None,
+                ],
+                "type": "SEQUENCE",
+            },
             "BankId": {"restricted-to": [(0, 1023)], "type": "INTEGER"},
             "BankSlot": {
                 "members": [
@@ -188,6 +213,12 @@ PARSED: dict[str, Any] = {
                     {"name": "identity", "type": "ComponentIdentity"},
                     {"name": "clientSlot", "optional": True, "type": "ClientSlot"},
                     None,
+                    {
+                        "name": "features",
+                        "optional": True,
+                        "tag": {"number": 0},
+                        "type": "RemsimFeatures",
+                    },
                 ],
                 "type": "SEQUENCE",
             },
@@ -196,6 +227,12 @@ PARSED: dict[str, Any] = {
                     {"name": "identity", "type": "ComponentIdentity"},
                     {"name": "result", "type": "ResultCode"},
                     None,
+                    {
+                        "name": "features",
+                        "optional": True,
+                        "tag": {"number": 0},
+                        "type": "RemsimFeatures",
+                    },
                 ],
                 "type": "SEQUENCE",
             },
@@ -282,6 +319,13 @@ PARSED: dict[str, Any] = {
                 "members": [{"name": "result", "type": "ResultCode"}, None],
                 "type": "SEQUENCE",
             },
+            "RemsimFeatures": {
+                "members": [
+                    {"name": "apdu", "optional": True, "tag": {"number": 0}, "type": "BOOLEAN"},
+                    None,
+                ],
+                "type": "SEQUENCE",
+            },
             "ResetStateReq": {"members": [None], "type": "SEQUENCE"},
             "ResetStateRes": {
                 "members": [{"name": "result", "type": "ResultCode"}, None],
@@ -365,6 +409,8 @@ PARSED: dict[str, Any] = {
                     {"name": "resetStateRes", "tag": {"number": 20}, "type": "ResetStateRes"},
                     None,
                     {"name": "cardInventoryInd", "tag": {"number": 64}, "type": "CardInventoryInd"},
+                    {"name": "apduModemToCard", "tag": {"number": 65}, "type": "ApduModemToCard"},
+                    {"name": "apduCardToModem", "tag": {"number": 66}, "type": "ApduCardToModem"},
                 ],
                 "type": "CHOICE",
             },
@@ -373,6 +419,13 @@ PARSED: dict[str, Any] = {
                     {"name": "slot", "type": "ClientSlot"},
                     {"name": "atr", "type": "ATR"},
                     None,
+                    {
+                        "name": "protocol",
+                        "optional": True,
+                        "restricted-to": [(0, 15)],
+                        "tag": {"number": 0},
+                        "type": "INTEGER",
+                    },
                 ],
                 "type": "SEQUENCE",
             },

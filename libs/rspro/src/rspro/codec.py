@@ -46,7 +46,38 @@ def schema() -> Any:
 
     from ._parsed_schema import PARSED
 
+    _fix_indefinite_additions()
     return asn1tools.compile_dict(copy.deepcopy(PARSED), "ber")  # it edits its argument
+
+
+def _fix_indefinite_additions() -> None:
+    """asn1tools (0.169) looks for a SEQUENCE's extension additions after the end-of-contents
+    octets that ended its root members in the indefinite-length form, and so reads into the
+    enclosing value (or past the end). Here the additions of a SEQUENCE whose end was found
+    are not looked for (their defaults still apply): a SetAtrReq or ConnectClientReq in the
+    indefinite form, from any BER encoder, decodes as it did before remsim's additions."""
+    from asn1tools.codecs import ber
+
+    def decode_content(self: Any, data: bytearray, offset: int, length: int | None) -> Any:
+        end_offset = None if length is None else offset + length
+        values: dict[str, Any] = {}
+        offset, out_of_data = self.decode_members(
+            self.root_members, data, values, offset, end_offset
+        )
+        if self.additions:
+            ended = offset if out_of_data and end_offset is None else end_offset
+            offset, out_of_data = self.decode_members(
+                ber.flatten(self.additions), data, values, offset, ended, ignore_missing=True
+            )
+        if out_of_data:
+            return values, offset
+        if end_offset is None:
+            raise ber.NoEndOfContentsTagError(
+                "Could not find end-of-contents tag for indefinite length field.", offset=offset
+            )
+        return values, end_offset  # extra data is allowed for versioned additions
+
+    ber.MembersType.decode_content = decode_content
 
 
 @functools.cache

@@ -73,6 +73,7 @@ class RsproConnection:
         self.initiator = initiator
         self.keepalive = keepalive
         self._framer = ipa.IpaFramer(max_frame_size)
+        self._max_send = ipa.MAX_SEND_FRAME
         self._out = bytearray()
         self._ka = _Ka.OFF
         self._deadline: float | None = None
@@ -102,6 +103,15 @@ class RsproConnection:
         self.closed = True
         self._deadline = None
 
+    def allow_large_frames(self) -> None:
+        """Both peers are remsim's and agreed on the APDU mode: from now on frames up to
+        IPA's own limit (``ipa.MAX_FRAME``) go both ways, instead of the original's ~1 KiB."""
+        self._framer.max_frame_size = self._max_send = ipa.MAX_FRAME
+
+    @property
+    def large_frames(self) -> bool:
+        return self._max_send == ipa.MAX_FRAME
+
     # --- sending --------------------------------------------------------------------------
 
     def send(self, msg: Message | RsproPdu) -> None:
@@ -109,7 +119,7 @@ class RsproConnection:
         if self.closed:
             raise ConnectionClosedError("connection is closed")
         pdu = msg if isinstance(msg, RsproPdu) else RsproPdu(msg)
-        self._out += ipa.rspro_frame(encode(pdu))
+        self._out += ipa.rspro_frame(encode(pdu), self._max_send)
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the peer, in one write (complete frames only)."""

@@ -20,6 +20,8 @@ MAX_SEND_FRAME = 1020
 """Largest frame we emit: deployed receivers accept 1024 (1.0.0: 1200) bytes at most."""
 MAX_RECV_FRAME = 1200
 """Largest frame we accept by default, header included (the 1.0.0 receivers' limit)."""
+MAX_FRAME = HEADER_SIZE + 0xFFFF
+"""IPA's own limit (a 2-byte length): what a link in remsim's APDU mode sends and accepts."""
 
 
 class CcmType(enum.IntEnum):
@@ -84,10 +86,10 @@ def parse_id_get(body: bytes) -> list[int]:
     return [body[i + 1] for i in range(0, len(body) - 1, 2)]
 
 
-def rspro_frame(pdu: bytes) -> bytes:
-    """Wrap one BER-encoded RSPRO PDU in its IPA frame."""
+def rspro_frame(pdu: bytes, max_frame: int = MAX_SEND_FRAME) -> bytes:
+    """Wrap one BER-encoded RSPRO PDU in its IPA frame (at most ``max_frame`` bytes)."""
     size = len(pdu) + 1
-    if size + HEADER_SIZE > MAX_SEND_FRAME:
+    if size + HEADER_SIZE > max_frame:
         raise RsproEncodeError(f"RSPRO PDU of {len(pdu)} bytes exceeds the IPA frame limit")
     return size.to_bytes(2, "big") + bytes((IPA_PROTO_OSMO, IPA_EXT_RSPRO)) + pdu
 

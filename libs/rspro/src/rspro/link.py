@@ -21,7 +21,15 @@ from typing import Any
 from .aio import RsproStream, open_connection
 from .connection import DEFAULT_KEEPALIVE, Keepalive
 from .errors import ConnectionClosedError, KeepaliveTimeoutError, RsproError
-from .messages import ComponentType, ConnectBankRes, ConnectClientRes, Message, ResultCode, RsproPdu
+from .messages import (
+    ComponentType,
+    ConnectBankRes,
+    ConnectClientRes,
+    Message,
+    RemsimFeatures,
+    ResultCode,
+    RsproPdu,
+)
 
 log = logging.getLogger("rspro.link")
 
@@ -194,6 +202,9 @@ class RsproLink:
         self._last_failure_warning: float | None = None
         self.last_error: RsproError | None = None
         """Why the last connection ended (a ``KeepaliveTimeoutError``, …), for logs and metrics."""
+        self.features: RemsimFeatures | None = None
+        """What the peer's connectClientRes accepted of our offer (remsim's own), on this
+        connection; None from an original peer or before the answer."""
 
     @property
     def state(self) -> LinkState:
@@ -286,6 +297,7 @@ class RsproLink:
                 self._connect_failed(me, f"refusing {self.host}:{self.port}: {refusal}")
                 return
         self._stream = stream
+        self.features = None
         self._last_failure_warning = None
         stream.set_receiver(self._dispatch)
         self._run(self._fsm.tcp_up(self._loop.time()))
@@ -314,6 +326,10 @@ class RsproLink:
     def _dispatch(self, pdu: RsproPdu) -> None:
         msg = pdu.msg
         if isinstance(msg, ConnectBankRes | ConnectClientRes):
+            if isinstance(msg, ConnectClientRes):
+                self.features = msg.features
+                if msg.features is not None and msg.features.apdu and self._stream is not None:
+                    self._stream.conn.allow_large_frames()  # APDU mode: whole APDUs
             if msg.result is not ResultCode.OK:
                 log.error("%s link: %s answered %s", self.name, self.host, msg.result.name)
             self._run(self._fsm.connect_res(msg.result, msg.identity.type, self._loop.time()))

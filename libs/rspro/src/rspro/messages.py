@@ -15,6 +15,11 @@ RSPRO_VERSION = 2
 MIN_TPDU, MAX_TPDU = 5, 260
 """Sizes of a T=0 command TPDU: a 5-byte header and up to 255 data bytes (the current
 version of the original drops anything else on both ends)."""
+MIN_APDU, MAX_APDU = 4, 65_485
+"""Sizes of a command or response APDU in remsim's APDU mode: a bare header (case 1) up to
+what one IPA frame carries (65,535 bytes) around an apduModemToCard / apduCardToModem with
+the largest ids and operation tag. An extended command APDU may be up to 65,544 bytes
+(ISO 7816-4) and a response 65,538: those that do not fit are refused."""
 CONNECT_CLIENT_RES_TAG = 2342
 """The operation tag the deployed server and bankd put on every ConnectClientRes."""
 
@@ -202,11 +207,20 @@ class ConnectBankRes(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class RemsimFeatures:
+    """remsim's own: what a client of ours offers a bankd of ours, and what it accepts
+    (``apdu``: the APDU mode). Never sent to, or by, an original peer."""
+
+    apdu: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectClientReq(Message):
     ASN_NAME = "connectClientReq"
     TAG = 2
     identity: ComponentIdentity
     client_slot: ClientSlot | None = None
+    features: RemsimFeatures | None = None  # remsim's extension addition
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +229,7 @@ class ConnectClientRes(Message):
     TAG = 3
     identity: ComponentIdentity
     result: ResultCode
+    features: RemsimFeatures | None = None  # remsim's extension addition
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +282,7 @@ class SetAtrReq(Message):
     TAG = 10
     slot: ClientSlot
     atr: bytes
+    protocol: int | None = None  # remsim's extension addition, APDU mode: 0 T=0, 1 T=1
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +401,32 @@ class CardInventoryInd(Message):
     cards: tuple[CardInfo, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ApduModemToCard(Message):
+    """client -> bankd, APDU mode: one whole command APDU (short or extended)."""
+
+    ASN_NAME = "apduModemToCard"
+    TAG = 65
+    from_client_slot: ClientSlot
+    to_bank_slot: BankSlot
+    capdu: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ApduCardToModem(Message):
+    """bankd -> client, APDU mode: the answer to one ApduModemToCard. ``result`` OK:
+    ``rapdu`` is the response APDU (data, SW1 SW2); otherwise it is empty and ``error`` may
+    say why."""
+
+    ASN_NAME = "apduCardToModem"
+    TAG = 66
+    from_bank_slot: BankSlot
+    to_client_slot: ClientSlot
+    result: ResultCode
+    rapdu: bytes = b""
+    error: str | None = None
+
+
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     ConnectBankReq,
     ConnectBankRes,
@@ -409,7 +451,11 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     ResetStateRes,
 )
 """The deployed protocol's messages."""
-REMSIM_MESSAGE_TYPES: tuple[type[Message], ...] = (CardInventoryInd,)
+REMSIM_MESSAGE_TYPES: tuple[type[Message], ...] = (
+    CardInventoryInd,
+    ApduModemToCard,
+    ApduCardToModem,
+)
 """remsim's own additions."""
 MESSAGE_BY_ASN_NAME: dict[str, type[Message]] = {
     m.ASN_NAME: m for m in MESSAGE_TYPES + REMSIM_MESSAGE_TYPES

@@ -1,0 +1,139 @@
+"""remsim's APDU mode on the wire (docs/architecture.md, "APDU mode"): the features a client
+of ours offers in its connectClientReq and a bankd of ours accepts in its connectClientRes,
+SetAtrReq's protocol, and the two APDU messages. Without them, every message is the
+original's, byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from rspro import (
+    MAX_APDU,
+    MESSAGE_TYPES,
+    MIN_APDU,
+    REMSIM_MESSAGE_TYPES,
+    ApduCardToModem,
+    ApduModemToCard,
+    BankSlot,
+    ClientSlot,
+    ComponentIdentity,
+    ComponentType,
+    ConnectClientReq,
+    ConnectClientRes,
+    IpaFramingError,
+    PduReceived,
+    RemsimFeatures,
+    ResultCode,
+    RsproConnection,
+    RsproEncodeError,
+    RsproPdu,
+    SetAtrReq,
+    decode,
+    encode,
+)
+from rspro.ipa import MAX_FRAME, MAX_SEND_FRAME, rspro_frame
+
+CLIENT = ComponentIdentity(ComponentType.REMSIM_CLIENT, "modem-1", "remsim-client", "0.1.0")
+BANKD = ComponentIdentity(ComponentType.REMSIM_BANKD, "bank-1", "remsim-bankd", "0.1.0")
+ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
+C23, B1 = ClientSlot(23, 0), BankSlot(1, 0)
+CASE4_SELECT = bytes.fromhex("00a4040c07a0000000871002ff")
+LARGEST_IDS = ClientSlot(1023, 1023), BankSlot(1023, 1023)
+LARGEST_TAG = 2**31 - 1
+
+
+def der(msg: object) -> bytes:
+    return encode(RsproPdu(msg))  # type: ignore[arg-type]
+
+
+def test_the_apdu_messages_are_remsim_additions_clear_of_the_original_numbering() -> None:
+    for cls, tag in ((ApduModemToCard, 65), (ApduCardToModem, 66)):
+        assert cls in REMSIM_MESSAGE_TYPES and cls not in MESSAGE_TYPES
+        assert tag == cls.TAG
+    # msg [2] { apduModemToCard [65] ... }, { apduCardToModem [66] ... }
+    assert der(ApduModemToCard(C23, B1, CASE4_SELECT))[10:12] == bytes.fromhex("bf41")
+    assert der(ApduCardToModem(B1, C23, ResultCode.OK, b"\x90\x00"))[10:12] == bytes.fromhex("bf42")
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        ApduModemToCard(C23, B1, CASE4_SELECT),
+        ApduModemToCard(C23, B1, bytes(4)),  # case 1: a bare header
+        ApduCardToModem(B1, C23, ResultCode.OK, bytes(32768) + b"\x90\x00"),
+        ApduCardToModem(B1, C23, ResultCode.CARD_UNRESPONSIVE, b"", "the card is mute"),
+        ConnectClientReq(CLIENT, C23, RemsimFeatures(apdu=True)),
+        ConnectClientRes(BANKD, ResultCode.OK, RemsimFeatures(apdu=True)),
+        SetAtrReq(C23, ATR, protocol=1),
+    ],
+)
+def test_round_trip(msg: object) -> None:
+    assert decode(der(msg)).msg == msg
+
+
+def test_without_the_additions_the_messages_are_the_originals() -> None:
+    """The bytes of the reference recordings (rspro-wire.md): no features, no protocol."""
+    assert der(ConnectClientReq(CLIENT, C23)) == der(ConnectClientReq(CLIENT, C23, None))
+    plain = der(SetAtrReq(C23, ATR))
+    assert plain.hex() == (
+        "302a800102810100a222aa20300602011702010004163b9f96801fc78031a073be21136743200718000001a5"
+    )
+    with_protocol = der(SetAtrReq(C23, ATR, protocol=0))
+    assert with_protocol.endswith(bytes.fromhex("800100"))  # [0] INTEGER 0 after the ATR
+
+
+def test_the_offer_is_an_extension_addition_after_the_client_slot() -> None:
+    plain = der(ConnectClientReq(CLIENT, C23))
+    offered = der(ConnectClientReq(CLIENT, C23, RemsimFeatures(apdu=True)))
+    # the same message with "features [0] { apdu [0] TRUE }" appended: a0 03 80 01 ff
+    assert offered[-5:] == bytes.fromhex("a0038001ff")
+    assert decode(plain).msg.features is None  # type: ignore[attr-defined]
+
+
+def test_an_indefinite_length_message_of_another_encoder_still_decodes() -> None:
+    """asn1tools would look for the additions past the end-of-contents (codec.py)."""
+    ber = bytes.fromhex(
+        "3080 800102 810100 a2 80 aa 80 3006020117020100 0416" + ATR.hex() + "0000 0000 0000"
+    )
+    assert decode(ber).msg == SetAtrReq(C23, ATR)
+    ber = bytes.fromhex(
+        "3080 800102 810100 a2 80 aa 80 3006020117020100 0416" + ATR.hex() + "800101 0000 0000 0000"
+    )
+    assert decode(ber).msg == SetAtrReq(C23, ATR, protocol=1)
+
+
+def test_max_apdu_is_the_largest_that_one_ipa_frame_carries() -> None:
+    """With the largest ids and operation tag, an APDU of MAX_APDU bytes fits one IPA frame
+    (65,535 bytes after the length) in either direction; a response one byte longer does
+    not (the response message is the larger one: it has a result)."""
+    client, bank = LARGEST_IDS
+
+    def frame(msg: object) -> bytes:
+        return rspro_frame(encode(RsproPdu(msg, tag=LARGEST_TAG)), MAX_FRAME)  # type: ignore[arg-type]
+
+    assert len(frame(ApduModemToCard(client, bank, bytes(MAX_APDU)))) <= MAX_FRAME
+    error = ResultCode.CARD_TRANSMISSION_ERROR  # the largest result code
+    assert len(frame(ApduCardToModem(bank, client, error, bytes(MAX_APDU)))) == MAX_FRAME
+    with pytest.raises(RsproEncodeError):
+        frame(ApduCardToModem(bank, client, error, bytes(MAX_APDU + 1)))
+    assert MIN_APDU == 4
+    # the largest extended APDUs of ISO 7816-4 are larger: they are refused, never split
+    assert MAX_APDU < 4 + 3 + 65535 + 2 and MAX_APDU < 65536 + 2
+
+
+def test_a_connection_sends_and_accepts_large_frames_only_once_allowed() -> None:
+    bankd, client = RsproConnection(initiator=False), RsproConnection(initiator=True)
+    big = ApduCardToModem(B1, C23, ResultCode.OK, bytes(32768) + b"\x90\x00")
+    with pytest.raises(RsproEncodeError):  # the original's limit: about 1 KiB
+        bankd.send(big)
+    frame = rspro_frame(encode(RsproPdu(big)), MAX_FRAME)
+    assert len(frame) > MAX_SEND_FRAME
+    with pytest.raises(IpaFramingError):
+        RsproConnection(initiator=True).receive_data(frame, 0.0)
+    for conn in (bankd, client):
+        assert not conn.large_frames
+        conn.allow_large_frames()
+        assert conn.large_frames
+    bankd.send(big)
+    (event,) = client.receive_data(bankd.data_to_send(), 0.0)
+    assert isinstance(event, PduReceived) and event.pdu.msg == big
