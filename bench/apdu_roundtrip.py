@@ -26,6 +26,13 @@ For each APDU the five paths take turns (the order rotating per round) in blocks
 (path median - direct median); p99 overhead = p99(path) - median(direct), over all samples.
 What TLS adds = median over the rounds of (TLS path median - plaintext path median); its p99 =
 p99(TLS path) - p99(plaintext path).
+Then **APDU mode against TPDU mode** for two case-4 commands (SELECT of the USIM with its
+FCP, a 3G AUTHENTICATE): two RemoteCards of the plaintext site (C25:0 in TPDU mode, C26:0
+offering the APDU mode), both through ``remsim_testing.wire_proxy.WireProxy`` to the bankd,
+which counts the round trips on the wire and adds a delay each way: none, then 5 ms each way
+(10 ms of round-trip time, made in the harness, not on the network). TPDU mode needs two round
+trips (the command, GET RESPONSE after 61xx), APDU mode one (the bankd fetches the response).
+The round-trip paths above all stay in TPDU mode (``apdu_mode="off"``): they measure TPDUs.
 ``--breakdown`` times the stages of the minimal and RemoteCard paths (plaintext and TLS)
 inside the client, by wrapping the RemoteCard's methods in this process (perf_counter stamps).
 ``--quick`` is the regression guard: each path's overhead, on its least disturbed round, must
@@ -64,10 +71,14 @@ from typing import Any
 from smartcard import scard
 
 import rspro
+from remsim_bankd.sim import CardProfile, Milenage
+from remsim_bankd.sim.fs import USIM_AID
+from remsim_bankd.sim.profile import load_profile
 from remsim_client import RemoteCard
 from remsim_common import TransportSecurity
 from remsim_testing.pki import Credentials, TestCA
-from remsim_testing.simbank import VirtualSimBank
+from remsim_testing.simbank import VirtualSimBank, default_profiles
+from remsim_testing.wire_proxy import WireProxy
 from rspro import (
     BankSlot,
     CardInventoryInd,
@@ -96,6 +107,19 @@ APDUS = {
 }
 MINIMAL_SLOT, MINIMAL_BANK = ClientSlot(23, 0), BankSlot(1, 0)
 REMOTE_SLOT, REMOTE_BANK = ClientSlot(24, 0), BankSlot(1, 1)
+TPDU_SLOT, TPDU_BANK = ClientSlot(25, 0), BankSlot(1, 2)
+APDU_SLOT, APDU_BANK = ClientSlot(26, 0), BankSlot(1, 3)
+MAPS = (
+    (MINIMAL_SLOT, MINIMAL_BANK), (REMOTE_SLOT, REMOTE_BANK),
+    (TPDU_SLOT, TPDU_BANK), (APDU_SLOT, APDU_BANK),
+)  # fmt: skip
+"""The maps the scripted server makes when a bankd registers (all four bank slots open the
+same reader): the minimal client, RemoteCard, and the two RemoteCards of the mode comparison."""
+RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
+MODE_DELAYS = (0.0, 0.005)
+"""One-way delays of the mode comparison's proxy (s): no added round-trip time, and 10 ms."""
+MODE_ROUNDS = {"full": 40, "quick": 4}
+"""Round trips of each mode per command and delay."""
 SERVER_ID = ComponentIdentity(ComponentType.REMSIM_SERVER, "bench", "remsim-server", "bench")
 CLIENT_ID = ComponentIdentity(ComponentType.REMSIM_CLIENT, "bench", "remsim-client", "bench")
 PATHS = ("direct", "minimal", "RemoteCard", "minimal TLS", "RemoteCard TLS")
@@ -156,6 +180,8 @@ class ScriptedServer(threading.Thread):
         super().__init__(daemon=True)
         self.port = port
         self.bankd_port = bankd_port
+        self.proxy_port = bankd_port
+        """Where the clients of the mode comparison are sent (the wire proxy, once started)."""
         self.security = security
         self.mapped = threading.Event()
         self.loop = asyncio.new_event_loop()
@@ -168,7 +194,7 @@ class ScriptedServer(threading.Thread):
             req = (await stream.recv()).msg
             if isinstance(req, ConnectBankReq):
                 stream.send(ConnectBankRes(SERVER_ID, ResultCode.OK))
-                for client, bank in ((MINIMAL_SLOT, MINIMAL_BANK), (REMOTE_SLOT, REMOTE_BANK)):
+                for client, bank in MAPS:
                     stream.send(CreateMappingReq(client, bank))
                     res = (await stream.recv()).msg
                     while isinstance(res, CardInventoryInd):  # our bankd over TLS reports cards
@@ -177,8 +203,10 @@ class ScriptedServer(threading.Thread):
                 self.mapped.set()
             elif isinstance(req, ConnectClientReq):
                 stream.send(ConnectClientRes(SERVER_ID, ResultCode.OK))
-                bankd = IpPort(ipaddress.IPv4Address("127.0.0.1"), self.bankd_port)
-                stream.send(ConfigClientBankReq(REMOTE_BANK, bankd))
+                bank = dict(MAPS)[req.client_slot] if req.client_slot else REMOTE_BANK
+                port = self.bankd_port if bank == REMOTE_BANK else self.proxy_port
+                bankd = IpPort(ipaddress.IPv4Address("127.0.0.1"), port)
+                stream.send(ConfigClientBankReq(bank, bankd))
             async for _ in stream:
                 pass
 
@@ -447,17 +475,77 @@ def start_bankd(
     ]  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "remsim_bankd.main", "-i", "127.0.0.1", "-p", str(server.port),
-         "-b", "1", "-n", "2", "-I", "127.0.0.1", "-P", str(server.bankd_port), "-s",
+         "-b", "1", "-n", str(len(MAPS)), "-I", "127.0.0.1", "-P", str(server.bankd_port), "-s",
          "--slots-csv", str(csv), "-e", "7", *tls_args, *INVENTORY],
         env={**os.environ, **bank.env},
     )  # fmt: skip
 
 
-def remote_card(server: ScriptedServer, security: TransportSecurity) -> RemoteCard:
+def remote_card(
+    server: ScriptedServer,
+    security: TransportSecurity,
+    slot: ClientSlot = REMOTE_SLOT,
+    apdu_mode: str = "off",
+) -> RemoteCard:
+    """A RemoteCard; in TPDU mode unless asked (the round-trip paths compare TPDUs)."""
     return RemoteCard(
-        "127.0.0.1", REMOTE_SLOT.client_id, REMOTE_SLOT.slot_nr, port=server.port, timeout=10,
-        name="bench", sw_version="bench", security=security,
+        "127.0.0.1", slot.client_id, slot.slot_nr, port=server.port, timeout=10,
+        name="bench", sw_version="bench", security=security, apdu_mode=apdu_mode,
     )  # fmt: skip
+
+
+def case4_commands(profile: CardProfile) -> Iterator[tuple[str, bytes, bytes]]:
+    """(name, T=0 command TPDU, command APDU) of each case-4 command, again and again:
+    SELECT of the USIM application with its FCP, and AUTHENTICATE with a fresh AUTN each time
+    (its SQN one step higher), so that every answer is data and SW 9000."""
+    milenage = Milenage(profile.ki, profile.opc_value)
+    select = bytes((0x00, 0xA4, 0x04, 0x04, len(USIM_AID))) + USIM_AID
+    sqn = 1 << 20
+    while True:
+        yield "SELECT USIM (FCP)", select, select + b"\x00"
+        sqn += 32
+        auth = b"\x00\x88\x00\x81\x22\x10" + RAND + b"\x10" + milenage.autn(RAND, sqn)
+        yield "AUTHENTICATE (3G)", auth, auth + b"\x00"
+
+
+async def compare_modes(
+    server: ScriptedServer, proxy: WireProxy, profile: CardProfile, rounds: int
+) -> None:
+    """APDU mode against TPDU mode for case-4 commands, with and without added round-trip
+    time: two RemoteCards on the plaintext bankd through the wire proxy, taking turns."""
+    plain = TransportSecurity.PLAINTEXT
+    async with (
+        remote_card(server, plain, TPDU_SLOT, "off") as tpdu,
+        remote_card(server, plain, APDU_SLOT, "on") as apdu,
+    ):
+        tpdu.auto_get_response = True  # as a modem does: GET RESPONSE after 61xx
+        assert not tpdu.apdu_mode and apdu.apdu_mode, "the APDU mode was not agreed"
+        print("\nAPDU mode vs TPDU mode, case-4 commands (RemoteCard → wire proxy → bankd)")
+        print(f"  {rounds} commands per mode, command and delay; round trips counted on the wire")
+        head = f"  {'added RTT':>9}  {'command':18} {'mode':5} {'round trips':>11} {'median':>9}"
+        print(head + f" {'p90':>9}")
+        commands = case4_commands(profile)
+        for delay in MODE_DELAYS:
+            proxy.delay = delay
+            times: dict[tuple[str, str], list[float]] = {}
+            trips: dict[tuple[str, str], int] = {}
+            for _ in range(rounds * 2):
+                name, tpdu_form, apdu_form = next(commands)
+                for mode, card, command in (("TPDU", tpdu, tpdu_form), ("APDU", apdu, apdu_form)):
+                    proxy.reset()
+                    start = time.perf_counter()
+                    rsp = await card.transmit(command)
+                    times.setdefault((name, mode), []).append((time.perf_counter() - start) * 1e3)
+                    assert rsp[-2:] == b"\x90\x00" and len(rsp) > 2, (name, mode, rsp.hex())
+                    sent = proxy.counts("up")
+                    trips[(name, mode)] = sent.get("tpduModemToCard", 0) + sent.get(
+                        "apduModemToCard", 0
+                    )
+            for (name, mode), xs in times.items():
+                print(
+                    f"  {delay * 2e3:6.0f} ms  {name:18} {mode:5} {trips[(name, mode)]:>11} "
+                    f"{statistics.median(xs):6.2f} ms {percentile(xs, 90):6.2f} ms"
+                )
 
 
 async def measure(
@@ -588,6 +676,10 @@ async def bench(
                     print(f"  {path} stages (median µs of {n}):")
                     for stage, us in stages:
                         print(f"    {stage:24} {us:7.1f}")
+    with WireProxy(("127.0.0.1", plain.bankd_port)) as proxy:
+        plain.proxy_port = proxy.port
+        profile = load_profile(default_profiles()[0])
+        await compare_modes(plain, proxy, profile, MODE_ROUNDS["quick" if args.quick else "full"])
     return regressions
 
 
@@ -623,7 +715,7 @@ def main() -> int:
         plain = ScriptedServer(free_port(), free_port())
         tls = ScriptedServer(free_port(), free_port(), pki.server.security())
         csv = Path(tmp, "bankd_pcsc_slots.csv")
-        csv.write_text(f'"1","0","{bank.readers[0]}"\n"1","1","{bank.readers[0]}"\n')
+        csv.write_text("".join(f'"1","{b.slot_nr}","{bank.readers[0]}"\n' for _, b in MAPS))
         bankds: list[subprocess.Popen[bytes]] = []
         try:
             for server, credentials in ((plain, None), (tls, pki.bankd)):

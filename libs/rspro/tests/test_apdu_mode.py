@@ -6,6 +6,8 @@ original's, byte for byte."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rspro import (
     MAX_APDU,
@@ -25,12 +27,15 @@ from rspro import (
     RemsimFeatures,
     ResultCode,
     RsproConnection,
+    RsproDecodeError,
     RsproEncodeError,
     RsproPdu,
     SetAtrReq,
+    codec,
     decode,
     encode,
 )
+from rspro.codec import _to_asn, schema
 from rspro.ipa import MAX_FRAME, MAX_SEND_FRAME, rspro_frame
 
 CLIENT = ComponentIdentity(ComponentType.REMSIM_CLIENT, "modem-1", "remsim-client", "0.1.0")
@@ -137,3 +142,56 @@ def test_a_connection_sends_and_accepts_large_frames_only_once_allowed() -> None
     bankd.send(big)
     (event,) = client.receive_data(bankd.data_to_send(), 0.0)
     assert isinstance(event, PduReceived) and event.pdu.msg == big
+
+
+# --- the DER fast path (codec.py) against asn1tools --------------------------------------------
+
+ids = st.integers(0, 1023)
+apdu_messages = st.one_of(
+    st.builds(
+        ApduModemToCard,
+        st.builds(ClientSlot, ids, ids),
+        st.builds(BankSlot, ids, ids),
+        st.binary(min_size=4, max_size=600),
+    ),
+    st.builds(
+        ApduCardToModem,
+        st.builds(BankSlot, ids, ids),
+        st.builds(ClientSlot, ids, ids),
+        st.sampled_from(list(ResultCode)),
+        st.binary(max_size=600),
+        st.none() | st.text("abc -", min_size=1, max_size=40),
+    ),
+)
+apdu_pdus = st.builds(
+    RsproPdu, apdu_messages, version=st.integers(0, 32), tag=st.integers(0, 2**31 - 1)
+)
+
+
+def asn1tools_encode(pdu: RsproPdu) -> bytes:
+    value = {"version": pdu.version, "tag": pdu.tag, "msg": (pdu.msg.ASN_NAME, _to_asn(pdu.msg))}
+    return bytes(schema().encode("RsproPDU", value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(apdu_pdus)
+def test_the_fast_path_encodes_and_decodes_as_asn1tools(pdu: RsproPdu) -> None:
+    der = encode(pdu)
+    assert der == asn1tools_encode(pdu)
+    assert decode(der) == pdu
+    value = schema().decode("RsproPDU", der)  # the general decoder agrees
+    assert value["msg"][0] == pdu.msg.ASN_NAME
+
+
+def test_a_large_response_takes_the_fast_path_both_ways() -> None:
+    pdu = RsproPdu(ApduCardToModem(B1, C23, ResultCode.OK, LARGE := bytes(range(256)) * 128))
+    der = encode(pdu)
+    assert codec._decode_tpdu(der) == pdu  # the fast decoder itself, not asn1tools
+    assert der == asn1tools_encode(pdu) and len(LARGE) == 32768
+
+
+def test_a_truncated_apdu_message_is_a_decode_error() -> None:
+    der = encode(RsproPdu(ApduModemToCard(C23, B1, CASE4_SELECT)))
+    for cut in range(len(der)):
+        with pytest.raises(RsproDecodeError):
+            decode(der[:cut])

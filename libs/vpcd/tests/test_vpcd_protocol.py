@@ -8,7 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, Apdu, Control, VpcdConnection, frame
+from vpcd import (
+    GET_ATR,
+    MAX_MESSAGE,
+    POWER_OFF,
+    POWER_ON,
+    RESET,
+    Apdu,
+    Control,
+    MessageTooLong,
+    VpcdConnection,
+    frame,
+)
 
 ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 SELECT_MF = bytes.fromhex("a0a40000023f00")
@@ -22,6 +33,8 @@ def test_frame() -> None:
         frame(b"")  # vpcd would hang waiting for zero bytes
     with pytest.raises(ValueError):
         frame(bytes(0x10000))
+    with pytest.raises(MessageTooLong, match=r"1\.\.65535 bytes, not 65536"):
+        frame(bytes(MAX_MESSAGE + 1))
 
 
 STREAM_EVENTS: list[Control | Apdu] = [

@@ -12,7 +12,16 @@ from collections.abc import Iterator
 import pytest
 
 from remsim_testing.vpcd_peers import FakeVpcd
-from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, CardGone, VpcdCardRunner
+from vpcd import (
+    GET_ATR,
+    MAX_RAPDU,
+    POWER_OFF,
+    POWER_ON,
+    RESET,
+    CardGone,
+    VpcdCardRunner,
+)
+from vpcd.runner import SW_TOO_LONG
 
 ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 SELECT_MF = bytes.fromhex("a0a40000023f00")
@@ -41,6 +50,10 @@ class EchoCard:
     def transmit(self, apdu: bytes) -> bytes:
         if self.broken:
             raise CardGone("mute")
+        if apdu[1] == 0xB0:  # READ BINARY: as many bytes as P1 P2 say, then 9000
+            return bytes(int.from_bytes(apdu[2:4], "big")) + b"\x90\x00"
+        if apdu[1] == 0xEE:  # a card that answers nothing
+            return b""
         return apdu[1:2] + b"\x90\x00"
 
 
@@ -100,6 +113,23 @@ def test_a_card_that_is_gone_leaves_the_reader(
     card.present, card.broken = True, False
     sock = vpcd.accept()
     assert vpcd.exchange(sock, bytes([GET_ATR])) == ATR
+    sock.close()
+
+
+def test_rapdu_size_limits(
+    vpcd: FakeVpcd, runner: VpcdCardRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """vpcd's 2-byte length carries R-APDUs up to 65,535 bytes; longer ones become 6700."""
+    sock = vpcd.accept()
+    largest = MAX_RAPDU - 2  # data bytes, + SW1 SW2
+    rapdu = vpcd.exchange(sock, b"\x00\xb0" + largest.to_bytes(2, "big") + b"\x00\x00\x00")
+    assert len(rapdu) == MAX_RAPDU == 65535 and rapdu[-2:] == b"\x90\x00"
+    too_long = b"\x00\xb0" + (largest + 1).to_bytes(2, "big") + b"\x00\x00\x00"
+    assert vpcd.exchange(sock, too_long) == SW_TOO_LONG == b"\x67\x00"
+    assert "R-APDU of 65536 bytes to 00b0fffe exceeds vpcd's 65535-byte limit" in caplog.text
+    assert vpcd.exchange(sock, SELECT_MF) == b"\xa4\x90\x00"  # the card is still there
+    vpcd.send(sock, b"\x00\xee\x00\x00")  # an empty answer would hang vpcd: leave instead
+    _assert_closed(sock)
     sock.close()
 
 

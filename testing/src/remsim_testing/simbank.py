@@ -546,15 +546,16 @@ def _reader_states() -> dict[str, int] | None:
 
 
 class ReaderConnection:
-    """A PC/SC application's view of one reader (pyscard, T=0): C-APDU in, data + SW out."""
+    """A PC/SC application's view of one reader (pyscard, T=0 unless ``protocol`` says
+    otherwise, e.g. ``CardConnection.T1_protocol``): C-APDU in, data + SW out."""
 
-    def __init__(self, reader_name: str) -> None:
+    def __init__(self, reader_name: str, protocol: int | None = None) -> None:
         from smartcard.CardConnection import CardConnection
         from smartcard.System import readers
 
         reader = next(r for r in readers() if str(r) == reader_name)
         self.conn = reader.createConnection()
-        self.conn.connect(CardConnection.T0_protocol)
+        self.conn.connect(CardConnection.T0_protocol if protocol is None else protocol)
         self.protocol = self.conn.getProtocol()
         self.atr = bytes(self.conn.getATR())
 

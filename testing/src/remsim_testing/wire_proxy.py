@@ -113,7 +113,7 @@ class WireProxy:
                     sock = writer.get_extra_info("socket")
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await asyncio.gather(self._pipe(down_r, up_w, "up"), self._pipe(up_r, down_w, "down"))
-        except OSError:
+        except (OSError, asyncio.CancelledError):  # a peer left, or the proxy stops: the end
             pass
         finally:
             self._handlers.discard(me)

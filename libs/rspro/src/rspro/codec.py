@@ -1,9 +1,10 @@
 """BER/DER codec for RSPRO PDUs.
 
 The general path is asn1tools, compiled from our ASN.1 module. The two TPDU messages carry
-every APDU of every card session, so they have a hand-written DER fast path that produces
-the same bytes (checked against asn1tools in the tests) and falls back to asn1tools for
-anything it does not recognise.
+every APDU of every card session, and the two APDU messages of remsim's APDU mode every APDU
+of such a session, so they have a hand-written DER fast path that produces the same bytes
+(checked against asn1tools in the tests) and falls back to asn1tools for anything it does
+not recognise.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from typing import Any
 from .errors import RsproDecodeError, RsproEncodeError
 from .messages import (
     MESSAGE_BY_ASN_NAME,
+    ApduCardToModem,
+    ApduModemToCard,
     BankSlot,
     ClientSlot,
     IpPort,
     Message,
+    ResultCode,
     RsproPdu,
     TpduCardToModem,
     TpduFlags,
@@ -178,11 +182,36 @@ def _encode_tpdu(pdu: RsproPdu, msg: TpduModemToCard | TpduCardToModem) -> bytes
         second = _der_slot(msg.to_client_slot.client_id, msg.to_client_slot.slot_nr)
     body = first + second + _der_flags(msg.flags) + b"\x04" + _der_len(len(msg.data)) + msg.data
     choice = bytes((alt,)) + _der_len(len(body)) + body
+    return _envelope(pdu, choice)
+
+
+def _envelope(pdu: RsproPdu, choice: bytes) -> bytes:
     envelope = (
         b"\x80" + _der_int(pdu.version)[1:] + b"\x81" + _der_int(pdu.tag)[1:]
         + b"\xa2" + _der_len(len(choice)) + choice
     )  # fmt: skip
     return b"\x30" + _der_len(len(envelope)) + envelope
+
+
+def _encode_apdu(pdu: RsproPdu, msg: ApduModemToCard | ApduCardToModem) -> bytes:
+    if isinstance(msg, ApduModemToCard):
+        alt = b"\xbf\x41"
+        body = (
+            _der_slot(msg.from_client_slot.client_id, msg.from_client_slot.slot_nr)
+            + _der_slot(msg.to_bank_slot.bank_id, msg.to_bank_slot.slot_nr)
+            + b"\x04" + _der_len(len(msg.capdu)) + msg.capdu
+        )  # fmt: skip
+    else:
+        if msg.error is not None or not 0 <= msg.result < 0x80:
+            raise _NotFast
+        alt = b"\xbf\x42"
+        body = (
+            _der_slot(msg.from_bank_slot.bank_id, msg.from_bank_slot.slot_nr)
+            + _der_slot(msg.to_client_slot.client_id, msg.to_client_slot.slot_nr)
+            + bytes((0x0A, 1, msg.result))
+            + b"\x04" + _der_len(len(msg.rapdu)) + msg.rapdu
+        )  # fmt: skip
+    return _envelope(pdu, alt + _der_len(len(body)) + body)
 
 
 def _tlv(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
@@ -219,6 +248,34 @@ def _slot_at(buf: bytes, pos: int) -> tuple[int, int, int]:
     return a, b, end
 
 
+def _decode_apdu(buf: bytes, version: int, tag: int, start: int, end: int) -> RsproPdu:
+    """apduModemToCard (BF 41) / apduCardToModem (BF 42) at ``start``, the choice's end."""
+    second = buf[start + 1]
+    if second not in (0x41, 0x42):
+        raise _NotFast
+    body, end3 = _tlv(buf, start + 1, second)  # the tag's second byte, then the length
+    if end3 != end:
+        raise _NotFast
+    a1, a2, p = _slot_at(buf, body)
+    b1, b2, p = _slot_at(buf, p)
+    msg: Message
+    if second == 0x41:
+        dstart, p = _tlv(buf, p, 0x04)
+        if p != end:
+            raise _NotFast
+        msg = ApduModemToCard(ClientSlot(a1, a2), BankSlot(b1, b2), bytes(buf[dstart:p]))
+    else:
+        rstart, p = _tlv(buf, p, 0x0A)
+        if p - rstart != 1 or buf[rstart] >= 0x80:
+            raise _NotFast
+        dstart, p = _tlv(buf, p, 0x04)
+        if p != end:  # an error string, or more: asn1tools
+            raise _NotFast
+        result = ResultCode(buf[rstart])
+        msg = ApduCardToModem(BankSlot(a1, a2), ClientSlot(b1, b2), result, bytes(buf[dstart:p]))
+    return RsproPdu(msg, version, tag)
+
+
 def _decode_tpdu(buf: bytes) -> RsproPdu:
     start, end = _tlv(buf, 0, 0x30)
     version, p = _int_at(buf, start, 0x80)
@@ -227,6 +284,8 @@ def _decode_tpdu(buf: bytes) -> RsproPdu:
     if end2 != end:
         raise _NotFast
     alt = buf[start]
+    if alt == 0xBF:
+        return _decode_apdu(buf, version, tag, start, end)
     if alt not in (0xAC, 0xAD):
         raise _NotFast
     start, end3 = _tlv(buf, start, alt)
@@ -264,6 +323,11 @@ def encode(pdu: RsproPdu) -> bytes:
     if isinstance(msg, TpduModemToCard | TpduCardToModem):
         try:
             return _encode_tpdu(pdu, msg)
+        except _NotFast:
+            pass
+    elif isinstance(msg, ApduModemToCard | ApduCardToModem):
+        try:
+            return _encode_apdu(pdu, msg)
         except _NotFast:
             pass
     value = {"version": pdu.version, "tag": pdu.tag, "msg": (msg.ASN_NAME, _to_asn(msg))}

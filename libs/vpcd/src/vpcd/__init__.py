@@ -11,9 +11,12 @@ how a card leaves the reader.
 No third-party dependencies: a remsim client uses it without the bankd's PC/SC stack.
 """
 
-from .errors import CardGone, VpcdError
+from .errors import CardGone, MessageTooLong, VpcdError
 from .protocol import (
     GET_ATR,
+    MAX_CAPDU,
+    MAX_MESSAGE,
+    MAX_RAPDU,
     POWER_OFF,
     POWER_ON,
     RESET,
@@ -23,17 +26,22 @@ from .protocol import (
     VpcdConnection,
     frame,
 )
-from .runner import VirtualCard, VpcdCardRunner
+from .runner import SW_TOO_LONG, VirtualCard, VpcdCardRunner
 
 __all__ = [
     "GET_ATR",
+    "MAX_CAPDU",
+    "MAX_MESSAGE",
+    "MAX_RAPDU",
     "POWER_OFF",
     "POWER_ON",
     "RESET",
+    "SW_TOO_LONG",
     "VPCD_PORT",
     "Apdu",
     "CardGone",
     "Control",
+    "MessageTooLong",
     "VirtualCard",
     "VpcdCardRunner",
     "VpcdConnection",

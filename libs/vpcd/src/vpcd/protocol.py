@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import MessageTooLong
+
 __all__ = [
     "GET_ATR",
+    "MAX_CAPDU",
+    "MAX_MESSAGE",
+    "MAX_RAPDU",
     "POWER_OFF",
     "POWER_ON",
     "RESET",
@@ -23,7 +28,15 @@ POWER_ON = 0x01
 RESET = 0x02
 GET_ATR = 0x04
 
-_MAX = 0xFFFF
+MAX_MESSAGE = 0xFFFF
+"""The largest vpcd message: its length field has 2 bytes."""
+MAX_CAPDU = MAX_MESSAGE
+"""The largest C-APDU that reaches a virtual card. Measured with pcsc-lite 1.9.9 and Debian's
+vpcd 0.8 (docs/software-sim.md): SCardTransmit passes 4..65,535 bytes; 65,536..65,548 fail
+with SCARD_E_NOT_TRANSACTED and vpcd drops the card's connection; more fail in libpcsclite
+(SCARD_E_INSUFFICIENT_BUFFER)."""
+MAX_RAPDU = MAX_MESSAGE
+"""The largest R-APDU (data + SW1 SW2: up to 65,533 data bytes) a virtual card can return."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +55,9 @@ class Apdu:
 
 def frame(payload: bytes) -> bytes:
     """One vpcd message: 2-byte big-endian length, payload."""
-    if not payload or len(payload) > _MAX:
+    if not payload or len(payload) > MAX_MESSAGE:
         # A zero-length reply hangs vpcd (it waits for 0 bytes forever); say "gone" by closing.
-        raise ValueError(f"vpcd message must be 1..{_MAX} bytes, got {len(payload)}")
+        raise MessageTooLong(f"a vpcd message has 1..{MAX_MESSAGE} bytes, not {len(payload)}")
     return len(payload).to_bytes(2, "big") + payload
 
 

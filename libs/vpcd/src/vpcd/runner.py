@@ -9,9 +9,22 @@ import threading
 from typing import Protocol
 
 from .errors import CardGone
-from .protocol import GET_ATR, POWER_OFF, POWER_ON, RESET, VPCD_PORT, Apdu, VpcdConnection
+from .protocol import (
+    GET_ATR,
+    MAX_RAPDU,
+    POWER_OFF,
+    POWER_ON,
+    RESET,
+    VPCD_PORT,
+    Apdu,
+    VpcdConnection,
+)
 
-__all__ = ["VirtualCard", "VpcdCardRunner"]
+__all__ = ["SW_TOO_LONG", "VirtualCard", "VpcdCardRunner"]
+
+SW_TOO_LONG = b"\x67\x00"
+"""What vpcd gets instead of an R-APDU longer than `MAX_RAPDU` (wrong length: the command's
+Le asks for more than vpcd carries)."""
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +34,9 @@ class VirtualCard(Protocol):
 
     `atr` is asked every ~0.4 s while connected (presence polling), also while powered off,
     so it must answer from memory. `transmit` and the power calls may raise `CardGone`: the
-    runner then closes the connection, which pcscd sees as card removal.
+    runner then closes the connection, which pcscd sees as card removal. An R-APDU longer
+    than `MAX_RAPDU` (65,535 bytes) is logged and answered `SW_TOO_LONG`; an empty one takes
+    the card out of the reader (vpcd hangs on an empty message).
     """
 
     @property
@@ -135,6 +150,18 @@ class VpcdCardRunner:
                         return
                     if debug:
                         log.debug("APDU %s -> %s", event.data.hex(), rapdu.hex())
+                    if len(rapdu) > MAX_RAPDU:
+                        log.error(
+                            "R-APDU of %d bytes to %s exceeds vpcd's %d-byte limit; answering %s",
+                            len(rapdu),
+                            event.data[:4].hex(),
+                            MAX_RAPDU,
+                            SW_TOO_LONG.hex(),
+                        )
+                        rapdu = SW_TOO_LONG
+                    elif not rapdu:
+                        log.warning("card answered an empty R-APDU; leaving the reader")
+                        return
                     sendall(conn.reply(rapdu))
                     continue
                 assert not isinstance(event, Apdu)

@@ -53,6 +53,7 @@ from remsim_common import (
 )
 from remsim_common.limits import ConnectionLimits, connections_allowed, fd_limit
 from rspro import (
+    ApduModemToCard,
     BankSlot,
     CardInfo,
     CardState,
@@ -71,7 +72,7 @@ from rspro import (
 from rspro.tpdu import TpduFrames
 
 from . import metrics
-from .card import Card, CardError, CardNotPresentError
+from .card import T0, Card, CardError, CardNotPresentError
 from .clients import ClientConnection, tune_client_socket
 from .config import (
     ALIVE_CHECK_TIMEOUT,
@@ -84,6 +85,7 @@ from .config import (
     DEFAULT_NUM_SLOTS,
     IDENTIFY_TIMEOUT,
     PROGRAM,
+    ApduMode,
     BankdSettings,
     InventoryMode,
 )
@@ -155,6 +157,7 @@ class BankdConfig:
     metrics: tuple[str, int] | None = None  # /healthz, /readyz, /metrics on (host, port)
     inventory: InventoryMode = "auto"
     inventory_poll: float = INVENTORY_POLL
+    apdu_mode: ApduMode = "auto"
 
     @classmethod
     def from_settings(cls, settings: BankdSettings) -> BankdConfig:
@@ -176,6 +179,7 @@ class BankdConfig:
             gsmtap_slot=settings.gsmtap_slot,
             metrics=None if port is None else (settings.metrics_host, port),
             inventory=settings.inventory,
+            apdu_mode=settings.apdu_mode,
         )
 
 
@@ -199,6 +203,7 @@ class Bankd:
             card_retry=config.card_retry,
             inventory=inventory,
             inventory_poll=config.inventory_poll,
+            apdu_mode=config.apdu_mode != "off",
         )
         self.lock = threading.Lock()
         self.connections: dict[int, ClientConnection] = {}
@@ -365,15 +370,32 @@ class Bankd:
         with self.lock:
             return self._route(sid, self.core.receive(sid, msg))
 
-    def card_opened(self, sid: int, atr: bytes) -> list[Action]:
-        """``OpenCard`` or ``ResetCard`` of ``sid`` succeeded with ``atr``."""
+    def card_opened(self, sid: int, atr: bytes, protocol: int = T0) -> list[Action]:
+        """``OpenCard`` or ``ResetCard`` of ``sid`` succeeded with ``atr``; the card speaks
+        ``protocol``."""
         with self.lock:
-            return self._route(sid, self.core.card_opened(sid, atr))
+            return self._route(sid, self.core.card_opened(sid, atr, protocol))
 
     def card_response(self, sid: int, tpdu: TpduModemToCard, response: bytes) -> list[Action]:
         """``Transmit`` of ``sid`` succeeded with the R-APDU ``response``."""
         with self.lock:
             return self._route(sid, self.core.card_response(sid, tpdu, response))
+
+    def apdu_response(
+        self, sid: int, msg: ApduModemToCard, rapdu: bytes, error: str | None = None
+    ) -> list[Action]:
+        """``TransmitApdu`` of ``sid`` succeeded with ``rapdu`` (or was answered by the
+        bankd, ``error`` saying why)."""
+        with self.lock:
+            return self._route(sid, self.core.apdu_response(sid, msg, rapdu, error))
+
+    def apdu_failed(self, sid: int, msg: ApduModemToCard, error: CardError) -> list[Action]:
+        """``TransmitApdu`` of ``sid`` failed (a retry timer may start)."""
+        with self.lock:
+            actions = self._route(sid, self.core.apdu_failed(sid, msg, error, time.monotonic()))
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._arm_timer)
+        return actions
 
     def tpdu_frames(self, sid: int) -> TpduFrames | None:
         """The TPDU frames of ``sid``'s slot pair while its card is open (the APDU path)."""

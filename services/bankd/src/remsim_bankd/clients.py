@@ -31,6 +31,16 @@ frames (``rspro.tpdu.TpduFrames``, the same bytes as the general path), the core
 whether the session's TPDUs flow (``BankdCore.tpdus_flow``, before and after the card call):
 about 10 µs of Python per TPDU instead of about 50 (docs/benchmarks.md, "The APDU fast
 path"). Anything else takes the general path (framer, decoder, ``BankdCore.receive``).
+
+remsim's APDU mode: once the session's connectClientRes accepted it, the connection takes
+frames up to IPA's limit (``RsproConnection.allow_large_frames``). An ApduModemToCard takes
+the general path; its C-APDU is exchanged with the card right in this thread
+(``apdu.exchange``: as it is on T=1, through T=0's TPDUs and GET RESPONSEs on T=0) and
+answered with one ApduCardToModem. It counts as one TPDU each way
+(``remsim_tpdus_relayed_total``, the card activity), its whole exchange (every TPDU of it)
+is one round trip (``remsim_tpdu_roundtrip_seconds``), and GSMTAP traces each TPDU the card
+got, as in TPDU mode. A C-APDU the bankd answers itself (``apdu.ApduError``: malformed, or
+extended on a T=0 card) gets ``6700`` with the reason in ``error``, and counts nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from remsim_common import PeerIdentity
@@ -52,6 +63,7 @@ from rspro import (
     MIN_TPDU,
     BankSlot,
     ConnectClientReq,
+    ConnectClientRes,
     IpaFramingError,
     KeepaliveTimedOut,
     PduReceived,
@@ -59,8 +71,19 @@ from rspro import (
 )
 from rspro.tpdu import TpduFrames
 
-from .card import Card, CardError
-from .core import Action, CheckAlive, Close, OpenCard, ReleaseCard, ResetCard, Send, Transmit
+from .apdu import ApduError, exchange
+from .card import Card, CardError, card_protocol
+from .core import (
+    Action,
+    CheckAlive,
+    Close,
+    OpenCard,
+    ReleaseCard,
+    ResetCard,
+    Send,
+    Transmit,
+    TransmitApdu,
+)
 from .metrics import CLIENT_KEEPALIVE_TIMEOUTS, REFUSED, TO_CARD, TO_MODEM, TPDU_ROUNDTRIP
 
 if TYPE_CHECKING:
@@ -320,7 +343,12 @@ class ClientConnection:
                 if bankd.tracer is not None:
                     bankd.tracer.apdu(action.slot.slot_nr, data, response)
             elif type(action) is Send:
-                self.conn.send(action.msg)
+                msg = action.msg
+                if type(msg) is ConnectClientRes and msg.features is not None and msg.features.apdu:
+                    self.conn.allow_large_frames()  # APDU mode: whole APDUs both ways
+                self.conn.send(msg)
+            elif type(action) is TransmitApdu:
+                self._transmit_apdu(action)
             elif isinstance(action, CheckAlive):
                 now = time.monotonic()
                 self._checking_since = now
@@ -329,13 +357,17 @@ class ClientConnection:
                 try:
                     if isinstance(action, OpenCard):
                         self._held = card = bankd.card(action.slot)
-                        atr = card.connect()
+                        if action.any_protocol:
+                            atr = card.connect(any_protocol=True)
+                        else:  # as card objects of old (test doubles) expect
+                            atr = card.connect()
                     else:
-                        atr = self._card(action.slot).reset(action.warm)
+                        card = self._card(action.slot)
+                        atr = card.reset(action.warm)
                 except CardError as exc:
                     self._card_failed(exc)
                     continue
-                self._execute(bankd.card_opened(sid, atr))
+                self._execute(bankd.card_opened(sid, atr, card_protocol(card)))
                 if bankd.tracer is not None:
                     bankd.tracer.atr(action.slot.slot_nr, atr)
             elif isinstance(action, ReleaseCard):
@@ -354,6 +386,39 @@ class ClientConnection:
                 self._flush()
                 self._open = False
         self._flush()
+
+    def _transmit_apdu(self, action: TransmitApdu) -> None:
+        """One whole C-APDU to the card and its R-APDU back (see the module's text)."""
+        bankd, msg, slot_nr = self.bankd, action.apdu, action.slot.slot_nr
+        card = self._card(action.slot)
+        transmit: Callable[[bytes], bytes] = card.transmit
+        tracer = bankd.tracer
+        if tracer is not None and tracer.wants(slot_nr):
+
+            def transmit(tpdu: bytes) -> bytes:  # each TPDU traced as in TPDU mode
+                response = card.transmit(tpdu)
+                tracer.apdu(slot_nr, tpdu, response)
+                return response
+
+        started = time.perf_counter()
+        try:
+            rapdu = exchange(msg.capdu, transmit, card_protocol(card))
+        except ApduError as exc:  # answered by the bankd: the card saw nothing
+            log.debug("client connection %d: %s", self.sid, exc, extra=self.log_fields)
+            self._execute(bankd.apdu_response(self.sid, msg, exc.sw, str(exc)))
+            return
+        except CardError as exc:
+            TO_CARD.inc()
+            self._held = None
+            self._execute(bankd.apdu_failed(self.sid, msg, exc))
+            return
+        TO_CARD.inc()
+        TPDU_ROUNDTRIP.observe(time.perf_counter() - started)
+        bankd.core.tpdus.count(slot_nr, started)  # card activity
+        answer = bankd.apdu_response(self.sid, msg, rapdu)
+        if answer:
+            TO_MODEM.inc()
+        self._execute(answer)
 
     def _card(self, slot: BankSlot) -> Card:
         """The card of ``slot``: the one this session opened, else the bankd's."""

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_SLOTS_CSV",
     "IDENTIFY_TIMEOUT",
     "PROGRAM",
+    "ApduMode",
     "BankdSettings",
     "InventoryMode",
     "SlotsCsvError",
@@ -68,6 +69,11 @@ InventoryMode = Literal["auto", "on", "off"]
 message of remsim's own): ``auto`` when the control link is TLS (the server is then remsim's:
 its certificate names ``urn:remsim:server``; the original speaks no TLS), ``on`` also over
 plaintext (the operator vouches the server is remsim's), ``off`` never."""
+ApduMode = Literal["auto", "off"]
+"""Whether the bankd accepts a client's offer of remsim's APDU mode (whole APDUs, T=1 cards,
+extended lengths; docs/architecture.md, "APDU mode"): ``auto`` accepts it (only a client of
+remsim's offers it; the original's offer nothing and get the original's bytes), ``off``
+ignores it (TPDU mode for every client, the original's connectClientRes)."""
 ALIVE_CHECK_TIMEOUT = 1.0
 """Seconds the session holding a client slot has to answer the PING sent when another
 connection claims that slot; no answer: it is dropped and the newcomer gets the slot."""
@@ -216,6 +222,7 @@ class BankdSettings(CommonSettings, TransportSettings):
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     inventory: InventoryMode = "auto"
+    apdu_mode: ApduMode = "auto"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="identify unmapped cards (ATR, ICCID, IMSI) and report them to the server: "
              "auto: when the server link is TLS (default); on: also over plaintext, to a "
              "remsim server only (the original has no such message); off: never")  # fmt: skip
+    add("--apdu-mode", metavar="{auto,off}",
+        help="remsim's APDU mode (whole APDUs, T=1 cards, extended lengths): auto: for "
+             "every client of remsim's that offers it (default); off: TPDU mode only")  # fmt: skip
     return p
 
 

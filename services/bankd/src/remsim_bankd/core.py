@@ -31,6 +31,15 @@ once the identification is done. Whenever what is known changes, the whole inven
 to the server (``ReportCards``); a card that becomes mapped keeps the identity found
 before. A card found in one slot is no longer in the slot where it was seen before: that
 slot's entry is dropped and identified again.
+
+remsim's APDU mode (docs/architecture.md, "APDU mode"): a client of ours offers it in its
+connectClientReq (``features.apdu``); unless the bankd's ``apdu_mode`` is off, the session
+accepts it in its connectClientRes (an original client offers nothing and gets the
+original's bytes). Such a session opens its card with T=0 or T=1 (``OpenCard.any_protocol``),
+tells the protocol in its setAtrReq, and takes ApduModemToCard besides TPDUs: each one is
+exchanged whole with the card (``TransmitApdu``, ``remsim_bankd.apdu``) and answered with
+one ApduCardToModem; a card error is its result code and then handled as for a TPDU. An
+ApduModemToCard in a session not in APDU mode is a protocol error (closed, one log line).
 """
 
 from __future__ import annotations
@@ -41,8 +50,12 @@ from dataclasses import dataclass
 
 from remsim_common import PeerIdentity
 from rspro import (
+    MAX_APDU,
     MAX_TPDU,
+    MIN_APDU,
     MIN_TPDU,
+    ApduCardToModem,
+    ApduModemToCard,
     BankSlot,
     CardInfo,
     CardState,
@@ -56,6 +69,7 @@ from rspro import (
     ErrorInd,
     ErrorSeverity,
     Message,
+    RemsimFeatures,
     ResultCode,
     SetAtrReq,
     SetAtrRes,
@@ -64,7 +78,7 @@ from rspro import (
     TpduModemToCard,
 )
 
-from .card import CardError, CardNotPresentError, CardUnresponsiveError
+from .card import T0, CardError, CardNotPresentError, CardUnresponsiveError
 from .inventory import ACTIVITY_REPORT, TpduCounters
 from .mapping import ID_MAX, MappingChange, MappingTable, valid_client_slot
 
@@ -82,6 +96,7 @@ __all__ = [
     "Session",
     "SessionState",
     "Transmit",
+    "TransmitApdu",
 ]
 
 RESET_GRACE = 1.0
@@ -92,6 +107,8 @@ session, so a server restart costs the modem nothing."""
 INVENTORY_POLL = 10.0
 """Seconds between two identifications of an unmapped slot: a card inserted, removed or
 swapped there is found within this."""
+APDU_MODE = RemsimFeatures(apdu=True)
+"""The features of a connectClientRes accepting the APDU mode."""
 NO_SESSION = 0
 """The ``sid`` of the actions that belong to no client session (session ids start at 1)."""
 
@@ -127,10 +144,12 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class OpenCard:
-    """Power up the card of ``slot``; answer with ``card_opened`` or ``card_failed``."""
+    """Power up the card of ``slot``; answer with ``card_opened`` or ``card_failed``.
+    ``any_protocol``: with T=0 or T=1, as the card likes (APDU mode); else T=0 first."""
 
     sid: int
     slot: BankSlot
+    any_protocol: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +159,16 @@ class Transmit:
     sid: int
     slot: BankSlot
     tpdu: TpduModemToCard
+
+
+@dataclass(frozen=True, slots=True)
+class TransmitApdu:
+    """Exchange ``apdu.capdu`` with the card (``apdu.exchange``); answer with
+    ``apdu_response`` or ``apdu_failed``."""
+
+    sid: int
+    slot: BankSlot
+    apdu: ApduModemToCard
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +214,8 @@ class ReportCards:
 
 
 Action = (
-    Send | Close | OpenCard | Transmit | ResetCard | ReleaseCard | CheckAlive | IdentifyCard
-    | ReportCards
+    Send | Close | OpenCard | Transmit | TransmitApdu | ResetCard | ReleaseCard | CheckAlive
+    | IdentifyCard | ReportCards
 )  # fmt: skip
 
 
@@ -199,6 +228,7 @@ class Session:
     client_slot: ClientSlot | None = None
     bank_slot: BankSlot | None = None  # set while this session holds a bank slot
     answered: bool = False  # connectClientRes sent
+    apdu: bool = False  # in remsim's APDU mode (accepted in its connectClientRes)
     peer: str = ""  # the client's address, for log lines
     tls: bool = False  # over TLS: its claims are judged by ``identity``
     identity: PeerIdentity | None = None  # what the client's certificate names
@@ -242,6 +272,17 @@ def describe(info: CardInfo) -> str:
     return f"card ICCID {info.iccid or '?'}, IMSI {info.imsi or '?'}, ATR {atr}"
 
 
+def _open_card(s: Session, bank: BankSlot) -> OpenCard:
+    return OpenCard(s.sid, bank, any_protocol=s.apdu)
+
+
+def _error_string(text: str | None) -> str | None:
+    """``text`` as an RSPRO ErrorString (IA5String, 1..255 characters), None if empty."""
+    if not text:
+        return None
+    return text.encode("ascii", "replace").decode("ascii")[:255]
+
+
 def result_for(error: CardError) -> ResultCode:
     if isinstance(error, CardUnresponsiveError):
         return ResultCode.CARD_UNRESPONSIVE
@@ -262,8 +303,10 @@ class BankdCore:
         card_retry: float = 2.0,
         inventory: bool = False,
         inventory_poll: float = INVENTORY_POLL,
+        apdu_mode: bool = True,
     ) -> None:
         self.identity = identity
+        self.apdu_mode = apdu_mode  # accept a client's offer of the APDU mode
         self.card_retry = card_retry
         self.inventory = inventory
         self.inventory_poll = inventory_poll
@@ -421,6 +464,8 @@ class BankdCore:
         actions: list[Action] = []
         if type(msg) is TpduModemToCard:
             self._tpdu(s, msg, actions)
+        elif type(msg) is ApduModemToCard:
+            self._apdu(s, msg, actions)
         elif isinstance(msg, ConnectClientReq):
             self._connect_client(s, msg, actions)
         elif isinstance(msg, ClientSlotStatusInd):
@@ -473,8 +518,10 @@ class BankdCore:
         assert client is not None
         s.client_slot = client
         s.state = SessionState.CONN_CLIENT_WAIT_MAP
-        log.info("%s client connected: %s/%s %s", s, msg.identity.name, msg.identity.software,
-                 msg.identity.sw_version, extra=s.log_fields)  # fmt: skip
+        s.apdu = self.apdu_mode and msg.features is not None and msg.features.apdu is True
+        log.info("%s client connected: %s/%s %s, %s mode", s, msg.identity.name,
+                 msg.identity.software, msg.identity.sw_version, "APDU" if s.apdu else "TPDU",
+                 extra=s.log_fields)  # fmt: skip
         bank = self.maps.bank_of(client)
         if bank is None or bank in self._holders:
             why = "no map" if bank is None else f"{bank} is in use by another connection"
@@ -505,12 +552,13 @@ class BankdCore:
         s.retry_at = None
         self._holders[bank] = s
         if not self._busy(bank):  # else: opened as soon as the release/identification is done
-            actions.append(OpenCard(s.sid, bank))
+            actions.append(_open_card(s, bank))
 
     def _answer(self, s: Session, result: ResultCode, actions: list[Action]) -> None:
         if not s.answered:
             s.answered = True
-            actions.append(Send(s.sid, ConnectClientRes(self.identity, result)))
+            features = APDU_MODE if s.apdu else None  # None: the original's bytes
+            actions.append(Send(s.sid, ConnectClientRes(self.identity, result, features)))
 
     def _tpdu(self, s: Session, msg: TpduModemToCard, actions: list[Action]) -> None:
         if s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
@@ -523,6 +571,20 @@ class BankdCore:
             self._protocol_error(s, f"TPDU of {len(msg.data)} bytes", actions)
         else:
             actions.append(Transmit(s.sid, msg.to_bank_slot, msg))
+
+    def _apdu(self, s: Session, msg: ApduModemToCard, actions: list[Action]) -> None:
+        if not s.apdu:
+            self._protocol_error(s, "apduModemToCard in a session in TPDU mode", actions)
+        elif s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
+            self._protocol_error(s, "APDU while no card is open", actions)
+        elif msg.to_bank_slot != s.bank_slot or msg.from_client_slot != s.client_slot:
+            self._protocol_error(
+                s, f"APDU for {msg.from_client_slot} -> {msg.to_bank_slot}", actions
+            )
+        elif not MIN_APDU <= len(msg.capdu) <= MAX_APDU:
+            self._protocol_error(s, f"C-APDU of {len(msg.capdu)} bytes", actions)
+        else:
+            actions.append(TransmitApdu(s.sid, msg.to_bank_slot, msg))
 
     def _status(self, s: Session, st: SlotPhysStatus, actions: list[Action]) -> None:
         # Edges as the original (VCC falling: cold, RST rising: warm). Front-ends report
@@ -585,14 +647,15 @@ class BankdCore:
         actions: list[Action] = []
         holder = self._holders.get(slot)
         if holder is not None:  # a session took the slot while it was being released
-            actions.append(OpenCard(holder.sid, slot))
+            actions.append(_open_card(holder, slot))
         else:
             self._wake_waiters(slot, actions)
             self._want_identified([slot], actions)
         return actions
 
-    def card_opened(self, sid: int, atr: bytes) -> list[Action]:
-        """``OpenCard`` or ``ResetCard`` succeeded: the card answered with ``atr``."""
+    def card_opened(self, sid: int, atr: bytes, protocol: int = T0) -> list[Action]:
+        """``OpenCard`` or ``ResetCard`` succeeded: the card answered with ``atr`` and
+        speaks ``protocol`` (0: T=0, 1: T=1), which an APDU-mode session's setAtrReq says."""
         s = self.sessions.get(sid)
         if s is None or s.state not in (
             SessionState.CONN_CLIENT_MAPPED,
@@ -602,11 +665,11 @@ class BankdCore:
         assert s.client_slot is not None
         actions: list[Action] = []
         if s.state is SessionState.CONN_CLIENT_MAPPED:
-            log.info("%s card open, ATR %s", s, atr.hex(), extra=s.log_fields)
+            log.info("%s card open (T=%d), ATR %s", s, protocol, atr.hex(), extra=s.log_fields)
         s.state = SessionState.CONN_CLIENT_MAPPED_CARD
         s.retry_at = None
         self._answer(s, ResultCode.OK, actions)
-        actions.append(Send(sid, SetAtrReq(s.client_slot, atr)))
+        actions.append(Send(sid, SetAtrReq(s.client_slot, atr, protocol if s.apdu else None)))
         return actions
 
     def card_failed(self, sid: int, error: CardError, now: float) -> list[Action]:
@@ -663,6 +726,45 @@ class BankdCore:
             Send(sid, TpduCardToModem(tpdu.to_bank_slot, tpdu.from_client_slot, data)),
         ]
 
+    def apdu_response(
+        self, sid: int, msg: ApduModemToCard, rapdu: bytes, error: str | None = None
+    ) -> list[Action]:
+        """``TransmitApdu`` succeeded with the R-APDU ``rapdu`` (or the bankd answered the
+        C-APDU itself, ``error`` saying why). An R-APDU larger than ``MAX_APDU`` does not fit
+        one frame: CARD_TRANSMISSION_ERROR instead, the session goes on."""
+        s = self.sessions.get(sid)
+        if s is None or s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
+            return []
+        result = ResultCode.OK
+        if len(rapdu) > MAX_APDU:
+            error = (
+                f"R-APDU of {len(rapdu)} bytes from the card is larger than the {MAX_APDU} "
+                "bytes one RSPRO frame carries"
+            )
+            log.warning("%s %s", s, error, extra=s.log_fields)
+            result, rapdu = ResultCode.CARD_TRANSMISSION_ERROR, b""
+        answer = ApduCardToModem(
+            msg.to_bank_slot, msg.from_client_slot, result, rapdu, _error_string(error)
+        )
+        return [Send(sid, answer)]
+
+    def apdu_failed(
+        self, sid: int, msg: ApduModemToCard, error: CardError, now: float
+    ) -> list[Action]:
+        """``TransmitApdu`` failed: the client gets the card error as the APDU's result,
+        then the session goes on as ``card_failed`` says (for a card lost: closed)."""
+        s = self.sessions.get(sid)
+        if s is None or s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
+            return self.card_failed(sid, error, now)
+        answer = ApduCardToModem(
+            msg.to_bank_slot,
+            msg.from_client_slot,
+            result_for(error),
+            b"",
+            _error_string(str(error)),
+        )
+        return [Send(sid, answer), *self.card_failed(sid, error, now)]
+
     # --- time -------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
@@ -685,7 +787,7 @@ class BankdCore:
         for s in self.sessions.values():
             if s.retry_at is not None and s.retry_at <= now and s.bank_slot is not None:
                 s.retry_at = None
-                actions.append(OpenCard(s.sid, s.bank_slot))
+                actions.append(_open_card(s, s.bank_slot))
         return actions
 
     # --- the card inventory -----------------------------------------------------------------
@@ -715,7 +817,7 @@ class BankdCore:
             actions.insert(0, ReportCards(self.inventory_report()))
         holder = self._holders.get(slot)
         if holder is not None:  # a session took the slot while it was being identified
-            actions.append(OpenCard(holder.sid, slot))
+            actions.append(_open_card(holder, slot))
         else:
             self._wake_waiters(slot, actions)
         return actions

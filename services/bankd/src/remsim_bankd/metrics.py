@@ -5,8 +5,10 @@
 - ``remsim_slotmaps{state}`` (gauge): the maps in the bankd's own mapping table; a map the
   bankd holds is ``ACTIVE`` (the only state it knows), set at scrape time.
 - ``remsim_tpdus_relayed_total{direction}`` (counter): ``modem_to_card`` TPDUs given to a
-  card, ``card_to_modem`` answers sent back.
-- ``remsim_tpdu_roundtrip_seconds`` (histogram): a TPDU's card transmit time.
+  card, ``card_to_modem`` answers sent back. In APDU mode an ApduModemToCard and its
+  ApduCardToModem count one each, however many TPDUs the card took (T=0's GET RESPONSEs).
+- ``remsim_tpdu_roundtrip_seconds`` (histogram): a TPDU's card transmit time (an APDU's: the
+  whole exchange with the card).
 - ``remsim_reconnects_total{link="server"}`` (counter): the control link registered again
   after having been registered.
 - ``remsim_keepalive_timeouts_total{link}`` (counter): the control link (``server``) or a

@@ -3,8 +3,12 @@
 Like the original bankd: one PC/SC context per card, established when the card is opened
 and released when it is closed; the reader is the first one whose name matches the slot's
 pattern; exclusive access unless shared mode is asked for; the card is powered down on
-close. T=0 is asked for first (SIMs, and the modem on the other end speaks T=0); a card
-that only offers T=1 is used with T=1 instead of being refused.
+close. A TPDU-mode session's card is asked for T=0 first (SIMs, and the modem on the other
+end speaks T=0); a card that only offers T=1 is used with T=1 instead of being refused (its
+commands are the modem's TPDUs, valid short C-APDUs). An APDU-mode session's card
+(``connect(any_protocol=True)``) is asked for T=0 or T=1, the card's (and reader's) choice.
+The protocol in use (``protocol``) is logged when the card is opened (debug here; the
+session's "card open" line names it too).
 
 ``PcscCards.readiness`` is the card side of the bankd's ``/readyz``: pcscd answers, and at
 least one reader of the slot file is there.
@@ -21,7 +25,7 @@ from smartcard import scard
 
 from rspro import BankSlot
 
-from .card import Card, CardError, CardNotPresentError, CardUnresponsiveError
+from .card import T0, T1, Card, CardError, CardNotPresentError, CardUnresponsiveError
 from .ere import PosixRegex
 
 __all__ = ["READY_CHECK_TIMEOUT", "PcscCard", "PcscCards", "pcsc_error", "pcsc_readers"]
@@ -53,6 +57,7 @@ _UNRESPONSIVE = {
 
 
 _RETRY_PAUSE = 0.05
+_PROTOCOLS = {scard.SCARD_PROTOCOL_T0: T0, scard.SCARD_PROTOCOL_T1: T1}
 READY_CHECK_TIMEOUT = 2.0
 """Seconds pcscd has to list its readers for ``/readyz``; slower counts as not ready."""
 
@@ -83,16 +88,20 @@ class PcscCard:
     def atr(self) -> bytes:
         return self._atr
 
-    def connect(self) -> bytes:
+    @property
+    def protocol(self) -> int:
+        return _PROTOCOLS.get(self._protocol, T0)
+
+    def connect(self, *, any_protocol: bool = False) -> bytes:
         try:
-            return self._connect()
+            return self._connect(any_protocol)
         except CardUnresponsiveError as exc:
             # pcscd may be powering the card up or down for another client right now
             log.debug("%s; trying once more", exc)
             time.sleep(_RETRY_PAUSE)
-            return self._connect()
+            return self._connect(any_protocol)
 
-    def _connect(self) -> bytes:
+    def _connect(self, any_protocol: bool) -> bytes:
         self.disconnect()
         try:
             hr, self._context = scard.SCardEstablishContext(scard.SCARD_SCOPE_SYSTEM)
@@ -100,17 +109,20 @@ class PcscCard:
                 self._context = None
                 raise pcsc_error(hr, "SCardEstablishContext")
             reader = self._find_reader(self._context)
-            hr, card, protocol = scard.SCardConnect(
-                self._context, reader, self.share, scard.SCARD_PROTOCOL_T0
-            )
-            if hr == scard.SCARD_E_PROTO_MISMATCH:
+            first = scard.SCARD_PROTOCOL_T0
+            if any_protocol:
+                first |= scard.SCARD_PROTOCOL_T1
+            hr, card, protocol = scard.SCardConnect(self._context, reader, self.share, first)
+            if hr == scard.SCARD_E_PROTO_MISMATCH and not any_protocol:
                 hr, card, protocol = scard.SCardConnect(
                     self._context, reader, self.share, scard.SCARD_PROTOCOL_T1
                 )
             if hr != scard.SCARD_S_SUCCESS:
                 raise pcsc_error(hr, f"SCardConnect({reader!r})")
             self._card, self._protocol, self.reader_name = card, protocol, reader
-            return self._read_atr()
+            atr = self._read_atr()
+            log.debug("card in %r open with T=%d", reader, self.protocol)
+            return atr
         except CardError:
             self.disconnect()
             raise

@@ -103,10 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     log.info(
-        "serving card %s (ICCID %s, IMSI %s) to vpcd %s:%d",
+        "serving card %s (ICCID %s, IMSI %s, %s) to vpcd %s:%d",
         profile.name or settings.profile,
         profile.iccid,
         profile.imsi,
+        "/".join(f"T={t}" for t in profile.protocols),
         settings.host,
         settings.port,
     )

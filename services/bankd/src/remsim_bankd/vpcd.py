@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
-from vpcd import CardGone
+import logging
+
+from vpcd import MAX_RAPDU, SW_TOO_LONG, CardGone
 
 from .card import Card, CardError
 
-__all__ = ["CardAsVirtualCard"]
+__all__ = ["SW_TOO_LONG", "CardAsVirtualCard"]
+
+log = logging.getLogger("remsim.vcard")
 
 
 class CardAsVirtualCard:
@@ -19,6 +23,8 @@ class CardAsVirtualCard:
     (disconnect / connect / warm reset): the card state is lost on pcscd's idle power-down,
     as with a real card in a real reader. Without it, they are ignored and the card stays
     powered. A failing card raises `vpcd.CardGone`, which takes it out of the reader.
+    An R-APDU longer than vpcd's 65,535 bytes (e.g. a READ BINARY with extended Le 0000 of
+    a 64 KiB file) is logged as an error and answered `SW_TOO_LONG` (6700).
     """
 
     def __init__(self, card: Card, *, follow_power: bool = True) -> None:
@@ -62,7 +68,17 @@ class CardAsVirtualCard:
 
     def transmit(self, apdu: bytes) -> bytes:
         try:
-            return self.card.transmit(apdu)
+            rapdu = self.card.transmit(apdu)
         except CardError as e:
             self._atr = b""  # reconnect (and re-insert) only once `connect` works again
             raise CardGone(str(e)) from e
+        if len(rapdu) > MAX_RAPDU:
+            log.error(
+                "the card's R-APDU to %s has %d bytes, more than vpcd carries (%d); answering %s",
+                apdu[:4].hex(),
+                len(rapdu),
+                MAX_RAPDU,
+                SW_TOO_LONG.hex(),
+            )
+            return SW_TOO_LONG
+        return rapdu

@@ -6,8 +6,9 @@ slot and drives a ``ModemFrontend`` (the modem side: shell, SIMtrace2 cardem, vp
 """
 
 from .client import Client
-from .config import ClientConfig
+from .config import ApduMode, ClientConfig
 from .errors import (
+    CardError,
     CardTimeoutError,
     ConfigError,
     InvalidApduError,
@@ -20,7 +21,9 @@ from .main_fsm import Cause, ClientFsm, MainState
 from .remote_card import BlockingRemoteCard, RemoteCard
 
 __all__ = [
+    "ApduMode",
     "BlockingRemoteCard",
+    "CardError",
     "CardTimeoutError",
     "Cause",
     "Client",

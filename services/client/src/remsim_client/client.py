@@ -15,6 +15,13 @@ files, mutual TLS on both. With TLS, a peer is who its certificate says: the ser
 accepts only ``urn:remsim:server``, the bankd link only ``urn:remsim:bankd:<bankId>`` of
 the bank slot the last configClientBankReq named. Any other peer is closed before the
 connectClientReq, with one log line, and retried as a connect that failed.
+
+APDU mode (``ClientConfig.apdu_mode``, ``config.ApduMode``): the connectClientReq on the
+bankd link offers it (``features=RemsimFeatures(apdu=True)``) when the front-end sends
+whole APDUs and the setting is ``on``, or ``auto`` and the bankd link is TLS with a
+certificate naming our bankd (which an original bankd cannot have: it speaks no TLS).
+Never on the server link; without the offer every byte is the original's. The link is in
+APDU mode when the bankd's connectClientRes accepts the offer; logged at every connect.
 """
 
 from __future__ import annotations
@@ -26,14 +33,22 @@ from typing import Any
 
 from remsim_common import PeerIdentity, TransportSecurity
 from remsim_common.transport import Role
-from rspro import ComponentType, ConnectClientReq, RsproPdu, SlotPhysStatus
+from rspro import (
+    ComponentType,
+    ConnectClientReq,
+    Message,
+    RemsimFeatures,
+    RsproPdu,
+    SlotPhysStatus,
+)
 from rspro.link import LinkState, RsproLink
 
-from .config import ClientConfig
+from .config import ApduMode, ClientConfig, atr_protocols
 from .frontend import ModemFrontend
 from .main_fsm import (
     Action,
     BankSlotStatus,
+    CardError,
     CardInsert,
     CardRemove,
     CardToModem,
@@ -46,6 +61,7 @@ from .main_fsm import (
     RunScript,
     SendToBankd,
     SendToServer,
+    SetApduMode,
     SetAtr,
     SimLocal,
     SimRemote,
@@ -53,6 +69,9 @@ from .main_fsm import (
 from .script import ScriptRunner, remsim_env
 
 log = logging.getLogger("remsim.client")
+
+APDU_FEATURES = RemsimFeatures(apdu=True)
+"""What the client offers a bankd of ours: remsim's APDU mode."""
 
 
 def refusal(peer: PeerIdentity | None, role: Role, id_: int | None) -> str | None:
@@ -92,6 +111,8 @@ class Client:
         self._busy = False
         self._closed = False
         self._bankd_sent = False  # whether the last SendToBankd went out
+        self._verified: dict[str, bool] = {}  # per link: TLS peer certified as expected
+        self._apdu_offered = False  # the bankd link's last connectClientReq offered it
         frontend.attach(self)
 
     # --- life cycle ------------------------------------------------------------------------
@@ -101,10 +122,13 @@ class Client:
         if self._server is not None:
             return
         fsm = self.fsm
+        if ApduMode(self.config.apdu_mode) is ApduMode.ON and not self.frontend.whole_apdus:
+            log.warning("--apdu-mode on: this front-end speaks T=0 TPDUs only, TPDU mode")
         self._server = self._link(
             "server",
             ComponentType.REMSIM_SERVER,
             certified=lambda: ("server", None),
+            connect_req=self._connect_req,
             on_pdu=lambda pdu: self._feed(fsm.server_message(pdu.msg)),
             on_connected=lambda: self._feed(fsm.server_connected()),
             on_lost=lambda: self._feed(fsm.server_lost()),
@@ -113,8 +137,9 @@ class Client:
             "bankd",
             ComponentType.REMSIM_BANKD,
             certified=lambda: ("bankd", fsm.bank_slot.bank_id),
+            connect_req=self._bankd_connect_req,
             on_pdu=lambda pdu: self._feed(fsm.bankd_message(pdu.msg)),
-            on_connected=lambda: self._feed(fsm.bankd_connected()),
+            on_connected=self._bankd_connected,
             on_lost=lambda: self._feed(fsm.bankd_lost()),
         )
         log.info(
@@ -165,17 +190,28 @@ class Client:
     def bankd_state(self) -> LinkState:
         return LinkState.INIT if self._bankd is None else self._bankd.state
 
+    @property
+    def apdu_mode(self) -> bool:
+        """The bankd link is up in APDU mode (the card in use takes whole APDUs)."""
+        return self.fsm.apdu_mode
+
     # --- ModemCore: events from the front-end ------------------------------------------------
 
     def modem_tpdu(self, data: bytes) -> bool:
-        actions = self.fsm.modem_tpdu(data)
+        return self._to_bankd(self.fsm.modem_tpdu(data))
+
+    def modem_apdu(self, capdu: bytes) -> bool:
+        return self._to_bankd(self.fsm.modem_apdu(capdu))
+
+    def _to_bankd(self, actions: list[Action]) -> bool:
+        """Carry out a modem event's [SendToBankd(...)]; whether it went out."""
         if not actions or self._closed:
             return False
         if self._busy:  # re-entered from a hook: it goes out after the actions under way
             self._feed(actions)
             return True
         self._bankd_sent = False
-        self._feed(actions)  # [SendToBankd(tpdu)], carried out right here
+        self._feed(actions)  # [SendToBankd(pdu)], carried out right here
         return self._bankd_sent
 
     def modem_status(self, status: SlotPhysStatus) -> None:
@@ -194,12 +230,35 @@ class Client:
         # Built when TCP is up, so a ConfigClientIdReq in between is honoured.
         return ConnectClientReq(self._identity, self.fsm.client_slot)
 
+    def _offers_apdu(self) -> bool:
+        if not self.frontend.whole_apdus:
+            return False
+        mode = ApduMode(self.config.apdu_mode)
+        return mode is ApduMode.ON or (mode is ApduMode.AUTO and self._verified.get("bankd", False))
+
+    def _bankd_connect_req(self) -> ConnectClientReq:
+        self._apdu_offered = offer = self._offers_apdu()
+        if not offer:
+            return self._connect_req()
+        return ConnectClientReq(self._identity, self.fsm.client_slot, features=APDU_FEATURES)
+
+    def _bankd_connected(self) -> None:
+        assert self._bankd is not None
+        features = self._bankd.features
+        apdu = self._apdu_offered and features is not None and features.apdu is True
+        if self._apdu_offered and not apdu:
+            log.info("bankd link in TPDU mode (the bankd declined the APDU mode)")
+        else:
+            log.info("bankd link in %s mode", "APDU" if apdu else "TPDU")
+        self._feed(self.fsm.bankd_connected(apdu_mode=apdu))
+
     def _link(
         self,
         name: str,
         peer_type: ComponentType,
         *,
         certified: Callable[[], tuple[Role, int | None]],
+        connect_req: Callable[[], Message],
         on_pdu: Callable[[RsproPdu], None],
         on_connected: Callable[[], None],
         on_lost: Callable[[], None],
@@ -207,12 +266,14 @@ class Client:
         """A link to the peer ``certified()`` names (with TLS, its certificate must)."""
 
         def accept_peer(ssl_object: Any) -> str | None:
-            return refusal(PeerIdentity.from_peer(ssl_object), *certified())
+            why = refusal(PeerIdentity.from_peer(ssl_object), *certified())
+            self._verified[name] = why is None and ssl_object is not None
+            return why
 
         tls = self.security.client_context is not None
         return RsproLink(
             name=name,
-            connect_req=self._connect_req,
+            connect_req=connect_req,
             peer_type=peer_type,
             on_pdu=on_pdu,
             on_connected=on_connected,
@@ -249,6 +310,8 @@ class Client:
                 self._bankd_sent = self._bankd.send(msg)
             case CardToModem(data):
                 fe.card_to_modem(data)
+            case CardError(result, error):
+                fe.card_error(result, error)
             case SendToServer(msg):
                 self._server.send(msg)
             case ConnectBankd(host, port):
@@ -256,7 +319,16 @@ class Client:
             case DisconnectBankd():
                 self._bankd.disconnect()
             case SetAtr(atr):
+                if not fe.whole_apdus and 0 not in (offered := atr_protocols(atr)):
+                    log.warning(
+                        "the ATR %s offers no T=0 (only T=%s), but this front-end's modem "
+                        "speaks T=0 TPDUs (SIMtrace2 firmware: T=0 only): it may refuse the card",
+                        atr.hex(),
+                        ",".join(map(str, sorted(offered))),
+                    )
                 fe.set_atr(atr)
+            case SetApduMode(apdu_mode):
+                fe.set_apdu_mode(apdu_mode)
             case SimRemote():
                 fe.sim_remote()
             case SimLocal():

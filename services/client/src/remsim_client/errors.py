@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rspro import ResultCode
+
 
 class RemsimClientError(Exception):
     """Base of every error raised by the remsim client (the st2 front-end has its own)."""
@@ -31,4 +33,14 @@ class CardTimeoutError(RemsimClientError, TimeoutError):
 
 
 class InvalidApduError(RemsimClientError, ValueError):
-    """An APDU the bankd would refuse (fewer than 4 or more than 260 bytes)."""
+    """An APDU the bankd would refuse: TPDU mode, fewer than 4 or more than 260 bytes, or an
+    extended one (needs APDU mode); APDU mode, outside ``rspro.MIN_APDU..MAX_APDU`` bytes."""
+
+
+class CardError(RemsimClientError):
+    """APDU mode: the bankd could not get the card's answer (``result``: e.g.
+    ``CARD_UNRESPONSIVE``, ``CARD_NOT_PRESENT``, ``CARD_TRANSMISSION_ERROR``)."""
+
+    def __init__(self, message: str, result: ResultCode) -> None:
+        super().__init__(message)
+        self.result = result

@@ -9,16 +9,24 @@ TPDUs and status into the core through :class:`ModemCore`, which the client hand
 Every hook is called on the event loop and must not block. Hooks other than
 :meth:`~ModemFrontend.set_atr` and :meth:`~ModemFrontend.card_to_modem` default to doing
 nothing, which is what the shell does.
+
+APDU mode (remsim's, with a bankd of ours): a front-end with :attr:`ModemFrontend.whole_apdus`
+hands the core whole C-APDUs (:meth:`ModemCore.modem_apdu`, short or extended, one round
+trip each) while :attr:`ModemFrontend.apdu_mode` is set, and gets each answer through
+:meth:`~ModemFrontend.card_to_modem` or :meth:`~ModemFrontend.card_error`.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Protocol
+import logging
+from typing import ClassVar, Protocol
 
-from rspro import SlotPhysStatus
+from rspro import ResultCode, SlotPhysStatus
 
 __all__ = ["POWER_OFF", "POWER_ON", "ModemCore", "ModemFrontend"]
+
+log = logging.getLogger("remsim.client")
 
 POWER_OFF = SlotPhysStatus(
     reset_active=True, vcc_present=False, clk_active=False, card_present=True
@@ -36,6 +44,14 @@ class ModemCore(Protocol):
 
         False if it did not go out (no card in use, or the bankd link is down): its answer
         will never come.
+        """
+
+    def modem_apdu(self, capdu: bytes) -> bool:
+        """A whole command APDU (short or extended, ``rspro.MIN_APDU..MAX_APDU`` bytes) for
+        the card; only while the bankd link is in APDU mode (``ModemFrontend.apdu_mode``).
+
+        Its answer comes as :meth:`ModemFrontend.card_to_modem` (the R-APDU) or
+        :meth:`ModemFrontend.card_error`. False if it did not go out, as for modem_tpdu.
         """
 
     def modem_status(self, status: SlotPhysStatus) -> None:
@@ -62,6 +78,12 @@ class ModemFrontend(abc.ABC):
     """
 
     core: ModemCore | None = None
+    whole_apdus: ClassVar[bool] = False
+    """Whether this front-end sends whole C-APDUs in APDU mode (RemoteCard, shell, vpcd):
+    only for such a front-end does the client offer the bankd APDU mode. False (st2): its
+    modem speaks T=0 TPDUs, the link stays in TPDU mode."""
+    apdu_mode: bool = False
+    """The bankd link is in APDU mode (set by :meth:`set_apdu_mode`)."""
 
     def attach(self, core: ModemCore) -> None:
         """Called once by the client: from now on modem events go to ``core``."""
@@ -74,6 +96,17 @@ class ModemFrontend(abc.ABC):
     @abc.abstractmethod
     def card_to_modem(self, data: bytes) -> None:
         """The card's response (response data + SW1 SW2) to the last modem TPDU."""
+
+    def card_error(self, result: ResultCode, error: str | None) -> None:
+        """APDU mode: the bankd got no R-APDU for the last C-APDU (``result`` says why, e.g.
+        CARD_UNRESPONSIVE; ``error`` is its text, if any). The exchange is over."""
+        log.error("the card did not answer the APDU: %s%s", result.name,
+                  f" ({error})" if error else "")  # fmt: skip
+
+    def set_apdu_mode(self, apdu_mode: bool) -> None:
+        """True entering OPERATIONAL on a bankd link in APDU mode (before :meth:`set_atr`
+        and :meth:`card_insert`), False after leaving it; never called in TPDU mode."""
+        self.apdu_mode = apdu_mode
 
     def sim_remote(self) -> None:
         """Switch the modem to the remote (emulated) SIM."""

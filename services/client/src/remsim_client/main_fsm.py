@@ -1,12 +1,18 @@
 """CLIENT_MAIN, the client's top-level state machine (client.md §6), sans-IO.
 
 Events go in as method calls (server link up/lost and its PDUs, bankd link up/lost and its
-PDUs, the modem's TPDUs and status); each call returns the actions to carry out, in order:
+PDUs, the modem's TPDUs, APDUs and status); each call returns the actions to carry out, in order:
 messages to send, the bankd link to (re)establish or drop, front-end hooks to call and
 event scripts to run. Nothing here touches a socket, a clock or a process.
 
 States: INIT (waiting for the first server connection) → UNCONFIGURED (no bankd assigned)
 → WAIT_BANKD (bankd address known, link not up) → OPERATIONAL (card "inserted").
+
+APDU mode (remsim's, between our peers only): the bankd link comes up in APDU mode when the
+bankd accepted the client's offer (``bankd_connected(apdu_mode=True)``). Then the modem may
+also send whole C-APDUs (``modem_apdu``: an apduModemToCard), and each apduCardToModem
+answers with the R-APDU (``CardToModem``) or the card's failure (``CardError``). TPDUs work
+in either mode.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ import logging
 from dataclasses import dataclass
 
 from rspro import (
+    MAX_APDU,
     MAX_TPDU,
+    MIN_APDU,
     MIN_TPDU,
+    ApduCardToModem,
+    ApduModemToCard,
     BankSlot,
     BankSlotStatusInd,
     ClientSlot,
@@ -123,6 +133,25 @@ class CardToModem:
 
 
 @dataclass(frozen=True, slots=True)
+class CardError:
+    """The bankd could not get an answer to the modem's C-APDU (APDU mode): ``result`` says
+    why (CARD_NOT_PRESENT, CARD_UNRESPONSIVE, CARD_TRANSMISSION_ERROR, ...), ``error`` is the
+    bankd's text, if any. It stands for the R-APDU: the exchange is over."""
+
+    result: ResultCode
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetApduMode:
+    """The front-end may send whole APDUs (True: entering OPERATIONAL on a bankd link in APDU
+    mode, before the card shows) or no longer (False: leaving it, after the card went).
+    Never in TPDU mode: there the actions are the original's."""
+
+    apdu_mode: bool
+
+
+@dataclass(frozen=True, slots=True)
 class BankSlotStatus:
     status: SlotPhysStatus
 
@@ -144,6 +173,8 @@ Action = (
     | CardRemove
     | ModemReset
     | CardToModem
+    | CardError
+    | SetApduMode
     | BankSlotStatus
     | RunScript
 )
@@ -176,6 +207,11 @@ class ClientFsm:
         self.bankd_port = 0
         self.bank_slot = BankSlot(0, 0)
         self.modem_status_last = NO_STATUS
+        self.apdu_mode = False
+        """The bankd link is in APDU mode (while OPERATIONAL)."""
+        self.card_protocol: int | None = None
+        """The card's transmission protocol (0: T=0, 1: T=1) as the bankd's last setAtrReq
+        said (APDU mode only); None when unknown."""
         # We left OPERATIONAL and dropped the bankd link ourselves: its BANKD_LOST is due.
         self._bankd_drop_expected = False
 
@@ -238,10 +274,13 @@ class ClientFsm:
 
     # --- bankd link --------------------------------------------------------------------------
 
-    def bankd_connected(self) -> list[Action]:
+    def bankd_connected(self, apdu_mode: bool = False) -> list[Action]:
+        """The bankd link is up; ``apdu_mode``: the bankd accepted our APDU-mode offer."""
         if self.state is not MainState.WAIT_BANKD:
             return self._not_permitted("BANKD_CONNECTED")
         self._bankd_drop_expected = False
+        self.apdu_mode = apdu_mode
+        self.card_protocol = None
         return [*self._goto(MainState.OPERATIONAL), RunScript(Cause.EVENT_BANKD_CONNECT)]
 
     def bankd_lost(self) -> list[Action]:
@@ -262,10 +301,28 @@ class ClientFsm:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("Rx tpduCardToModem(%s)", msg.data.hex())
             return [CardToModem(msg.data)]
+        if isinstance(msg, ApduCardToModem):
+            if self.state is not MainState.OPERATIONAL:
+                return self._not_permitted("BANKD_APDU")
+            if not self.apdu_mode:
+                log.error("Rx apduCardToModem on a bankd link in TPDU mode: dropped")
+                return []
+            if msg.result is _OK:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("Rx apduCardToModem(%s)", msg.rapdu.hex())
+                return [CardToModem(msg.rapdu)]
+            log.warning(
+                "Rx apduCardToModem(%s%s)",
+                msg.result.name,
+                f": {msg.error}" if msg.error else "",
+                extra=self._ids(),
+            )
+            return [CardError(msg.result, msg.error)]
         if isinstance(msg, SetAtrReq):
             if self.state is not MainState.OPERATIONAL:
                 return self._not_permitted("BANKD_ATR")
             log.info("Rx setAtrReq(%s)", msg.atr.hex(), extra=self._ids())
+            self.card_protocol = msg.protocol
             if self.atr_ignore_rspro:
                 log.info("Ignoring RSPRO setAtrReq")
                 return [SendToBankd(SetAtrRes(_OK))]
@@ -299,6 +356,20 @@ class ClientFsm:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Tx tpduModemToCard (%s)", data.hex())
         return [SendToBankd(TpduModemToCard(self.client_slot, self.bank_slot, data))]
+
+    def modem_apdu(self, capdu: bytes) -> list[Action]:
+        """A whole C-APDU (short or extended, MIN_APDU..MAX_APDU bytes): APDU mode only."""
+        if self.state is not MainState.OPERATIONAL:
+            return self._not_permitted("MDM_APDU")
+        if not self.apdu_mode:
+            log.error("Modem submitted an APDU, but the bankd link is in TPDU mode")
+            return []
+        if not MIN_APDU <= len(capdu) <= MAX_APDU:
+            log.error("Modem submitted illegal APDU length %d", len(capdu))
+            return []
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Tx apduModemToCard (%s)", capdu.hex())
+        return [SendToBankd(ApduModemToCard(self.client_slot, self.bank_slot, capdu))]
 
     def modem_status(self, status: SlotPhysStatus) -> list[Action]:
         if self.state is not MainState.OPERATIONAL:
@@ -342,10 +413,15 @@ class ClientFsm:
                 ModemReset(),
                 RunScript(Cause.REQUEST_MODEM_RESET),
             ]
+            if self.apdu_mode:
+                self.apdu_mode = False
+                actions.append(SetApduMode(False))
         self.state = new
         if new is MainState.UNCONFIGURED:
             actions.append(DisconnectBankd())
         elif new is MainState.OPERATIONAL:
+            if self.apdu_mode:
+                actions.append(SetApduMode(True))
             actions += [
                 SimRemote(),
                 RunScript(Cause.REQUEST_SIM_REMOTE),

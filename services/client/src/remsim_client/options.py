@@ -2,7 +2,8 @@
 shared by the flavours, on ``remsim_common.Program``.
 
 Options are the original's (``-i -p -c -n -a -r -e -d -L``, ``-v`` for the version), plus
-remsim's common ones (``--config``, ``--log-level``, ``--log-format``, ``--tls-*``). Each
+remsim's common ones (``--config``, ``--log-level``, ``--log-format``, ``--tls-*``) and
+``--apdu-mode auto|on|off`` (remsim's APDU mode towards the bankd, ``config.ApduMode``). Each
 can also be set with an environment variable ``REMSIM_CLIENT_<FIELD>`` (e.g.
 ``REMSIM_CLIENT_SERVER_HOST``, ``REMSIM_CLIENT_CLIENT_ID``); the logging and TLS ones also
 with ``REMSIM_<FIELD>`` (``REMSIM_LOG_FORMAT=json``). The command line wins over the
@@ -32,7 +33,15 @@ from remsim_common import (
 )
 from rspro import ClientSlot
 
-from .config import DEFAULT_ATR, DISTRIBUTION, ClientConfig, host_name, package_version, parse_atr
+from .config import (
+    DEFAULT_ATR,
+    DISTRIBUTION,
+    ApduMode,
+    ClientConfig,
+    host_name,
+    package_version,
+    parse_atr,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -82,6 +91,7 @@ class ClientSettings(CommonSettings, TransportSettings):
     modem_status_upstream: bool = False
     name: str | None = None
     sw_version: str | None = None
+    apdu_mode: ApduMode = ApduMode.AUTO
 
     def client_config(self) -> ClientConfig:
         return ClientConfig(
@@ -94,6 +104,7 @@ class ClientSettings(CommonSettings, TransportSettings):
             modem_status_upstream=self.modem_status_upstream,
             name=self.name or host_name(),
             sw_version=self.sw_version or package_version(),
+            apdu_mode=self.apdu_mode,
         )
 
 
@@ -126,6 +137,10 @@ def client_parser(program: Program, description: str) -> argparse.ArgumentParser
     add("--sw-version", metavar="VERSION", help="RSPRO identity software version")
     add("--modem-status-upstream", action="store_const", const=True,
         help="run event-modem-status on an unchanged status, like the original")  # fmt: skip
+    add("--apdu-mode", metavar="auto|on|off",
+        help="offer the bankd remsim's APDU mode (whole, also extended, APDUs in one round "
+        "trip): auto = only to a TLS bankd of ours (default), on = also over plaintext, "
+        "off = never; the st2 client always stays in TPDU mode")  # fmt: skip
     return p
 
 

@@ -9,7 +9,13 @@ bankd link is up and the card's ATR has arrived. ``transmit`` sends one C-APDU a
 the R-APDU (response data + SW1 SW2); APDUs are sent one at a time. Errors:
 :class:`NoCardMappedError` (the server has no slotmap for this client slot),
 :class:`LinkLostError` (server or bankd unreachable, or the card went away during an
-exchange), :class:`CardTimeoutError` (no response in time), :class:`InvalidApduError`.
+exchange), :class:`CardTimeoutError` (no response in time), :class:`InvalidApduError`,
+:class:`CardError` (APDU mode: the bankd says the card failed the exchange).
+
+APDU mode (``apdu_mode``, see ``remsim_client.config.ApduMode``; with a bankd of ours):
+``transmit`` sends the whole APDU, short or extended (``rspro.MIN_APDU..MAX_APDU`` bytes),
+in one round trip, and the bankd does what T=0 needs (GET RESPONSE, 6Cxx) itself. In TPDU
+mode (an original bankd) each APDU is one T=0 TPDU of 4..260 bytes, as the original's.
 
 :class:`BlockingRemoteCard` offers the same for code without an event loop.
 """
@@ -23,11 +29,19 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from remsim_common import CONTROL_PORT, TransportSecurity
-from rspro import MAX_TPDU, MIN_TPDU, ClientSlot, Keepalive
+from rspro import MAX_APDU, MAX_TPDU, MIN_APDU, MIN_TPDU, ClientSlot, Keepalive, ResultCode
 
 from .client import Client
-from .config import DEFAULT_KEEPALIVE, ClientConfig, host_name, package_version
+from .config import (
+    DEFAULT_KEEPALIVE,
+    ApduMode,
+    ClientConfig,
+    host_name,
+    is_extended_apdu,
+    package_version,
+)
 from .errors import (
+    CardError,
     CardTimeoutError,
     InvalidApduError,
     LinkLostError,
@@ -46,6 +60,8 @@ _T = TypeVar("_T")
 
 class _AppFrontend(ModemFrontend):
     """The program as the modem: keeps the ATR, hands each R-APDU to the waiting call."""
+
+    whole_apdus = True
 
     def __init__(self) -> None:
         self.atr = b""
@@ -73,14 +89,27 @@ class _AppFrontend(ModemFrontend):
         )
 
     def card_to_modem(self, data: bytes) -> None:
+        if self._answer_due(data.hex()):
+            assert self.pending is not None
+            self.pending.set_result(data)
+
+    def card_error(self, result: ResultCode, error: str | None) -> None:
+        if self._answer_due(result.name):
+            assert self.pending is not None
+            why = f"{result.name}: {error}" if error else result.name
+            self.pending.set_exception(CardError(f"the card did not answer ({why})", result))
+
+    def _answer_due(self, what: str) -> bool:
+        """Whether an answer from the bankd answers the pending exchange."""
         if self.stale:
             # A late answer to an exchange that timed out must not answer the next one.
             self.stale -= 1
-            log.warning("dropping a late R-APDU: %s", data.hex())
-        elif self.pending is not None and not self.pending.done():
-            self.pending.set_result(data)
-        else:
-            log.warning("dropping an R-APDU nobody waits for: %s", data.hex())
+            log.warning("dropping a late R-APDU: %s", what)
+            return False
+        if self.pending is not None and not self.pending.done():
+            return True
+        log.warning("dropping an R-APDU nobody waits for: %s", what)
+        return False
 
     def fail(self, exc: RemsimClientError) -> None:
         if self.pending is not None and not self.pending.done():
@@ -92,8 +121,11 @@ class RemoteCard:
 
     ``timeout``: how long entering the context (or :meth:`wait_ready`) waits for the card;
     ``apdu_timeout``: how long :meth:`transmit` waits for each response;
-    ``auto_get_response``: answer ``61xx`` with GET RESPONSE (same CLA, Le = xx) and return
-    the collected data with the last SW, as if the card had answered at once;
+    ``auto_get_response`` (TPDU mode): answer ``61xx`` with GET RESPONSE (same CLA, Le = xx)
+    and return the collected data with the last SW, as if the card had answered at once (in
+    APDU mode the bankd does that for a T=0 card, and the R-APDU is returned as it comes);
+    ``apdu_mode``: offer the bankd the APDU mode: ``auto`` (only over TLS, to a bankd whose
+    certificate names it), ``on``, ``off``;
     ``security``: the socket security of both links, to the server and to the bankd
     (plaintext by default; ``TransportSecurity.mutual_tls(cert, key, ca)`` for mTLS).
     """
@@ -112,6 +144,7 @@ class RemoteCard:
         sw_version: str | None = None,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
         security: TransportSecurity = TransportSecurity.PLAINTEXT,
+        apdu_mode: ApduMode | str = ApduMode.AUTO,
     ) -> None:
         self.timeout = timeout
         self.apdu_timeout = apdu_timeout
@@ -123,6 +156,7 @@ class RemoteCard:
             name=name or host_name(),
             sw_version=sw_version or package_version(),
             keepalive=keepalive,
+            apdu_mode=ApduMode(apdu_mode),
         )
         self._frontend = _AppFrontend()
         self.client = Client(self.config, self._frontend, security=security)
@@ -174,14 +208,37 @@ class RemoteCard:
     def client_slot(self) -> ClientSlot:
         return self.client.fsm.client_slot
 
+    @property
+    def apdu_mode(self) -> bool:
+        """The bankd link is in APDU mode: whole APDUs, also extended ones, in one round trip."""
+        return self.client.apdu_mode
+
+    @property
+    def protocol(self) -> int | None:
+        """The card's protocol (0: T=0, 1: T=1) as the bankd said (APDU mode), else None."""
+        return self.client.fsm.card_protocol
+
     async def transmit(self, apdu: bytes, *, timeout: float | None = None) -> bytes:
         """Send one C-APDU, return the R-APDU (response data + SW1 SW2)."""
         apdu = bytes(apdu)
-        if len(apdu) == 4:
-            apdu += b"\x00"  # case 1: the bankd wants the P3 byte
-        if not MIN_TPDU <= len(apdu) <= MAX_TPDU:
-            raise InvalidApduError(f"an APDU has 4..{MAX_TPDU} bytes, not {len(apdu)}")
+        if not MIN_APDU <= len(apdu) <= MAX_APDU:
+            raise InvalidApduError(
+                f"an APDU has {MIN_APDU}..{MAX_APDU} bytes (APDU mode) or {MIN_APDU}..{MAX_TPDU} "
+                f"(TPDU mode), not {len(apdu)}"
+            )
         async with self._lock:
+            if not self._frontend.ready.is_set():
+                raise self._unavailable()
+            if self.client.apdu_mode:
+                return await self._exchange(apdu, timeout, whole=True)
+            if len(apdu) == MIN_TPDU - 1:
+                apdu += b"\x00"  # case 1: the bankd wants the P3 byte
+            if len(apdu) > MAX_TPDU or is_extended_apdu(apdu):
+                kind = "an extended APDU" if is_extended_apdu(apdu) else "an APDU"
+                raise InvalidApduError(
+                    f"{kind} of {len(apdu)} bytes needs the APDU mode, but the bankd link is "
+                    f"in TPDU mode (short APDUs of {MIN_APDU}..{MAX_TPDU} bytes): see apdu_mode"
+                )
             rsp = await self._exchange(apdu, timeout)
             if not self.auto_get_response:
                 return rsp
@@ -200,13 +257,14 @@ class RemoteCard:
 
     # --- internals -------------------------------------------------------------------------
 
-    async def _exchange(self, apdu: bytes, timeout: float | None) -> bytes:
+    async def _exchange(self, apdu: bytes, timeout: float | None, *, whole: bool = False) -> bytes:
         if not self._frontend.ready.is_set():
             raise self._unavailable()
         loop = asyncio.get_running_loop()
         pending: asyncio.Future[bytes] = loop.create_future()
         self._frontend.pending = pending
-        if not self.client.modem_tpdu(apdu):
+        client = self.client
+        if not (client.modem_apdu(apdu) if whole else client.modem_tpdu(apdu)):
             # Dropped (the bankd link went down, its loss not handled yet): no answer comes.
             self._frontend.pending = None
             raise LinkLostError(
@@ -307,6 +365,14 @@ class BlockingRemoteCard:
     @property
     def atr(self) -> bytes:
         return self.card.atr
+
+    @property
+    def apdu_mode(self) -> bool:
+        return self.card.apdu_mode
+
+    @property
+    def protocol(self) -> int | None:
+        return self.card.protocol
 
     def wait_ready(self, timeout: float | None = None) -> None:
         self._call(self.card.wait_ready(timeout))

@@ -4,6 +4,12 @@ stdin, one command per line: a C-APDU in hex (``a0a40000023f00``), or ``RESET`` 
 which reports RST=1 VCC=0 CLK=0 card=1 to the bankd (a cold reset there). stdout carries
 only ``SET_ATR: <hex>`` and ``R-APDU: <hex>`` lines in the original's format; logs go to
 stderr. End of stdin ends the program (status 0), as do SIGTERM and SIGINT.
+
+In TPDU mode (an original bankd) a line is one T=0 TPDU of 5..260 bytes, as the original's;
+a longer or extended APDU is refused with an error line on stderr. In remsim's APDU mode
+(``--apdu-mode``) a line may be any whole APDU, short or extended, up to ``rspro.MAX_APDU``
+bytes (a line of ~131,000 hex digits: pipe it in, a terminal takes at most 4095 characters
+per line), and its R-APDU comes in one piece; a card that fails it prints ``ERROR: ...``.
 """
 
 from __future__ import annotations
@@ -18,15 +24,17 @@ import threading
 from typing import TextIO
 
 from remsim_common import TransportSecurity
+from rspro import MAX_APDU, MAX_TPDU, MIN_APDU, ResultCode
 
 from .client import Client
-from .config import ClientConfig, hexdump, parse_hex
+from .config import ClientConfig, hexdump, is_extended_apdu, parse_hex
 from .frontend import POWER_OFF, ModemFrontend
 from .options import ClientSettings, client_parser, client_program, configure
 
 PROGRAM = client_program("remsim-client-shell")
 
-MAX_APDU = 1024
+MAX_LINE_TPDU = 1024
+"""TPDU mode: longer lines are a parse error, as in the original (whose buffer this is)."""
 SHELL_RESET = POWER_OFF
 """What ``RESET`` reports: RST=1 VCC=0 CLK=0 card=1, as the original."""
 _EOL = re.compile(rb"\r\n|\r|\n")
@@ -56,6 +64,8 @@ class LineSplitter:
 class ShellFrontend(ModemFrontend):
     """Prints ATRs and R-APDUs to ``out``; turns stdin lines into modem events."""
 
+    whole_apdus = True
+
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
@@ -65,6 +75,14 @@ class ShellFrontend(ModemFrontend):
 
     def card_to_modem(self, data: bytes) -> None:
         self._print(f"R-APDU: {hexdump(data)}")
+
+    def card_error(self, result: ResultCode, error: str | None) -> None:
+        why = f"{result.name} ({error})" if error else result.name
+        self._error(f"ERROR: the card did not answer: {why}")
+
+    def _error(self, line: str) -> None:
+        self.err.write(line + "\n")
+        self.err.flush()
 
     def _print(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -82,9 +100,21 @@ class ShellFrontend(ModemFrontend):
             apdu = parse_hex(text, " \t")
         except ValueError:
             apdu = b""
-        if not apdu or len(apdu) > MAX_APDU:
-            self.err.write(f"ERROR parsing C-APDU `{line}'!\n")
-            self.err.flush()
+        if self.apdu_mode and apdu:
+            if not MIN_APDU <= len(apdu) <= MAX_APDU:
+                self._error(f"ERROR: a C-APDU has {MIN_APDU}..{MAX_APDU} bytes, not {len(apdu)}")
+                return
+            self.core.modem_apdu(apdu)
+            return
+        if not apdu or len(apdu) > MAX_LINE_TPDU:
+            self._error(f"ERROR parsing C-APDU `{line}'!")
+            return
+        if len(apdu) > MAX_TPDU or is_extended_apdu(apdu):
+            kind = "an extended C-APDU" if is_extended_apdu(apdu) else "a C-APDU"
+            self._error(
+                f"ERROR: {kind} of {len(apdu)} bytes needs the APDU mode, but the bankd link "
+                f"is in TPDU mode (5..{MAX_TPDU} bytes, short APDUs only): see --apdu-mode"
+            )
             return
         self.core.modem_tpdu(apdu)
 

@@ -2,11 +2,23 @@
 
 from .driver import SimCardDriver
 from .milenage import Milenage, c2, c3, opc_from_op
-from .profile import RECORDED_ATR, CardProfile, encode_iccid, encode_imsi, load_profile
+from .profile import (
+    LARGE_EF_FID,
+    RECORDED_ATR,
+    T0T1_ATR,
+    T1_ATR,
+    CardProfile,
+    encode_iccid,
+    encode_imsi,
+    load_profile,
+)
 from .simcard import SimCard, SoftSim
 
 __all__ = [
+    "LARGE_EF_FID",
     "RECORDED_ATR",
+    "T0T1_ATR",
+    "T1_ATR",
     "CardProfile",
     "Milenage",
     "SimCard",

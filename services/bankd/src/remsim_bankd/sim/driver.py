@@ -17,6 +17,9 @@ class SimCardDriver:
     `remove()` / `insert()` simulate pulling the card out of the slot and putting it back:
     while removed every call raises `CardNotPresentError`. The card's non-volatile state
     (PIN counters, SQN, file contents) survives removal, as a real card's does.
+
+    `protocol` is the software SIM's default one (its ATR's first offer: T=0 unless it is a
+    "t1" profile), whatever `connect` is asked for, as a reader without PPS would choose.
     """
 
     def __init__(self, card: SimCard | CardProfile) -> None:
@@ -32,7 +35,11 @@ class SimCardDriver:
     def atr(self) -> bytes:
         return self.sim.atr if self._powered else b""
 
-    def connect(self) -> bytes:
+    @property
+    def protocol(self) -> int:
+        return self.sim.protocol
+
+    def connect(self, *, any_protocol: bool = False) -> bytes:
         self._require_present()
         self._powered = True
         return self.sim.reset()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .profile import CardProfile
+from .profile import LARGE_EF_FID, CardProfile
 
-__all__ = ["DF", "EF", "USIM_AID", "Access", "build_filesystem"]
+__all__ = ["DF", "EF", "USIM_AID", "Access", "build_filesystem", "large_ef_content"]
 
 # 3GPP USIM application: RID A000000087, application code 1002, then provider data.
 USIM_AID = bytes.fromhex("a0000000871002ffffffff8907090000")
@@ -69,6 +69,11 @@ def _dir_record(aid: bytes, label: bytes) -> bytes:
     return (b"\x61" + bytes([len(body)]) + body).ljust(32, b"\xff")
 
 
+def large_ef_content(size: int) -> bytes:
+    """EF.LARGE's initial contents: byte i is i % 251 (a prime: no period of 256)."""
+    return bytes(i % 251 for i in range(size))
+
+
 def build_filesystem(profile: CardProfile) -> tuple[DF, DF]:
     """Build (MF, ADF_USIM) for a profile.
 
@@ -91,6 +96,9 @@ def build_filesystem(profile: CardProfile) -> tuple[DF, DF]:
             EF(0x6F7E, "EF.LOCI", loci, Access.PIN1, Access.PIN1),
         ),
     )
+    if profile.large_ef:
+        content = bytearray(large_ef_content(profile.large_ef))
+        mf.add(EF(LARGE_EF_FID, "EF.LARGE", content, Access.ALW, Access.ALW))
     adf.add(
         EF(0x6F07, "EF.IMSI", imsi, Access.PIN1, Access.PIN1, sfi=0x07),
         EF(0x6FAD, "EF.AD", ad, Access.ALW, Access.ADM, sfi=0x03),

@@ -22,11 +22,17 @@ from pydantic import (
 )
 
 from ..errors import ConfigError
+from .atr import parse_atr
 from .milenage import opc_from_op
 
 __all__ = [
+    "DEFAULT_ATRS",
+    "LARGE_EF_FID",
     "RECORDED_ATR",
+    "T0T1_ATR",
+    "T1_ATR",
     "CardProfile",
+    "Protocol",
     "encode_iccid",
     "encode_imsi",
     "load_profile",
@@ -34,6 +40,20 @@ __all__ = [
 
 # ATR of the virtual card used for the upstream recordings: T=0 only (a SIM).
 RECORDED_ATR = bytes.fromhex("3B9F96801FC78031A073BE21136743200718000001A5")
+# T=1 only: TA1 96, TD1 81 (T=1), TD2 31 (T=1: TA3 IFSC 254, TB3 BWI 4 CWI 5), historical
+# bytes "remsimT1", TCK.
+T1_ATR = bytes.fromhex("3B98968131FE4572656D73696D54316D")
+# T=0 first, then T=1: as T1_ATR but TD1 80 (T=0), historical bytes "remsimT01".
+T0T1_ATR = bytes.fromhex("3B99968031FE4572656D73696D5430315D")
+
+Protocol = Literal["t0", "t1", "t0t1"]
+# The ATR of a profile that gives none, by protocol.
+DEFAULT_ATRS: dict[str, bytes] = {"t0": RECORDED_ATR, "t1": T1_ATR, "t0t1": T0T1_ATR}
+# The protocols each setting's ATRs must offer, in order.
+_OFFERS = {"t1": (1,), "t0t1": (0, 1)}
+
+# FID of the large transparent test EF under the MF (profile field `large_ef`).
+LARGE_EF_FID = 0x2F50
 
 
 def _hex(value: Any) -> Any:
@@ -80,6 +100,9 @@ class CardProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = ""
+    # Transmission protocol: "t0" (a SIM), "t1" (T=1 only: Le and extended lengths honoured)
+    # or "t0t1" (offers both, T=0 first). The default ATR follows it (DEFAULT_ATRS).
+    protocol: Protocol = "t0"
     atr: Hex = RECORDED_ATR
     # For tests of ATR changes: successive cold resets (power-ups) answer atr, atr_cycle[0],
     # atr_cycle[1], ..., then atr again. Warm resets keep the current ATR.
@@ -107,6 +130,16 @@ class CardProfile(BaseModel):
     loci: Hex = bytes.fromhex("ffffffffffffff0000ff01")  # EF_LOCI: no TMSI, not updated
     # GET CHALLENGE: "random" (os.urandom) or "counting" (00 01 02 ..., as the recorded card).
     challenge: Literal["random", "counting"] = "random"
+    # Size of EF.LARGE (FID 2F50 under the MF, transparent, read/update always allowed),
+    # contents byte i = i % 251; 0: no such file.
+    large_ef: int = Field(default=0, ge=0, le=0xFFFF)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_atr(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "atr" not in data and data.get("protocol") in _OFFERS:
+            data = {**data, "atr": DEFAULT_ATRS[data["protocol"]]}
+        return data
 
     @model_validator(mode="after")
     def _keys(self) -> CardProfile:
@@ -120,6 +153,14 @@ class CardProfile(BaseModel):
         for atr in (self.atr, *self.atr_cycle):
             if not 2 <= len(atr) <= 33:
                 raise ValueError("an ATR has 2..33 bytes")
+            offers = _OFFERS.get(self.protocol)
+            if offers is not None:  # t0 profiles keep any ATR, as before
+                info = parse_atr(atr)  # ValueError names what is wrong
+                if info.protocols != offers:
+                    want = " and ".join(f"T={t}" for t in offers)
+                    raise ValueError(f"protocol {self.protocol}: ATR {atr.hex()} must offer {want}")
+                if not info.tck_ok:
+                    raise ValueError(f"ATR {atr.hex()} has a wrong TCK")
         if self.adm1 is not None:
             _pin_bytes(self.adm1)
         return self
@@ -131,6 +172,11 @@ class CardProfile(BaseModel):
             return self.opc
         assert self.op is not None
         return opc_from_op(self.ki, self.op)
+
+    @property
+    def protocols(self) -> tuple[int, ...]:
+        """The protocols the card offers, first the default one: (0,), (1,) or (0, 1)."""
+        return _OFFERS.get(self.protocol, (0,))
 
     @property
     def ef_iccid(self) -> bytes:

@@ -4,6 +4,14 @@ A T=0 SIM/USIM with GSM (CLA A0, GSM 11.11) and UICC (CLA 00/80, TS 102 221 / TS
 command sets. Response data of SELECT and AUTHENTICATE is fetched with GET RESPONSE after a
 9Fxx (class A0) or 61xx (class 00) status word; a wrong Le is answered with 6Cxx, as the
 card used for the upstream recordings did.
+
+A profile with protocol "t1" or "t0t1" makes it a card that speaks T=1 (a virtual card cannot
+tell which protocol a reader negotiated, so a "t0t1" card behaves so on both): C-APDUs are
+parsed as ISO/IEC 7816-4 §5.1 APDUs, short or extended; a case-4 command that carries Le gets
+its response data and 9000 directly (61xx for the rest if Le is shorter), one without Le
+answers 61xx as on T=0; an extended Le (or a short Le 00) is a maximum: the data available,
+up to Ne bytes, and 9000. Everything a T=0 TPDU can say is answered as on T=0. A "t0" card
+answers an extended-length APDU with 6700.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from .fs import (
 from .milenage import Milenage, c2, c3
 from .profile import CardProfile
 
-__all__ = ["SQN_WINDOW", "SimCard", "SoftSim"]
+__all__ = ["SQN_WINDOW", "Command", "SimCard", "SoftSim", "parse_apdu"]
 
 # Largest accepted step of SQN above the highest SQN accepted so far (TS 33.102 Annex C's Δ).
 SQN_WINDOW = 1 << 28
@@ -86,14 +94,14 @@ class _Pin:
         self.verified = True
 
 
-def _le(apdu: bytes) -> int:
+def _le_t0(apdu: bytes) -> int:
     """P3 of a command with outgoing data (case 2); 0 when absent."""
     if len(apdu) > 5:
         raise _WRONG_LENGTH
     return apdu[4] if len(apdu) == 5 else 0
 
 
-def _data(apdu: bytes) -> bytes:
+def _data_t0(apdu: bytes) -> bytes:
     """Command data of a case 3 command; one trailing Le byte (case 4 APDU) is tolerated."""
     if len(apdu) < 5:
         raise _WRONG_LENGTH
@@ -101,6 +109,42 @@ def _data(apdu: bytes) -> bytes:
     if not lc or len(apdu) not in (5 + lc, 6 + lc):
         raise _WRONG_LENGTH
     return apdu[5 : 5 + lc]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A C-APDU's body (ISO/IEC 7816-4 §5.1): `data` (Nc bytes), `ne` (None: no Le field,
+    else 1..65,536) and whether Lc/Le were extended."""
+
+    data: bytes
+    ne: int | None
+    extended: bool
+
+
+def parse_apdu(apdu: bytes) -> Command:
+    """Split a C-APDU into its body (cases 1, 2S/E, 3S/E, 4S/E); ValueError if malformed."""
+    n = len(apdu)
+    if n < 4:
+        raise ValueError("a C-APDU has at least 4 bytes")
+    if n == 4:
+        return Command(b"", None, False)
+    b4 = apdu[4]
+    if n == 5:
+        return Command(b"", b4 or 256, False)
+    if b4:
+        if n == 5 + b4:
+            return Command(apdu[5:], None, False)
+        if n == 6 + b4:
+            return Command(apdu[5:-1], apdu[-1] or 256, False)
+        raise ValueError(f"short Lc {b4} does not match {n} bytes")
+    if n == 7:
+        return Command(b"", int.from_bytes(apdu[5:7], "big") or 65536, True)
+    lc = int.from_bytes(apdu[5:7], "big")
+    if lc and n == 7 + lc:
+        return Command(apdu[7:], None, True)
+    if lc and n == 9 + lc:
+        return Command(apdu[7:-2], int.from_bytes(apdu[-2:], "big") or 65536, True)
+    raise ValueError(f"extended Lc {lc} does not match {n} bytes")
 
 
 def _no_data(apdu: bytes) -> bool:
@@ -129,6 +173,8 @@ class SimCard:
     ) -> None:
         self.profile = profile
         self.atr = profile.atr
+        self._t1 = 1 in profile.protocols
+        self._cmd = Command(b"", None, False)  # the command being processed, T=1 only
         self._atrs = itertools.cycle((profile.atr, *profile.atr_cycle))
         self.mf, self.adf = build_filesystem(profile)
         self.milenage = Milenage(profile.ki, profile.opc_value)
@@ -170,6 +216,16 @@ class SimCard:
         }
         self._clear()
 
+    @property
+    def protocol(self) -> int:
+        """The card's default protocol (its first offer): 0 (T=0) or 1 (T=1)."""
+        return self.profile.protocols[0]
+
+    @property
+    def protocols(self) -> tuple[int, ...]:
+        """The protocols the ATR offers, the default first: (0,), (1,) or (0, 1)."""
+        return self.profile.protocols
+
     # --- power / dispatch ------------------------------------------------------------------
 
     def reset(self, warm: bool = False) -> bytes:
@@ -204,6 +260,13 @@ class SimCard:
             return b"\x6e\x00" if cla == 0x80 else b"\x6d\x00"
         if ins != 0xC0:
             self._pending = b""  # response data is only available to the very next command
+        if self._t1:
+            try:
+                self._cmd = parse_apdu(apdu)
+            except ValueError:
+                return b"\x67\x00"
+        elif len(apdu) > 5 and apdu[4] == 0:
+            return b"\x67\x00"  # extended length: not on T=0 (short P3 00 has no data)
         gsm = cla == 0xA0
         try:
             return handler(gsm, apdu[2], apdu[3], apdu)
@@ -211,8 +274,42 @@ class SimCard:
             return (sw.gsm if gsm else sw.iso).to_bytes(2, "big")
 
     def _respond_later(self, gsm: bool, data: bytes) -> bytes:
+        """Answer a case-4 command: 9Fxx/61xx and the data for GET RESPONSE; on T=1 with Le,
+        the data (up to Ne bytes; 61xx/9Fxx for the rest)."""
+        ne = self._cmd.ne if self._t1 else None
+        if ne is not None:
+            if ne >= len(data):
+                return data + _OK
+            data, self._pending = data[:ne], data[ne:]
+            return data + bytes([0x9F if gsm else 0x61, len(self._pending) & 0xFF])
         self._pending = data
         return bytes([0x9F if gsm else 0x61, len(data) & 0xFF])
+
+    def _le(self, apdu: bytes) -> int:
+        """Le of a case-2 command: 0 when absent or 00 (all, up to 256 bytes on T=0), else
+        1..255; on T=1 also an extended Le (0 for 0000: up to 65,536 bytes)."""
+        if not self._t1:
+            return _le_t0(apdu)
+        cmd = self._cmd
+        if cmd.data:
+            raise _WRONG_LENGTH
+        if cmd.ne is None:
+            return 0
+        return 0 if cmd.ne == (65536 if cmd.extended else 256) else cmd.ne
+
+    def _data(self, apdu: bytes) -> bytes:
+        """Command data of a case-3/4 command (on T=1 short or extended, Le ignored)."""
+        if not self._t1:
+            return _data_t0(apdu)
+        if not self._cmd.data:
+            raise _WRONG_LENGTH
+        return self._cmd.data
+
+    def _le_reply(self, data: bytes, le: int) -> bytes:
+        """Answer a case-2 command (`le` from `_le`); an extended Le is a maximum."""
+        if self._t1 and self._cmd.extended:
+            return (data[:le] if le else data) + _OK
+        return _le_reply(data, le)
 
     # --- file selection -------------------------------------------------------------------
 
@@ -249,7 +346,7 @@ class SimCard:
         if gsm:
             if p1 or p2:
                 raise _WRONG_P1P2
-            data = _data(apdu)
+            data = self._data(apdu)
             if len(data) != 2:
                 raise _WRONG_LENGTH
             f = self._find(int.from_bytes(data, "big"), True)
@@ -259,7 +356,7 @@ class SimCard:
             if p1 == 0x03:
                 f = self.df.parent
             else:
-                data = _data(apdu)
+                data = self._data(apdu)
                 if p1 == 0x00:
                     if len(data) != 2:
                         raise _WRONG_LENGTH
@@ -302,29 +399,31 @@ class SimCard:
         data, self._pending = self._pending, b""
         if p1 or p2:
             raise _WRONG_P1P2
-        le = _le(apdu)
+        le = self._le(apdu)
         if not data:
             raise _Sw(0x6F00, 0x6985)
+        if le > len(data) and self._t1 and self._cmd.extended:
+            le = 0  # an extended Le is a maximum
         if le > len(data):
             self._pending = data  # still there for the retry with the right Le
             raise _Sw(0x6C00 | len(data))
         if le == 0 or le == len(data) or gsm:
-            return _le_reply(data, le)
+            return self._le_reply(data, le)
         self._pending = data[le:]
         return data[:le] + bytes([0x61, len(self._pending)])
 
     def _status(self, gsm: bool, p1: int, p2: int, apdu: bytes) -> bytes:
-        le = _le(apdu)
+        le = self._le(apdu)
         if gsm:
             if p1 or p2:
                 raise _WRONG_P1P2
-            return _le_reply(self._gsm_response(self.df), le)
+            return self._le_reply(self._gsm_response(self.df), le)
         if p2 == 0x0C:
             return _OK
         if p2 == 0x00:
-            return _le_reply(self._fcp(self.df), le)
+            return self._le_reply(self._fcp(self.df), le)
         if p2 == 0x01 and self.df.aid:
-            return _le_reply(b"\x84" + bytes([len(self.df.aid)]) + self.df.aid, le)
+            return self._le_reply(b"\x84" + bytes([len(self.df.aid)]) + self.df.aid, le)
         raise _WRONG_P1P2
 
     # --- data access ------------------------------------------------------------------------
@@ -352,17 +451,18 @@ class SimCard:
         return self.ef, (p1 & 0x7F) << 8 | p2
 
     def _read_binary(self, gsm: bool, p1: int, p2: int, apdu: bytes) -> bytes:
-        le = _le(apdu)
+        le = self._le(apdu)
         ef, offset = self._binary_target(gsm, p1, p2)
         if ef.record_len:
             raise _WRONG_STRUCTURE
         self._check(ef.read)
         if offset >= len(ef.data):
             raise _OUT_OF_RANGE
-        return _le_reply(bytes(ef.data[offset : offset + 256]), le)
+        limit = (le or 65536) if self._t1 and self._cmd.extended else 256
+        return self._le_reply(bytes(ef.data[offset : offset + limit]), le)
 
     def _update_binary(self, gsm: bool, p1: int, p2: int, apdu: bytes) -> bytes:
-        data = _data(apdu)
+        data = self._data(apdu)
         ef, offset = self._binary_target(gsm, p1, p2)
         if ef.record_len:
             raise _WRONG_STRUCTURE
@@ -375,7 +475,7 @@ class SimCard:
         return _OK
 
     def _read_record(self, gsm: bool, p1: int, p2: int, apdu: bytes) -> bytes:
-        le = _le(apdu)
+        le = self._le(apdu)
         sfi, mode = p2 >> 3, p2 & 0x07
         if sfi and not gsm:
             found = self.df.by_sfi(sfi)
@@ -402,7 +502,7 @@ class SimCard:
         if mode != 0x04:
             self._record = number
         start = (number - 1) * ef.record_len
-        return _le_reply(bytes(ef.data[start : start + ef.record_len]), le)
+        return self._le_reply(bytes(ef.data[start : start + ef.record_len]), le)
 
     # --- PINs ----------------------------------------------------------------------------
 
@@ -423,7 +523,7 @@ class SimCard:
             if pin.remaining == 0:
                 raise _BLOCKED
             return _OK if pin.satisfied else (0x63C0 | pin.remaining).to_bytes(2, "big")
-        data = _data(apdu)
+        data = self._data(apdu)
         if len(data) != 8:
             raise _WRONG_LENGTH
         pin.present(data)
@@ -433,7 +533,7 @@ class SimCard:
         pin = self._pin(gsm, p1, p2)
         if pin is self.adm1:
             raise _NO_KEY
-        data = _data(apdu)
+        data = self._data(apdu)
         if len(data) != 16:
             raise _WRONG_LENGTH
         if not pin.enabled:
@@ -452,7 +552,7 @@ class SimCard:
         pin = self._pin(gsm, p1, p2)
         if pin is not self.pin1:  # only PIN1 may be switched off (GSM 11.11, TS 31.102)
             raise _NO_KEY
-        data = _data(apdu)
+        data = self._data(apdu)
         if len(data) != 8:
             raise _WRONG_LENGTH
         if pin.enabled == enable:
@@ -471,7 +571,7 @@ class SimCard:
             if puk.remaining == 0:
                 raise _BLOCKED
             return (0x63C0 | puk.remaining).to_bytes(2, "big")
-        data = _data(apdu)
+        data = self._data(apdu)
         if len(data) != 16:
             raise _WRONG_LENGTH
         puk.present(data[:8])
@@ -483,7 +583,7 @@ class SimCard:
     # --- authentication -------------------------------------------------------------------
 
     def _authenticate(self, gsm: bool, p1: int, p2: int, apdu: bytes) -> bytes:
-        data = _data(apdu)
+        data = self._data(apdu)
         if gsm:  # RUN GSM ALGORITHM: RAND → SRES ‖ Kc
             if p1 or p2:
                 raise _WRONG_P1P2
@@ -525,7 +625,7 @@ class SimCard:
     def _get_challenge(self, gsm: bool, p1: int, p2: int, apdu: bytes) -> bytes:
         if p1 or p2:
             raise _WRONG_P1P2
-        return self._challenge(_le(apdu) or 256) + _OK
+        return self._challenge(self._le(apdu) or 256) + _OK
 
 
 def _counting(n: int) -> bytes:

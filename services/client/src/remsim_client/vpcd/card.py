@@ -11,11 +11,17 @@ ifdhandler client does:
   again before the next use; with ``ignore_idle_power_cycles`` these power cycles stay
   local, so the remote SIM keeps its state (PIN, selected files). RESET always goes through.
 * A C-APDU: a TpduModemToCard; the TpduCardToModem that follows is the R-APDU. A 4-byte
-  case-1 APDU gets P3=00 (the bankd wants 5..260 bytes); other lengths are answered 6700
-  locally. No answer within ``apdu_timeout``: the card leaves the reader (the waiting
-  application's transmit fails) rather than answer a made-up status word (client.md §12,
-  vpcd.md §7); it comes back once the bank answers again (the late answer itself is
-  dropped) or sends a new ATR. An empty R-APDU, which vpcd cannot carry, re-inserts the card.
+  case-1 APDU gets P3=00 (the bankd wants 5..260 bytes); other lengths, and extended APDUs
+  (which a T=0 TPDU cannot carry), are answered 6700 locally. No answer within
+  ``apdu_timeout``: the card leaves the reader (the waiting application's transmit fails)
+  rather than answer a made-up status word (client.md §12, vpcd.md §7); it comes back once
+  the bank answers again (the late answer itself is dropped) or sends a new ATR. An empty
+  R-APDU, which vpcd cannot carry, re-inserts the card.
+* APDU mode (remsim's, with a bankd of ours; ``card_insert(apdu_mode=True)``): each C-APDU
+  as vpcd passes it (verbatim, short or extended: 4..``rspro.MAX_APDU`` bytes, below vpcd's
+  own 65,535) is one apduModemToCard, and the R-APDU comes back whole, one round trip (the
+  bankd does T=0's GET RESPONSE itself). Other lengths are answered 6700 locally. A card
+  error the bankd reports (no R-APDU) re-inserts the card, as an empty R-APDU does.
 
 Events and time go in, actions come out; ``remsim_client.vpcd.frontend`` carries them out.
 """
@@ -25,9 +31,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from rspro import MAX_TPDU, MIN_TPDU, SlotPhysStatus
+from rspro import MAX_APDU, MAX_TPDU, MIN_APDU, MIN_TPDU, ResultCode, SlotPhysStatus
 from vpcd import GET_ATR, POWER_OFF, POWER_ON, RESET, Apdu, VpcdConnection
 
+from ..config import is_extended_apdu
 from ..frontend import POWER_OFF as STATUS_POWER_OFF
 from ..frontend import POWER_ON as STATUS_POWER_ON
 
@@ -39,6 +46,7 @@ __all__ = [
     "ConnectVpcd",
     "DisconnectVpcd",
     "ReportStatus",
+    "SendApdu",
     "SendToVpcd",
     "SendTpdu",
     "VpcdCard",
@@ -87,7 +95,14 @@ class SendTpdu:
     data: bytes
 
 
-Action = ConnectVpcd | DisconnectVpcd | SendToVpcd | ReportStatus | SendTpdu
+@dataclass(frozen=True, slots=True)
+class SendApdu:
+    """ApduModemToCard to the bankd (ModemCore.modem_apdu), APDU mode."""
+
+    data: bytes
+
+
+Action = ConnectVpcd | DisconnectVpcd | SendToVpcd | ReportStatus | SendTpdu | SendApdu
 
 
 class VpcdCard:
@@ -112,6 +127,7 @@ class VpcdCard:
         self.atr_ignore_rspro = atr_ignore_rspro
         self.atr = b""
         self.inserted = False  # the core is OPERATIONAL (bankd link up)
+        self.apdu_mode = False  # that bankd link is in APDU mode: whole APDUs
         self.atr_known = False  # the ATR to show is the card's (or -r: the configured one)
         self.stalled = False  # an APDU timed out: out of the reader until the bank answers
         self.timeouts = 0
@@ -153,8 +169,9 @@ class VpcdCard:
         log.info("vpcd: inserting the card, ATR %s", atr.hex())
         return [ConnectVpcd()]
 
-    def card_insert(self) -> list[Action]:
+    def card_insert(self, apdu_mode: bool = False) -> list[Action]:
         self.inserted = True
+        self.apdu_mode = apdu_mode
         self.stalled = False
         self._stale = 0
         self._reported = None
@@ -166,7 +183,7 @@ class VpcdCard:
 
     def card_remove(self) -> list[Action]:
         was_present = self.present
-        self.inserted = self.atr_known = self.stalled = False
+        self.inserted = self.atr_known = self.stalled = self.apdu_mode = False
         self._stale = 0  # whatever the old bankd link still owed is gone with it
         if not was_present:
             return []
@@ -192,6 +209,19 @@ class VpcdCard:
             log.error("vpcd: the bankd sent an empty R-APDU, re-inserting the card")
             return [*self._eject(), ConnectVpcd()]
         return [SendToVpcd(self._conn.reply(data))]
+
+    def card_error(self, result: ResultCode, error: str | None) -> list[Action]:
+        """APDU mode: the bankd has no R-APDU for the pending C-APDU (the card failed)."""
+        if self._stale:
+            return self.card_to_modem(b"")  # a late answer: counted and dropped as any
+        if self._deadline is None or self._conn is None:
+            log.warning("vpcd: dropping a card error nobody asked for: %s", result.name)
+            return []
+        self._deadline = None
+        # A made-up SW would lie: the application's transmit fails, the card is re-inserted.
+        log.error("vpcd: the card did not answer (%s%s), re-inserting the card",
+                  result.name, f": {error}" if error else "")  # fmt: skip
+        return [*self._eject(), ConnectVpcd()]
 
     # --- the vpcd connection -----------------------------------------------------------------
 
@@ -254,10 +284,20 @@ class VpcdCard:
     # --- internals ---------------------------------------------------------------------------
 
     def _apdu(self, conn: VpcdConnection, apdu: bytes, now: float) -> list[Action]:
+        if self.apdu_mode:
+            if not MIN_APDU <= len(apdu) <= MAX_APDU:
+                log.warning("vpcd: C-APDU of %d bytes cannot go to the bank", len(apdu))
+                return [SendToVpcd(conn.reply(SW_WRONG_LENGTH))]
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("vpcd: C-APDU %s", apdu.hex())
+            self._deadline = now + self.apdu_timeout
+            return [SendApdu(apdu)]
         if len(apdu) == MIN_TPDU - 1:
             apdu += b"\x00"  # case 1 (CLA INS P1 P2): vpcd passes it on verbatim, add P3
-        if not MIN_TPDU <= len(apdu) <= MAX_TPDU:
-            log.warning("vpcd: C-APDU of %d bytes cannot go to the bank", len(apdu))
+        extended = is_extended_apdu(apdu)
+        if not MIN_TPDU <= len(apdu) <= MAX_TPDU or extended:
+            kind = "extended C-APDU (needs the APDU mode)" if extended else "C-APDU"
+            log.warning("vpcd: %s of %d bytes cannot go to the bank", kind, len(apdu))
             return [SendToVpcd(conn.reply(SW_WRONG_LENGTH))]
         if log.isEnabledFor(logging.DEBUG):
             log.debug("vpcd: C-APDU %s", apdu.hex())

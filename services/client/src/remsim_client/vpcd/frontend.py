@@ -4,7 +4,8 @@ It plays the remote card for vpcd: while its :class:`~.card.VpcdCard` says the c
 the reader, it keeps a TCP connection to vpcd (``127.0.0.1:35963`` = reader ``Virtual PCD
 00 00``; 35964 = ``Virtual PCD 00 01``), so every PC/SC application on the host sees the
 remote card there; closing the connection removes the card. This module only moves bytes
-and timers between the socket, the client core and the sans-IO card.
+and timers between the socket, the client core and the sans-IO card. It sends whole APDUs
+when the bankd link is in remsim's APDU mode (see ``card.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import socket
 
+from rspro import ResultCode
 from vpcd import VPCD_PORT
 
 from ..frontend import ModemFrontend
@@ -23,6 +25,7 @@ from .card import (
     ConnectVpcd,
     DisconnectVpcd,
     ReportStatus,
+    SendApdu,
     SendToVpcd,
     SendTpdu,
     VpcdCard,
@@ -81,6 +84,8 @@ class VpcdFrontend(ModemFrontend):
     :meth:`aclose` when done.
     """
 
+    whole_apdus = True
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -123,13 +128,16 @@ class VpcdFrontend(ModemFrontend):
         self._do(self.card.set_atr(atr))
 
     def card_insert(self) -> None:
-        self._do(self.card.card_insert())
+        self._do(self.card.card_insert(apdu_mode=self.apdu_mode))
 
     def card_remove(self) -> None:
         self._do(self.card.card_remove())
 
     def card_to_modem(self, data: bytes) -> None:
         self._do(self.card.card_to_modem(data))
+
+    def card_error(self, result: ResultCode, error: str | None) -> None:
+        self._do(self.card.card_error(result, error))
 
     # --- carrying out actions ----------------------------------------------------------------
 
@@ -142,6 +150,9 @@ class VpcdFrontend(ModemFrontend):
                 case SendTpdu(data):
                     assert self.core is not None
                     self.core.modem_tpdu(data)
+                case SendApdu(data):
+                    assert self.core is not None
+                    self.core.modem_apdu(data)
                 case ReportStatus(status):
                     assert self.core is not None
                     self.core.modem_status(status)
