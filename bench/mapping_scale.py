@@ -44,6 +44,7 @@ import math
 import os
 import platform
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -96,22 +97,80 @@ RECORDED_CPU_MS_PER_MAP = {"single": 0.9, "distributed": 3.5}
 ``QUICK_MAPS`` on the reference machine (docs/benchmarks.md); ``--quick`` fails over
 ``REGRESSION_FACTOR`` times that."""
 PROFILE_DIR: Path | None = None
-"""``--profile``: every server process runs under cProfile and writes ``<name>.prof`` here."""
+"""``--profile``: every server process runs under cProfile, one phase at a time, and writes
+``<name>-<phase>.prof`` here (``PROFILED``)."""
+PROFILE_START, PROFILE_STOP = signal.SIGUSR1, signal.SIGUSR2
+"""What the benchmark sends a server process under ``--profile`` at the start and the end of
+a phase: its profiler is on during the phase only (not during start-up and connecting)."""
+PROFILE_WRITE_TIMEOUT = 10.0
+"""Seconds the benchmark waits for the profiles of a phase to be written."""
+PROFILED = """
+import cProfile, os, signal, sys
+from pathlib import Path
+from {package}.main import main
+profile, phase, name = cProfile.Profile(), Path({phase!r}), ""
+output = {output!r}
+
+def start(*_):
+    global profile, name
+    profile, name = cProfile.Profile(), phase.read_text().strip()
+    profile.enable()
+
+def stop(*_):
+    profile.disable()
+    profile.dump_stats(output.format(name) + ".part")
+    os.replace(output.format(name) + ".part", output.format(name))
+
+signal.signal({start}, start)
+signal.signal({stop}, stop)
+sys.argv[0] = {name!r}
+main()
+"""
+"""A server process under ``--profile``: its profiler starts and stops on signals; the
+benchmark writes the phase's name into ``PROFILE_DIR/phase`` first."""
 
 
 class Process(RemsimProcess):
-    """A server process, under cProfile with ``--profile``."""
+    """A server process, profiled phase by phase with ``--profile``."""
 
     def argv(self) -> list[str]:
         if PROFILE_DIR is None:
             return super().argv()
         package = "remsim_server" if self.kind == "core" else "remsim_api"
-        output = PROFILE_DIR / f"{self.name}.prof"
-        code = (
-            f"import cProfile; from {package}.main import main; "
-            f"cProfile.run('main()', {str(output)!r})"
+        code = PROFILED.format(
+            package=package,
+            phase=str(PROFILE_DIR / "phase"),
+            output=str(PROFILE_DIR / f"{self.name}-{{}}.prof"),
+            start=int(PROFILE_START),
+            stop=int(PROFILE_STOP),
+            name=self.name,
         )
         return [sys.executable, "-c", code]
+
+
+async def signal_profilers(
+    processes: Iterable[RemsimProcess], what: signal.Signals, phase: str
+) -> None:
+    """Start (``PROFILE_START``) or stop the profilers of ``processes`` for ``phase``; a stop
+    returns once they have written their profiles (so that the next start cannot overtake
+    it)."""
+    if PROFILE_DIR is None:
+        return
+    name = phase.replace(" ", "_").replace("(", "").replace(")", "")
+    running = [process for process in processes if process.running]
+    outputs = [PROFILE_DIR / f"{process.name}-{name}.prof" for process in running]
+    if what == PROFILE_START:  # read by the processes' start handlers: replaced atomically
+        for output in outputs:
+            output.unlink(missing_ok=True)
+        (PROFILE_DIR / "phase.new").write_text(name)
+        (PROFILE_DIR / "phase.new").replace(PROFILE_DIR / "phase")
+    for process in running:
+        os.kill(process.pid, what)
+    if what == PROFILE_STOP:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROFILE_WRITE_TIMEOUT):
+                while not all(output.exists() for output in outputs):
+                    await asyncio.sleep(0.05)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -402,9 +461,11 @@ class Run:
         return cpu
 
     async def _timed(
-        self, requests: Callable[[], Awaitable[None]], wait_for: str
-    ) -> tuple[float, float, dict[str, float]]:
+        self, phase: str, requests: Callable[[], Awaitable[None]], wait_for: str
+    ) -> Phase:
         """Send ``requests()`` while every client worker waits for ``wait_for``."""
+        servers = {*self.cores, self.api}
+        await signal_profilers(servers, PROFILE_START, phase)
         before = self._cpu()
         t0 = time.monotonic()
         waits = [
@@ -415,8 +476,9 @@ class Run:
         requests_s = time.monotonic() - t0
         done = max(answer["at"] for answer in await asyncio.gather(*waits))
         after = self._cpu()
+        await signal_profilers(servers, PROFILE_STOP, phase)
         cpu = {name: after[name] - before.get(name, 0.0) for name in after}
-        return requests_s, done - t0, cpu
+        return Phase(requests_s, done - t0, cpu)
 
     async def execute(self) -> Result:
         await asyncio.gather(*(w.start() for w in self.workers))
@@ -450,13 +512,13 @@ class Run:
             ("POST", f"{REST_PREFIX}/slotmaps", {"bank": _slot(b), "client": _slot(c)}, 201)
             for b, c in self.pairs
         ]
-        result.phases["map"] = Phase(*await self._timed(lambda: self.http.many(create), "atr"))
+        result.phases["map"] = await self._timed("map", lambda: self.http.many(create), "atr")
         delete = [
             ("DELETE", f"{REST_PREFIX}/slotmaps/{b.bank_id << 16 | b.slot_nr}", None, 200)
             for b, _ in self.pairs
         ]
-        result.phases["remove"] = Phase(
-            *await self._timed(lambda: self.http.many(delete), "released")
+        result.phases["remove"] = await self._timed(
+            "remove", lambda: self.http.many(delete), "released"
         )
         batches = [
             (
@@ -469,12 +531,12 @@ class Run:
                 self.pairs[first : first + BATCH_SIZE] for first in range(0, self.maps, BATCH_SIZE)
             )
         ]
-        result.phases["map (batch)"] = Phase(
-            *await self._timed(lambda: self.http.many(batches, BATCH_CONCURRENCY), "atr")
+        result.phases["map (batch)"] = await self._timed(
+            "map (batch)", lambda: self.http.many(batches, BATCH_CONCURRENCY), "atr"
         )
         reset = [("POST", f"{REST_PREFIX}/global-reset", None, 200)]
-        result.phases["reset"] = Phase(
-            *await self._timed(lambda: self.http.many(reset), "released")
+        result.phases["reset"] = await self._timed(
+            "reset", lambda: self.http.many(reset), "released"
         )
 
         result.memory_kib = {p.name: peak_rss_kib(p.pid) for p in [*self.cores, self.api]}
@@ -643,7 +705,10 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="CI: the regression guard")
     parser.add_argument(
-        "--profile", type=Path, metavar="DIR", help="run the servers under cProfile, into DIR"
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="profile the servers (cProfile) phase by phase, into DIR/<process>-<phase>.prof",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from remsim_control import MemoryBus, MemoryStore, ResetEvent, SlotmapEvent
+from remsim_control import MemoryBus, MemoryStore, ResetEvent, SlotmapEvent, SlotmapState
 from remsim_control.audit import AuditQuery
 from remsim_control.backends import (
     BackendUnavailable,
@@ -16,7 +16,7 @@ from remsim_control.backends import (
     open_backends,
     require_ready,
 )
-from remsim_control.bus import Bus, Event
+from remsim_control.bus import STATE_HEADER, Bus, Event, encode_event
 from remsim_control.errors import IdentityInUse, SlotInUse
 from remsim_control.nats_bus import NatsBus
 from remsim_control.redis_store import RedisStore
@@ -356,6 +356,31 @@ class Partition:
                 dst.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_a_slotmap_event_s_state_hint_travels_beside_its_json(
+    nats_server: ServiceFixture, unique_prefix: str
+) -> None:
+    """In a header: the JSON stays what a process that does not know the hint reads, and
+    an event without the header has no hint."""
+    bus = await NatsBus.connect(nats_server.url, prefix=unique_prefix)
+    hinted = SlotmapEvent(serial=5, bank=B1_0, client=C23_0, state=SlotmapState.ACTIVE)
+    try:
+        async with bus.subscribe() as events:
+            raw = await bus._nc.subscribe(bus.events_subject)
+            await bus.publish(hinted)
+            assert await _next(events) == hinted
+            message = await raw.next_msg(timeout=5)
+            assert message.data == encode_event(SlotmapEvent(serial=5, bank=B1_0, client=C23_0))
+            assert message.headers == {STATE_HEADER: "ACTIVE"}
+            await bus._nc.publish(bus.events_subject, message.data)  # as an older process
+            plain = await _next(events)
+            assert isinstance(plain, SlotmapEvent) and plain.state is None
+            await bus._nc.publish(bus.events_subject, message.data, headers={STATE_HEADER: "?"})
+            assert await _next(events) == plain  # an unknown hint is none
+            await raw.unsubscribe()
+    finally:
+        await bus.close()
 
 
 async def test_a_publication_refused_in_a_partition_is_made_up_for_by_a_reset(

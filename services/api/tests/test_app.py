@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from remsim_api.app import create_app
+from remsim_api.app import QuickCreate, create_app
 from remsim_control import (
+    AuditQuery,
     BackendUnavailable,
     BankdAddress,
     BankRecord,
@@ -254,7 +255,7 @@ async def test_create_answers_201_with_the_map_and_its_location(
         b'"id":65537}'
     )
     [slotmap] = await store.list_slotmaps()
-    assert events.seen == [SlotmapEvent.of(slotmap)]
+    assert events.seen == [SlotmapEvent.of(slotmap, SlotmapState.NEW)]  # with its state hint
     listed = await api.get("/slotmaps")
     assert without_additions(listed.content) == (
         '{"slotmaps":[{"bank":{"bankId":1,"slotNr":1},"client":{"clientId":23,"slotNr":0},'
@@ -491,3 +492,84 @@ async def test_unavailable_shared_state_is_503(
     response = await api.get("/slotmaps")
     assert response.status_code == 503
     assert "redis" in response.json()["detail"]
+
+
+# --- POST /slotmaps without FastAPI's machinery (remsim_api.app.QuickCreate) ----------------
+
+
+def _without_quick_create(app: Any) -> Any:
+    app.router.routes[:] = [r for r in app.router.routes if not isinstance(r, QuickCreate)]
+    return app
+
+
+@pytest.mark.parametrize("ready", [True, False])
+async def test_quick_create_answers_as_the_fastapi_route_would(
+    ready: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Byte for byte, headers, store, events and audit log included: maps, a slot in use,
+    bad bodies, bodies not declared as JSON, another method, shared state away."""
+    handled: list[str] = []
+    original_handle = QuickCreate.handle
+
+    async def handle(self: QuickCreate, scope: Any, receive: Any, send: Any) -> None:
+        handled.append(scope["method"])
+        await original_handle(self, scope, receive, send)
+
+    monkeypatch.setattr(QuickCreate, "handle", handle)
+    requests: list[tuple[str, str | None, bytes]] = [
+        ("POST", "application/json", json.dumps(body(1, 1, 23, 0)).encode()),
+        ("POST", "application/json; charset=utf-8", json.dumps(body(1, 2, 24, 0)).encode()),
+        ("POST", "application/merge-patch+json", json.dumps(body(2, 0, 25, 0)).encode()),
+        ("POST", "application/json", json.dumps(body(1, 1, 26, 0)).encode()),  # 409
+        ("POST", "application/json", json.dumps(body(3, 0, 23, 0)).encode()),  # 409 client
+        ("POST", "application/json", json.dumps(body(2.0, 1, 27, 0)).encode()),
+        ("POST", "application/json", json.dumps(body("4", 0, 28, 0)).encode()),
+        ("POST", "application/json", json.dumps(body(1024, 0, 28, 0)).encode()),
+        ("POST", "application/json", b'{"bank": {"bankId": 1, "slotNr": 0}, '),
+        ("POST", "application/json", b""),
+        ("POST", "application/json", json.dumps(body(5, 0, 29, 0)).encode("utf-16")),
+        ("POST", None, json.dumps(body(6, 0, 30, 0)).encode()),
+        ("POST", "text/plain", json.dumps(body(6, 0, 30, 0)).encode()),
+        ("PUT", "application/json", json.dumps(body(7, 0, 31, 0)).encode()),
+    ]
+
+    async def answers(app_of: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        store, bus = MemoryStore(), MemoryBus()
+        if not ready:
+            store.ping = _no_answer  # type: ignore[attr-defined]
+        seen: list[Event] = []
+        original = bus.publish
+
+        async def publish(event: Event) -> None:
+            seen.append(event)
+            await original(event)
+
+        bus.publish = publish  # type: ignore[method-assign]
+        transport = httpx.ASGITransport(app=app_of(create_app(store, bus)))
+        out = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://remsim") as client:
+            for method, content_type, content in requests:
+                headers = {} if content_type is None else {"Content-Type": content_type}
+                response = await client.request(
+                    method, "/api/backend/v1/slotmaps", content=content, headers=headers
+                )
+                out.append((response.status_code, response.headers.multi_items(), response.content))
+        audit = [
+            entry.model_dump(exclude={"seq", "time"})
+            for entry in await store.list_audit(AuditQuery(limit=100))
+        ]
+        return out, await store.list_slotmaps(), seen, audit
+
+    quick = await answers(lambda app: app)
+    assert handled == ["POST"] * 12  # every POST but the text/plain one (Guard: 415)
+    fastapi_route = await answers(_without_quick_create)
+    assert quick == fastapi_route
+    statuses = [status for status, _, _ in quick[0]]
+    if ready:
+        assert statuses == [201, 201, 201, 409, 409, 201, 400, 400, 400, 400, 201, 415, 415, 405]
+    else:
+        assert statuses == [503] * 8 + [400, 503, 503, 415, 415, 405]  # bad JSON: 400 first
+
+
+async def _no_answer() -> bool:
+    return False

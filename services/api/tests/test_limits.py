@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
 from remsim_api.app import create_app
-from remsim_api.limits import MAX_BODY_SIZE, MAX_HEADER_SIZE, http_options
+from remsim_api.limits import (
+    COALESCE_LIMIT,
+    MAX_BODY_SIZE,
+    MAX_HEADER_SIZE,
+    CoalescedWrites,
+    http_options,
+)
 from remsim_api.metrics import REGISTRY
 from remsim_api.settings import ApiSettings
 from remsim_control import MemoryBus, MemoryStore
@@ -334,3 +342,83 @@ async def test_while_1_gb_bodies_are_refused_the_keepalive_is_never_late(
     finally:
         end_process(proc)
     assert "Traceback" not in log.read_text()
+
+
+# --- one write per answer (CoalescedWrites) ------------------------------------------------
+
+
+class RecordingTransport(asyncio.Transport):
+    """A transport that records what is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_writes_of_one_loop_iteration_go_out_together_and_in_order() -> None:
+    raw = RecordingTransport()
+    transport = CoalescedWrites(raw, asyncio.get_running_loop())
+    transport.write(b"head ")
+    transport.writelines([b"body", b""])
+    assert raw.writes == []
+    assert transport.get_write_buffer_size() == len(b"head body")
+    await asyncio.sleep(0)
+    assert raw.writes == [b"head body"]
+    transport.write(b"last words")
+    transport.close()  # what was written before goes out first
+    assert raw.writes == [b"head body", b"last words"] and raw.closed
+
+
+async def test_a_large_answer_is_not_held_back() -> None:
+    raw = RecordingTransport()
+    transport = CoalescedWrites(raw, asyncio.get_running_loop())
+    transport.write(b"x" * COALESCE_LIMIT)
+    assert raw.writes == [b"x" * COALESCE_LIMIT]
+
+
+async def test_the_api_protocol_sends_an_answer_in_one_write() -> None:
+    """uvicorn writes the head and the body of an answer separately: one write here."""
+    config = uvicorn.Config(
+        create_app(MemoryStore(), MemoryBus()), log_config=None, **http_options(ApiSettings())
+    )
+    config.load()
+    protocol_class: Any = config.http_protocol_class  # ApiProtocol
+    protocol = protocol_class(config, ServerState(), {})
+    raw = RecordingTransport()
+    protocol.connection_made(raw)
+    protocol.data_received(
+        b"POST /api/backend/v1/slotmaps HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(MAP), MAP)
+    )
+    async with asyncio.timeout(WAIT):
+        while not raw.writes:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # nothing else follows
+    assert len(raw.writes) == 1
+    status, headers, body = parse(raw.writes[0])
+    assert status == 201 and len(body) == int(headers["content-length"])
+    protocol.connection_lost(None)

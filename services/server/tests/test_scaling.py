@@ -1,8 +1,10 @@
 """What keeps the cost of a map the same however many maps there are (issue 14): an event
 makes a bankd's connection re-read the maps at its bank slot only, not all of its bank's;
-the events of its own changes are not re-read at all; the RSPRO connections a file
-descriptor limit leaves room for; the garbage collector's settings."""
+the events of its own changes are not re-read at all; a request answered at once costs no
+event, and a client without a bankd re-reads only for an ACTIVE map; the RSPRO connections
+a file descriptor limit leaves room for; the garbage collector's settings."""
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Collection
 from typing import Any
@@ -11,7 +13,16 @@ import httpx
 import pytest
 
 import rspro
-from remsim_control import BankSlot, ClientSlot, Event, MemoryBus, MemoryStore, Slotmap
+from remsim_control import (
+    BankSlot,
+    ClientSlot,
+    Event,
+    MemoryBus,
+    MemoryStore,
+    Slotmap,
+    SlotmapEvent,
+    SlotmapState,
+)
 from remsim_server import peer
 from remsim_server.limits import REST_CONNECTIONS_MAX, fd_caps
 from remsim_server.main import GC_THRESHOLDS, tune_gc
@@ -19,6 +30,8 @@ from remsim_server.server import RemsimServer
 from remsim_testing.server import connect_bankd, connect_client, running_server
 
 OK = rspro.ResultCode.OK
+WAIT = 5.0
+"""Seconds an expected event may take (a bound, not a measurement)."""
 
 
 class CountingStore(MemoryStore):
@@ -44,15 +57,27 @@ class CountingStore(MemoryStore):
     def bank_reads(self) -> list[dict[str, Any]]:
         return [call for call in self.listed if call["bank_id"] is not None]
 
+    def client_reads(self) -> list[dict[str, Any]]:
+        return [call for call in self.listed if call["client"] is not None]
+
 
 class MuteBus(MemoryBus):
-    """A memory bus that loses every event while ``muted``."""
+    """A memory bus that loses every event while ``muted``, and records those it carries."""
 
     muted = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.carried: list[Event] = []
+
     async def publish(self, event: Event) -> None:
         if not self.muted:
+            self.carried.append(event)
             await super().publish(event)
+
+    def states(self) -> list[SlotmapState | None]:
+        """The state hints of the slotmap events carried so far."""
+        return [event.state for event in self.carried if isinstance(event, SlotmapEvent)]
 
 
 @pytest.fixture
@@ -154,6 +179,64 @@ async def test_an_old_map_s_removal_goes_out_before_the_new_map_at_its_slot(
     assert removal.client == rspro.ClientSlot(23, 0)
     assert created.client == rspro.ClientSlot(24, 0)
     await bankd.aclose()
+
+
+async def carried(bus: MuteBus, events: int) -> list[SlotmapState | None]:
+    """The state hints of the first ``events`` slotmap events, once the bus carried them."""
+    async with asyncio.timeout(WAIT):
+        while len(bus.states()) < events:
+            await asyncio.sleep(0.01)
+    return bus.states()
+
+
+async def test_a_map_answered_in_time_costs_no_event_for_its_request(
+    server: RemsimServer, rest: httpx.AsyncClient, bus: MuteBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UNACKNOWLEDGED and DELETING wait for the bankd's answer: ACTIVE and the removal stand
+    for them. Each event names the map's state where the publisher knows it."""
+    monkeypatch.setattr(peer, "PENDING_EVENT_DELAY", 10 * WAIT)
+    bankd = await connect_bankd(server.rspro_port)
+    await rest.post("/slotmaps", json=body(0, 23))
+    await bankd.expect(rspro.CreateMappingReq)
+    bankd.send(rspro.CreateMappingRes(OK))
+    await carried(bus, 2)
+    await rest.delete(f"/slotmaps/{1 << 16}")
+    await bankd.expect(rspro.RemoveMappingReq)
+    bankd.send(rspro.RemoveMappingRes(OK))
+    # the API's creation, ACTIVE, the API's removal request, the removal
+    assert await carried(bus, 4) == [SlotmapState.NEW, SlotmapState.ACTIVE, None, None]
+    await bankd.aclose()
+
+
+async def test_a_request_not_answered_in_time_is_announced_late(
+    server: RemsimServer, rest: httpx.AsyncClient, bus: MuteBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peer, "PENDING_EVENT_DELAY", 0.5)
+    bankd = await connect_bankd(server.rspro_port)
+    await rest.post("/slotmaps", json=body(0, 23))
+    await bankd.expect(rspro.CreateMappingReq)
+    assert bus.states() == [SlotmapState.NEW]
+    assert await carried(bus, 2) == [SlotmapState.NEW, SlotmapState.UNACKNOWLEDGED]
+    bankd.send(rspro.CreateMappingRes(OK))
+    assert (await carried(bus, 3))[2] is SlotmapState.ACTIVE
+    await bankd.aclose()
+
+
+async def test_a_client_without_a_bankd_re_reads_only_once_its_map_is_active(
+    server: RemsimServer, rest: httpx.AsyncClient, store: CountingStore
+) -> None:
+    bankd = await connect_bankd(server.rspro_port)
+    client = await connect_client(server.rspro_port)
+    before = len(store.client_reads())
+    await rest.post("/slotmaps", json=body(0, 23))
+    await bankd.expect(rspro.CreateMappingReq)
+    await bankd.expect_nothing(within=3 * peer.CLIENT_SETTLE)  # NEW: nothing for the client
+    assert len(store.client_reads()) == before
+    bankd.send(rspro.CreateMappingRes(OK))
+    await client.expect(rspro.ConfigClientBankReq)
+    assert len(store.client_reads()) == before + 1
+    await bankd.aclose()
+    await client.aclose()
 
 
 def test_ten_thousand_clients_fit_in_twenty_thousand_descriptors() -> None:

@@ -1,5 +1,6 @@
 """``Bus`` on NATS (core NATS, no JetStream): events as JSON on one subject,
-``<p>.events`` (``<p>`` is the prefix, ``remsim`` by default), to every core and API process.
+``<p>.events`` (``<p>`` is the prefix, ``remsim`` by default), to every core and API process;
+a slotmap event's state hint in the header ``remsim_control.bus.STATE_HEADER``.
 
 Events are broadcast: each core acts on those about the bankds and clients it holds.
 Delivery is at most once, as the ``Bus`` contract says. What can be lost is made up for by
@@ -30,7 +31,15 @@ from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 from pydantic import ValidationError
 
-from remsim_control.bus import Event, ResetEvent, decode_event, encode_event
+from remsim_control.bus import (
+    STATE_HEADER,
+    Event,
+    ResetEvent,
+    decode_event,
+    encode_event,
+    state_hint,
+    with_state_hint,
+)
 from remsim_control.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -128,8 +137,10 @@ class NatsBus:
     async def publish(self, event: Event) -> None:
         if not self._nc.is_connected:
             raise BackendUnavailable("NATS unreachable (reconnecting)")
+        hint = state_hint(event)
+        headers = None if hint is None else {STATE_HEADER: hint}
         try:
-            await self._nc.publish(self.events_subject, encode_event(event))
+            await self._nc.publish(self.events_subject, encode_event(event), headers=headers)
         except NatsError as exc:
             raise BackendUnavailable(f"NATS publish failed: {exc!r}") from exc
 
@@ -182,6 +193,8 @@ class NatsBus:
         except ValidationError as exc:
             log.warning("ignoring a bad event on %s: %s", msg.subject, exc)
             return
+        if msg.headers:
+            event = with_state_hint(event, msg.headers.get(STATE_HEADER))
         for queue in self._queues:
             queue.put_nowait(event)
 

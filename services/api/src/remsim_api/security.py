@@ -33,6 +33,7 @@ its SHA-256 is kept, compared in constant time.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -76,6 +77,8 @@ TOKEN = "remsim.token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods that change nothing: never audited, a viewer's."""
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+HOST_CACHE_SIZE = 1024
+"""Host header values whose parsing is remembered (the Host check runs on every request)."""
 _ECHO_MAX = 100
 """Characters of a refused Host or Origin repeated in the answer and the log line."""
 
@@ -186,6 +189,7 @@ def normalize_origin(origin: str) -> str:
     return f"{scheme}://{netloc}"
 
 
+@functools.lru_cache(maxsize=HOST_CACHE_SIZE)  # a back-end sends one Host request after request
 def _host_name(host_header: str) -> str:
     """The name in a Host header, without port or brackets: ``[::1]:9997`` → ``::1``."""
     try:
@@ -194,6 +198,7 @@ def _host_name(host_header: str) -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=HOST_CACHE_SIZE)
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)

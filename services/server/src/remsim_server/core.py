@@ -58,6 +58,7 @@ from remsim_control import (
     ResetEvent,
     Slotmap,
     SlotmapEvent,
+    SlotmapState,
     Store,
 )
 from remsim_control.audit import AUDIT_RETENTION_DAYS
@@ -270,7 +271,7 @@ class ControlCore:
                     if (bank := self._banks.get(event.bank.bank_id)) is not None:
                         bank.kick(slot=event.bank, serial=event.serial)
                     if (client := self._clients.get(event.client)) is not None:
-                        client.kick(settle=True)
+                        client.kick(settle=True, state=event.state)
                 elif isinstance(event, ResetEvent):
                     self.kick_all(reset=event.global_reset)
 
@@ -437,10 +438,11 @@ class ControlCore:
             # Started in order: every store appends them in this order.
             await asyncio.gather(*(self.audit(entry) for entry in batch))
 
-    async def publish(self, slotmap: Slotmap) -> bool:
-        """Announce that ``slotmap`` changed; False if the bus did not take it (logged)."""
+    async def publish(self, slotmap: Slotmap, state: SlotmapState | None = None) -> bool:
+        """Announce that ``slotmap`` changed (``state``: the state it is in now, if known:
+        ``SlotmapEvent.state``); False if the bus did not take it (logged)."""
         try:
-            await self.bus.publish(SlotmapEvent.of(slotmap))
+            await self.bus.publish(SlotmapEvent.of(slotmap, state))
         except BackendUnavailable as exc:
             # Every core re-reads the store when the bus is back (it hands out a reset).
             if not self._bus_down:

@@ -38,6 +38,7 @@ from remsim_control import (
     SlotmapState,
     Store,
 )
+from remsim_control.bus import NEEDLESS_FOR_UNMAPPED_CLIENT
 from remsim_server import convert, lifecycle, metrics
 from remsim_server.role import (
     BankHello,
@@ -82,6 +83,13 @@ re-reads the store, so that the events of one map's creation cost one re-read (s
 ECHO_TIMEOUT = 5.0
 """Seconds within which a bankd connection's own announcement is expected back from the bus
 (see ``Peer.kick``); a later event of that map is re-read (the announcement was lost)."""
+PENDING_EVENT_DELAY = 0.1
+"""Seconds the announcement of a map that awaits its bankd's answer (UNACKNOWLEDGED: the
+createMappingReq is sent; DELETING: the removeMappingReq) waits for that answer: the
+announcement of the state the answer brings then stands for both (receivers re-read the
+store), and a map costs one event fewer. Without an answer by then, it goes out."""
+AWAITING_ANSWER = frozenset({SlotmapState.UNACKNOWLEDGED, SlotmapState.DELETING})
+"""The states whose announcement waits (``PENDING_EVENT_DELAY``)."""
 
 
 class Core(Protocol):
@@ -123,8 +131,9 @@ class Core(Protocol):
         """``peer``'s bank or client is no longer served by it."""
         ...
 
-    async def publish(self, slotmap: Slotmap) -> bool:
-        """Announce that ``slotmap`` changed; False if the bus did not take it."""
+    async def publish(self, slotmap: Slotmap, state: SlotmapState | None = None) -> bool:
+        """Announce that ``slotmap`` changed (``state``: the state it is in now, if known);
+        False if the bus did not take it."""
         ...
 
     async def audit(self, entry: AuditEntry) -> None:
@@ -162,6 +171,10 @@ class Peer:
         self.echoes: dict[int, tuple[int, float]] = {}
         """A bankd's own announcements not seen back yet: serial -> (how many, when the
         last was sent). Its own changes need no re-read (see ``kick``)."""
+        self.held_back: dict[int, asyncio.TimerHandle] = {}
+        """Announcements waiting for the bankd's answer: serial -> the timer that sends it
+        (``PENDING_EVENT_DELAY``)."""
+        self.late_announcements: set[asyncio.Task[None]] = set()
         self.slots_due: set[BankSlot] | None = set()
         """The bank slots whose maps the next kick re-reads; None: all of them (a bankd's)."""
         self.retry_due = False
@@ -194,6 +207,7 @@ class Peer:
         slot: BankSlot | None = None,
         serial: int | None = None,
         settle: bool = False,
+        state: SlotmapState | None = None,
     ) -> None:
         """Re-read the store and act on it (soon, from the peer's own task). ``retry``:
         also send again the map requests its bankd did not answer in time; ``reset``: the
@@ -209,9 +223,18 @@ class Peer:
         UNACKNOWLEDGED and ACTIVE events come within a few milliseconds, and only the last
         one changes what the client is told). A client with a bankd re-reads at once: told
         late of a map's removal, it would keep its session to the bankd, which may already
-        hold its next map, and take that card before being told to reconnect."""
+        hold its next map, and take that card before being told to reconnect. ``state``: the
+        event's hint of the map's state now (``SlotmapEvent.state``): a client without a
+        bankd has nothing to do for a map that is not ACTIVE (``NEEDLESS_FOR_UNMAPPED_CLIENT``:
+        no re-read), and re-reads at once for an ACTIVE one (its configuration is due)."""
         if serial is not None and not (retry or reset) and self._echo(serial):
             return
+        if state is not None and not (retry or reset) and self.client is not None:
+            sent = self.conn.sent
+            if sent is None or sent.unmapped:
+                if state in NEEDLESS_FOR_UNMAPPED_CLIENT:
+                    return
+                settle = False
         self.retry_due |= retry
         self.reset_due |= reset
         if slot is None or retry or reset:
@@ -239,12 +262,32 @@ class Peer:
             self.echoes[serial] = (count - 1, sent)
         return True
 
-    async def _announce(self, slotmap: Slotmap) -> None:
-        """Publish a change of ``slotmap`` that this bankd's connection acted on: its echo
-        is expected from now on (before the event can come back), unless not sent."""
+    async def _announce(self, slotmap: Slotmap, state: SlotmapState | None = None) -> None:
+        """Publish a change of ``slotmap`` that this bankd's connection acted on (``state``:
+        its state now, if known): its echo is expected from now on (before the event can
+        come back), unless not sent. A map now awaiting its bankd's answer is announced
+        ``PENDING_EVENT_DELAY`` later unless the next change of it comes first (whose
+        announcement then replaces this one)."""
+        if (held := self.held_back.pop(slotmap.serial, None)) is not None:
+            held.cancel()
+        if state in AWAITING_ANSWER:
+            self.held_back[slotmap.serial] = self.loop.call_later(
+                PENDING_EVENT_DELAY, self._announce_late, slotmap, state
+            )
+            return
+        await self._publish(slotmap, state)
+
+    def _announce_late(self, slotmap: Slotmap, state: SlotmapState) -> None:
+        """A held-back announcement is due (no answer came in time)."""
+        del self.held_back[slotmap.serial]
+        task = self.loop.create_task(self._publish(slotmap, state))
+        self.late_announcements.add(task)
+        task.add_done_callback(self.late_announcements.discard)
+
+    async def _publish(self, slotmap: Slotmap, state: SlotmapState | None) -> None:
         count, _ = self.echoes.get(slotmap.serial, (0, 0.0))
         self.echoes[slotmap.serial] = (count + 1, self.loop.time())
-        if not await self.core.publish(slotmap):
+        if not await self.core.publish(slotmap, state):
             self._echo(slotmap.serial)
 
     def close(self) -> None:
@@ -283,6 +326,9 @@ class Peer:
         finally:
             reader.cancel()
             self.stream.close()
+            for held in self.held_back.values():  # the cleanup announces the bank's maps
+                held.cancel()
+            self.held_back.clear()
             try:
                 await self._cleanup()
             finally:
@@ -679,7 +725,7 @@ class Peer:
             self.core.audit_soon(
                 slotmap_audit(self.core.core_id, updated, expected, state, cause, result=result)
             )
-            await self._announce(updated)  # acted on here: its event needs no re-read
+            await self._announce(updated, state)  # acted on here: its echo needs no re-read
         return updated
 
     # --- client -------------------------------------------------------------------------
