@@ -164,6 +164,46 @@ def test_an_operator_creates_a_pool_a_group_and_a_rule_and_the_api_lists_them(
     assert server.names("rules") == []
 
 
+def test_a_rule_gets_its_weekdays_and_validity_from_the_form(
+    server: Server, new_page: NewPage
+) -> None:
+    """The daily window's days (0 = Monday, as REST counts) and the validity interval, which
+    the form takes in the browser's own time zone and sends with its offset."""
+    page = pools_page(server, new_page, "operator", timezone_id="Europe/Berlin")
+    page.locator("#rule-name").fill("weekdays")
+    page.get_by_label("Group", exact=True).fill("modems")
+    page.locator("#rule-pools").fill("lab")
+    page.get_by_label("From").fill("08:00")
+    page.get_by_label("to", exact=True).fill("18:00")
+    for day in ("Sat", "Sun"):
+        page.get_by_label(day, exact=True).uncheck()
+    page.get_by_label("not before").fill("2027-01-04T09:00")  # Berlin, winter: UTC+1
+    page.get_by_label("not after").fill("2027-07-01T00:00")  # summer: UTC+2
+    page.get_by_role("button", name="Save rule").click()
+    row = page.locator('#rules-table tr[data-rule="weekdays"]')
+    expect(row).to_contain_text("daily 08:00 to 18:00 Mon,Tue,Wed,Thu,Fri (UTC)")
+    expect(row).to_contain_text("from 2027-01-04T08:00:00Z")
+    expect(row).to_contain_text("until 2027-06-30T22:00:00Z")
+    status, rule = server.rest("GET", "/api/v1/rules/weekdays")
+    assert status == 200
+    assert rule["daily"]["days"] == [0, 1, 2, 3, 4]
+    assert (rule["notBefore"], rule["notAfter"]) == ("2027-01-04T08:00:00Z", "2027-06-30T22:00:00Z")
+
+    page.locator("#rule-name").fill("none")  # the form was reset after the save
+    page.get_by_label("Group", exact=True).fill("modems")
+    page.locator("#rule-pools").fill("lab")
+    page.get_by_label("From").fill("08:00")
+    page.get_by_label("to", exact=True).fill("18:00")
+    for day in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"):
+        page.get_by_label(day, exact=True).uncheck()
+    page.get_by_role("button", name="Save rule").click()
+    expect(page.locator("#message.error")).to_have_text("A daily window needs at least one day.")
+    assert server.names("rules") == ["weekdays"]
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete rule weekdays").click()
+    expect(row).to_have_count(0)
+
+
 def test_the_keyboard_alone_makes_a_pool(server: Server, new_page: NewPage) -> None:
     page = pools_page(server, new_page, "operator")
     page.locator("#pool-name").focus()

@@ -14,6 +14,7 @@ from remsim_control.audit import AuditEntry, AuditKind, AuditQuery
 from remsim_control.errors import BackendUnavailable, SlotInUse
 from remsim_control.models import BankSlot, ClientSlot, SlotmapState
 from remsim_control.redis_store import RedisStore
+from remsim_testing.wire_proxy import WireProxy
 from tests.fixtures.servers import ServiceFixture
 
 pytestmark = pytest.mark.integration
@@ -166,3 +167,34 @@ async def test_a_redis_that_does_not_answer_fails_the_calls_in_time(unique_prefi
     assert loop.time() - started < 3 * 0.2 + 2.0  # three attempts, and the backoff
     await store.close()
     silent.close()
+
+
+async def test_a_late_answer_fails_its_calls_and_never_runs_them_twice(
+    redis_server: ServiceFixture, unique_prefix: str
+) -> None:
+    """Once a batch is written its scripts may have run: an answer later than the timeout
+    fails the calls (BackendUnavailable) and they are not sent again, so an audit entry is
+    not added twice (nor a map created and then refused as "slot in use")."""
+    host, port = redis_server.url.removeprefix("redis://").split("/")[0].split(":")
+    entry = AuditEntry(
+        kind=AuditKind.REST, actor="api", action="POST /slotmaps", result="201", time=1.0
+    )
+    with WireProxy((host, int(port))) as slow:
+        store = RedisStore.from_url(
+            f"redis://127.0.0.1:{slow.port}/0", prefix=unique_prefix, timeout=0.5
+        )
+        try:
+            await store.add_audit(entry)  # connected, the script loaded
+            slow.delays["down"] = 0.8  # the script runs at once, its answer comes at 0.8 s
+            # and after the timeout (0.5 s) answers are quick again: a retry would succeed
+            asyncio.get_running_loop().call_later(0.6, slow.delays.update, {"down": 0.0})
+            with pytest.raises(BackendUnavailable):
+                await store.add_audit(entry)
+            await asyncio.sleep(1.0)  # a call sent again would have run by now
+        finally:
+            await store.close()
+    direct = RedisStore.from_url(redis_server.url, prefix=unique_prefix)
+    try:
+        assert [e.seq for e in await direct.list_audit(AuditQuery())] == [1, 2]  # once each
+    finally:
+        await direct.close()

@@ -5,6 +5,8 @@ original's, byte for byte."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,12 +39,14 @@ from rspro import (
 )
 from rspro.codec import _to_asn, schema
 from rspro.ipa import MAX_FRAME, MAX_SEND_FRAME, rspro_frame
+from rspro.link import RsproLink
 
 CLIENT = ComponentIdentity(ComponentType.REMSIM_CLIENT, "modem-1", "remsim-client", "0.1.0")
 BANKD = ComponentIdentity(ComponentType.REMSIM_BANKD, "bank-1", "remsim-bankd", "0.1.0")
 ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
 C23, B1 = ClientSlot(23, 0), BankSlot(1, 0)
 CASE4_SELECT = bytes.fromhex("00a4040c07a0000000871002ff")
+APDU = RemsimFeatures(apdu=True)
 LARGEST_IDS = ClientSlot(1023, 1023), BankSlot(1023, 1023)
 LARGEST_TAG = 2**31 - 1
 
@@ -195,3 +199,59 @@ def test_a_truncated_apdu_message_is_a_decode_error() -> None:
     for cut in range(len(der)):
         with pytest.raises(RsproDecodeError):
             decode(der[:cut])
+
+
+# --- RsproLink: the client's side of the offer -------------------------------------------------
+
+
+async def link_to(answer: bytes, offer: bool) -> tuple[RsproLink, list[RsproPdu]]:
+    """An RsproLink (a client's bankd link) to a peer that answers its connectClientReq with
+    ``answer`` in one write; the PDUs it passed on once connected."""
+    received: list[RsproPdu] = []
+    connected = asyncio.Event()
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)  # the connectClientReq
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()  # until the link goes
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    features = RemsimFeatures(apdu=True) if offer else None
+    link = RsproLink(
+        name="bankd",
+        connect_req=lambda: ConnectClientReq(CLIENT, C23, features),
+        peer_type=ComponentType.REMSIM_BANKD,
+        on_pdu=received.append,
+        on_connected=connected.set,
+        keepalive=None,
+    )
+    link.establish("127.0.0.1", server.sockets[0].getsockname()[1])
+    await asyncio.wait_for(connected.wait(), 5)
+    server.close()
+    return link, received
+
+
+async def test_an_offer_takes_a_large_frame_right_behind_the_acceptance() -> None:
+    """The acceptance and the first large answer may share a TCP segment."""
+    big = ApduCardToModem(B1, C23, ResultCode.OK, bytes(32768) + b"\x90\x00")
+    accept = rspro_frame(encode(RsproPdu(ConnectClientRes(BANKD, ResultCode.OK, APDU))))
+    link, received = await link_to(accept + rspro_frame(encode(RsproPdu(big)), MAX_FRAME), True)
+    try:
+        for _ in range(100):
+            if received:
+                break
+            await asyncio.sleep(0.01)
+        assert [pdu.msg for pdu in received] == [big]
+        assert link.features == APDU
+    finally:
+        await link.aclose()
+
+
+async def test_without_an_offer_an_acceptance_counts_for_nothing() -> None:
+    accept = rspro_frame(encode(RsproPdu(ConnectClientRes(BANKD, ResultCode.OK, APDU))))
+    link, _ = await link_to(accept, False)
+    try:
+        assert link.features is None
+    finally:
+        await link.aclose()

@@ -573,3 +573,28 @@ async def test_quick_create_answers_as_the_fastapi_route_would(
 
 async def _no_answer() -> bool:
     return False
+
+
+async def test_a_client_gone_before_its_body_was_whole_gets_no_map(
+    store: MemoryStore, bus: MemoryBus
+) -> None:
+    """The body cut short by a disconnect, whatever came of it, makes nothing."""
+    route = next(r for r in create_app(store, bus).router.routes if isinstance(r, QuickCreate))
+    messages = [
+        {"type": "http.request", "body": json.dumps(body(1, 1, 23, 0)).encode(), "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/api/backend/v1/slotmaps",
+        "headers": [(b"content-type", b"application/json")], "app": None,
+    }  # fmt: skip
+    await route.handle(scope, receive, send)
+    assert sent == [] and await store.list_slotmaps() == []

@@ -194,6 +194,40 @@ def test_case_4_9fxx_is_no_procedure_word_outside_class_a0() -> None:
     assert t0("00A40004 02 3F00 00", ("00A40004 02 3F00", "9F17")) == h("9F17")
 
 
+def test_case_4_warning_still_fetches_the_data_with_get_response_00() -> None:
+    """TS 102 221 §7.3.1.1.5: a case 4 command answered with a warning alone (an
+    invalidated file's SELECT: 6283) still has its data: GET RESPONSE with P3 00, then the
+    length the card gives (6Cxx); the R-APDU is that data with the warning."""
+    fcp = "62" + "1A" + "00" * 26
+    rapdu = t0(
+        "00A40004 02 6F07 00",
+        ("00A40004 02 6F07", "6283"),
+        ("00C0000000", "6C1C"),
+        ("00C000001C", fcp + "9000"),
+    )
+    assert rapdu == h(fcp + "6283")
+    rapdu = t0(  # or the data at once, and more of it after 61xx
+        "00A40004 02 6F07 00",
+        ("00A40004 02 6F07", "63C1"),
+        ("00C0000000", "6110"),
+        ("00C0000010", "AA" * 16 + "9000"),
+    )
+    assert rapdu == h("AA" * 16 + "63C1")
+
+
+def test_case_4_warning_without_data_is_the_warning() -> None:
+    assert t0("00A40004 02 6F07 00", ("00A40004 02 6F07", "6283"), ("00C0000000", "6F00")) == h(
+        "6283"
+    )
+    assert t0("00A40004 02 6F07 00", ("00A40004 02 6F07", "6283"), ("00C0000000", "9000")) == h(
+        "6283"
+    )
+
+
+def test_a_case_3_warning_is_returned_as_it_is() -> None:
+    assert t0("00D60000 02 AABB", ("00D60000 02 AABB", "6281")) == h("6281")
+
+
 def test_case_4_answered_without_data_is_the_status_word() -> None:
     assert t0("00A4000C 02 3F00 00", ("00A4000C 02 3F00", "9000")) == h("9000")
     assert t0("00A40004 02 7F99 00", ("00A40004 02 7F99", "6A82")) == h("6A82")
@@ -314,6 +348,14 @@ def test_extended_lengths_on_t0_are_answered_6700_without_the_card(capdu: str) -
 def test_t1_transmits_the_c_apdu_as_it_is(capdu: str) -> None:
     card = ScriptedCard((capdu, "6F00 9000"))
     assert exchange(h(capdu), card.transmit, T1) == h("6F00 9000")
+
+
+@pytest.mark.parametrize("capdu", ["00A4", "00A40004 05 3F00", "00B00000 00 01"])
+def test_a_malformed_c_apdu_is_answered_6700_on_t1_too_without_the_card(capdu: str) -> None:
+    card = ScriptedCard()
+    with pytest.raises(ApduError) as refused:
+        exchange(h(capdu), card.transmit, T1)
+    assert refused.value.sw == h("6700") and card.sent == []
 
 
 def test_t1_answer_is_returned_as_it_is_even_61xx() -> None:

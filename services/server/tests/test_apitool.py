@@ -1,9 +1,13 @@
 """remsim-apitool against the real server: the original's flags and output."""
 
 import asyncio
+import io
 import socket
 from importlib import metadata
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 import rspro
@@ -116,3 +120,68 @@ def test_version_and_the_default_port(capsys: pytest.CaptureFixture[str]) -> Non
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"remsim-apitool {metadata.version('remsim-api')}\n"
     assert apitool.build_parser().parse_args([]).port == 9997
+
+
+# --- remsim's own: a fleet's maps from a file, through POST /api/v1/slotmaps:batch ----------
+
+
+async def test_create_slotmaps_makes_the_maps_of_a_file_a_batch_at_a_time(
+    server: RemsimServer,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bankd = await connect_bankd(server.rspro_port)
+    requests: list[str] = []
+    monkeypatch.setattr(apitool, "BATCH", 2)  # three maps: two requests
+    original = apitool.Api._request
+
+    def counted(self: apitool.Api, method: str, suffix: str, *args: Any, **kw: Any) -> Any:
+        requests.append(f"{method} {suffix}")
+        return original(self, method, suffix, *args, **kw)
+
+    monkeypatch.setattr(apitool.Api, "_request", counted)
+    maps = tmp_path / "maps.txt"
+    maps.write_text("# bank slot, client slot\n1 0 23 0\n\n1,1, 24,0\n1 2 25 0  # the last\n")
+    assert await run(*port_args(server), "--create-slotmaps", str(maps)) == 0
+    assert requests == ["POST /slotmaps:batch"] * 2
+    made = sorted([str((await bankd.expect(rspro.CreateMappingReq))[0].bank) for _ in range(3)])
+    assert made == ["B1:0", "B1:1", "B1:2"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["2", "4", "5"]  # the file's line numbers
+    assert all("'status': 201" in line for line in lines)
+    assert "'bank': {'bankId': 1, 'slotNr': 1}, 'client': {'clientId': 24" in lines[1]
+
+
+async def test_create_slotmaps_tries_every_map_and_fails_if_one_was_not_made(
+    server: RemsimServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("1 0 23 0\n1 0 24 0\n89490200000000000099 25 0\n"))
+    assert await run(*port_args(server), "--create-slotmaps", "-") == 1
+    captured = capsys.readouterr()
+    statuses = [line.split("'status': ")[1][:3] for line in captured.out.splitlines()]
+    assert statuses == ["201", "409", "404"]  # made; bank slot in use; no such card
+    assert captured.err == "remsim-apitool: 2 of 3 slotmaps not made\n"
+
+
+async def test_create_slotmaps_refuses_a_bad_line_before_sending_anything(
+    server: RemsimServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    maps = tmp_path / "maps.txt"
+    maps.write_text("1 0 23 0\n1 0 x 0\n")
+    assert await run(*port_args(server), "--create-slotmaps", str(maps)) == 1
+    assert capsys.readouterr().err == "remsim-apitool: not a client id or slot number: 'x'\n"
+    maps.write_text("1 0 23\n1 0\n")
+    assert await run(*port_args(server), "--create-slotmaps", str(maps)) == 1
+    assert "line 2: BANK_ID BANK_SLOT CLIENT_ID CLIENT_SLOT or ICCID" in capsys.readouterr().err
+    assert await run(*port_args(server), "--create-slotmaps", str(tmp_path / "none")) == 1
+    assert "cannot read" in capsys.readouterr().err
+    async with httpx.AsyncClient() as http:
+        listed = await http.get(f"http://127.0.0.1:{server.rest_port}/api/backend/v1/slotmaps")
+    assert listed.json() == {"slotmaps": []}
+
+
+def test_the_batch_is_the_apis_largest() -> None:
+    from remsim_api.schemas import BATCH_MAX
+
+    assert apitool.BATCH == BATCH_MAX

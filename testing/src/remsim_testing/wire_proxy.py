@@ -6,7 +6,8 @@ fixed delay each way (a round-trip time made in the harness, not on the network)
         assert proxy.count("up", "apduModemToCard") == 1
 
 "up" is what the connecting side sends (a client towards its bankd), "down" the answers.
-Every chunk is forwarded in order, ``delay`` seconds after it arrived, without waiting for
+Every chunk is forwarded in order, ``delay`` seconds after it arrived (``delays`` sets each
+direction on its own, also while connections are open), without waiting for
 the chunks before it to be delivered (so pipelined frames stay pipelined). The proxy runs its
 own event loop in a thread: blocking tests, asyncio tests and child processes can all use it.
 Plaintext RSPRO only is counted (a TLS link is forwarded, but its frames are opaque).
@@ -38,7 +39,7 @@ class WireProxy:
 
     def __init__(self, target: tuple[str, int], *, delay: float = 0.0) -> None:
         self.target = target
-        self.delay = delay
+        self.delays: dict[Direction, float] = {"up": delay, "down": delay}
         self.port = 0
         self.connections = 0
         self._counts: dict[Direction, collections.Counter[str]] = {
@@ -64,6 +65,14 @@ class WireProxy:
         if self._stopped is not None:
             self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(_START_TIMEOUT)
+
+    @property
+    def delay(self) -> float:
+        return max(self.delays.values())
+
+    @delay.setter
+    def delay(self, seconds: float) -> None:
+        self.delays = {"up": seconds, "down": seconds}
 
     def count(self, direction: Direction, message: str) -> int:
         """How many RSPRO ``message`` (its ASN.1 name, e.g. ``tpduModemToCard``) went that way."""
@@ -133,7 +142,7 @@ class WireProxy:
         sender = asyncio.create_task(self._send(queue, writer))
         try:
             while data := await reader.read(_READ_SIZE):
-                queue.put_nowait((self._loop.time() + self.delay, data))
+                queue.put_nowait((self._loop.time() + self.delays[direction], data))
                 if countable:
                     countable = self._count(framer, data, direction)
             queue.put_nowait((0.0, b""))  # end of stream, after what is queued

@@ -93,6 +93,8 @@ SLOTS_PER_CALL = 1000
 """The most bank slots one script call of ``list_slotmaps(bank_slots=...)`` looks up."""
 AUDITS_PER_CALL = 500
 """The most audit entries one script call of ``add_audit`` appends."""
+BATCH_CALLS = 256
+"""The most script calls one round trip of a ``_Batcher`` carries (the rest follow)."""
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
 
@@ -519,21 +521,13 @@ class _Batcher:
 
     async def _send(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue, []
+            batch, self._queue = self._queue[:BATCH_CALLS], self._queue[BATCH_CALLS:]
             try:
-                results = await self._exchange(batch)
-                forgotten = [n for n, result in enumerate(results) if _forgotten(result)]
-                if forgotten:  # Redis forgot them (it restarted): load them, call again
-                    again = [batch[n] for n in forgotten]
-                    await self._load({script for script, *_ in again})
-                    for n, result in zip(forgotten, await self._exchange(again), strict=True):
-                        results[n] = result
+                results = await self._outcomes(batch)
             except asyncio.CancelledError:
                 for *_, future in [*batch, *self._queue]:
                     future.cancel()
                 raise
-            except Exception as exc:  # the connection broke: every call of the batch
-                results = [exc] * len(batch)
             try:
                 for (*_, future), result in zip(batch, results, strict=True):
                     if future.done():  # its caller gave up
@@ -547,12 +541,36 @@ class _Batcher:
                     if not future.done():
                         future.set_exception(RedisConnectionError("the batch was not sent"))
 
+    async def _outcomes(self, batch: list[_Call]) -> list[Any]:
+        """Each call's result, or the exception it ends with: the error Redis answered, or
+        the broken connection's for the calls it left without an answer. Scripts Redis
+        forgot (it restarted) are loaded and those calls made again; only those."""
+        try:
+            results = await self._exchange(batch)
+        except Exception as exc:  # nothing was answered: every call of the batch
+            return [exc] * len(batch)
+        forgotten = [n for n, result in enumerate(results) if _forgotten(result)]
+        if forgotten:
+            again = [batch[n] for n in forgotten]
+            try:
+                await self._load({script for script, *_ in again})
+                answers = await self._exchange(again)
+            except Exception as exc:
+                answers = [exc] * len(again)
+            for n, result in zip(forgotten, answers, strict=True):
+                results[n] = result
+        return results
+
     async def _exchange(self, batch: list[_Call]) -> list[Any]:
         """The outcome of each call of ``batch`` (a result, or the error Redis answered),
         in one round trip on one connection. Rather than redis-py's pipeline, which costs
-        twice the CPU a call: it arms a timer for the write and one for each answer (when
-        the client has a socket timeout), here the whole exchange has one deadline. Retried
-        as redis-py retries a command (the client's ``retry``: a broken connection)."""
+        twice the CPU a call (it arms a timer for the write and one for each answer when the
+        client has a socket timeout), each answer here has one deadline, ``timeout``, so a
+        long batch that makes progress is not cut off. A script call is never sent twice:
+        only a batch that could not be written (a connection found broken, as after a Redis
+        restart) is sent again, as the client's ``retry`` says; once written, an answer
+        missing (timeout, connection lost) fails the calls without one (their scripts may
+        have run: the caller decides, as for any ``BackendUnavailable``)."""
         pool = self._redis.connection_pool
         try:
             async with asyncio.timeout(self._timeout):  # it may connect, and say hello
@@ -566,18 +584,30 @@ class _Batcher:
                 for chunk in connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
             ]
 
-            async def attempt() -> list[Any]:
+            async def write() -> None:
                 try:
                     async with asyncio.timeout(self._timeout):
                         await connection.send_packed_command(packed)
-                        return [await _answer(connection) for _ in batch]
-                except TimeoutError as exc:  # the connection is dropped (redis-py does that)
-                    raise RedisTimeoutError(f"no answer within {self._timeout:g} s") from exc
+                except TimeoutError as exc:
+                    raise RedisTimeoutError(f"no write within {self._timeout:g} s") from exc
 
-            async def failed(_: Exception) -> None:
+            async def broken(_: Exception) -> None:
                 await connection.disconnect()
 
-            results: list[Any] = await connection.retry.call_with_retry(attempt, failed)
+            await connection.retry.call_with_retry(write, broken)
+            results: list[Any] = []
+            try:
+                for _ in batch:
+                    async with asyncio.timeout(self._timeout):
+                        results.append(await _answer(connection))
+            except (TimeoutError, *_UNREACHABLE) as exc:
+                await connection.disconnect()  # its answers are out of step now
+                lost = (
+                    RedisTimeoutError(f"no answer within {self._timeout:g} s")
+                    if isinstance(exc, TimeoutError)
+                    else exc
+                )
+                results += [lost] * (len(batch) - len(results))
             return results
         finally:
             await pool.release(connection)
@@ -1052,29 +1082,9 @@ class RedisStore:
         while self._audit_queue:
             batch = self._audit_queue[:AUDITS_PER_CALL]
             del self._audit_queue[:AUDITS_PER_CALL]
-            keys = [
-                self._k_audit,
-                self._k_audit_seq,
-                self._k_audit_seqs,
-                self._k_audit_by_clock,
-                self._k_audit_clock,
-            ]
-            positions: dict[str, int] = {}
-            args: list[str | int] = []
-            for entry, _ in batch:
-                indexes = [self._audit_index("kind", entry.kind.value)]
-                if entry.bank_id is not None:
-                    indexes.append(self._audit_index("bank", entry.bank_id))
-                if entry.client_id is not None:
-                    indexes.append(self._audit_index("client", entry.client_id))
-                args += [entry.model_dump_json(exclude={"seq"}), repr(entry.time), len(indexes)]
-                for index in indexes:
-                    if index not in positions:
-                        keys.append(index)
-                        positions[index] = len(keys)  # Lua counts from 1
-                    args.append(positions[index])
             try:
                 with _unavailable_on_failure():
+                    keys, args = self._audit_call(batch)
                     seqs = await self._add_audits(keys=keys, args=args)
             except asyncio.CancelledError:
                 for _, future in [*batch, *self._audit_queue]:
@@ -1088,6 +1098,33 @@ class RedisStore:
             for (_, future), seq in zip(batch, seqs, strict=True):
                 if not future.done():  # its caller gave up
                     future.set_result(int(seq))
+
+    def _audit_call(
+        self, batch: list[tuple[AuditEntry, asyncio.Future[int]]]
+    ) -> tuple[list[str], list[str | int]]:
+        """The keys and args of the ``_ADD_AUDITS`` call that appends ``batch``."""
+        keys = [
+            self._k_audit,
+            self._k_audit_seq,
+            self._k_audit_seqs,
+            self._k_audit_by_clock,
+            self._k_audit_clock,
+        ]
+        positions: dict[str, int] = {}
+        args: list[str | int] = []
+        for entry, _ in batch:
+            indexes = [self._audit_index("kind", entry.kind.value)]
+            if entry.bank_id is not None:
+                indexes.append(self._audit_index("bank", entry.bank_id))
+            if entry.client_id is not None:
+                indexes.append(self._audit_index("client", entry.client_id))
+            args += [entry.model_dump_json(exclude={"seq"}), repr(entry.time), len(indexes)]
+            for index in indexes:
+                if index not in positions:
+                    keys.append(index)
+                    positions[index] = len(keys)  # Lua counts from 1
+                args.append(positions[index])
+        return keys, args
 
     async def list_audit(self, query: AuditQuery) -> list[AuditEntry]:
         # The index most likely the smallest; the script checks the other filters.

@@ -24,6 +24,7 @@ from .errors import ConnectionClosedError, KeepaliveTimeoutError, RsproError
 from .messages import (
     ComponentType,
     ConnectBankRes,
+    ConnectClientReq,
     ConnectClientRes,
     Message,
     RemsimFeatures,
@@ -204,7 +205,11 @@ class RsproLink:
         """Why the last connection ended (a ``KeepaliveTimeoutError``, …), for logs and metrics."""
         self.features: RemsimFeatures | None = None
         """What the peer's connectClientRes accepted of our offer (remsim's own), on this
-        connection; None from an original peer or before the answer."""
+        connection; None from an original peer, before the answer, or without an offer.
+        Offering (a connectClientReq with ``features.apdu``) lifts the connection's frame
+        limit at once (``RsproConnection.allow_large_frames``): large answers may follow
+        the acceptance in the same TCP segment; what we send stays small until accepted."""
+        self._offered = False
 
     @property
     def state(self) -> LinkState:
@@ -248,7 +253,13 @@ class RsproLink:
                 self._drop_connection()
             elif isinstance(action, SendConnectReq):
                 assert self._stream is not None
-                self._stream.send(self._connect_req())
+                req = self._connect_req()
+                self._offered = isinstance(req, ConnectClientReq) and bool(
+                    req.features is not None and req.features.apdu
+                )
+                if self._offered:  # the answer may come with large frames right behind it
+                    self._stream.conn.allow_large_frames()
+                self._stream.send(req)
             elif isinstance(action, NotifyConnected):
                 log.info("%s link connected to %s:%s", self.name, self.host, self.port)
                 if self._on_connected is not None:
@@ -326,10 +337,8 @@ class RsproLink:
     def _dispatch(self, pdu: RsproPdu) -> None:
         msg = pdu.msg
         if isinstance(msg, ConnectBankRes | ConnectClientRes):
-            if isinstance(msg, ConnectClientRes):
-                self.features = msg.features
-                if msg.features is not None and msg.features.apdu and self._stream is not None:
-                    self._stream.conn.allow_large_frames()  # APDU mode: whole APDUs
+            if isinstance(msg, ConnectClientRes) and self._offered:
+                self.features = msg.features if msg.result is ResultCode.OK else None
             if msg.result is not ResultCode.OK:
                 log.error("%s link: %s answered %s", self.name, self.host, msg.result.name)
             self._run(self._fsm.connect_res(msg.result, msg.identity.type, self._loop.time()))

@@ -13,6 +13,13 @@ signed it; ``--https`` alone trusts the system's CAs.
 ``--iccid ICCID CLIENT_ID CLIENT_SLOT`` (remsim's, not the original's) maps the card with
 that ICCID, at the bank slot the inventory has it in now, via ``POST /api/v1/slotmaps``,
 and prints the map made like a GET: ``/api/v1/slotmaps: {...}``.
+
+``--create-slotmaps FILE`` (remsim's; ``-`` reads stdin) makes a whole fleet's maps through
+``POST /api/v1/slotmaps:batch``, ``BATCH`` a request: one map a line, ``BANK_ID BANK_SLOT
+CLIENT_ID CLIENT_SLOT`` (by bank slot) or ``ICCID CLIENT_ID CLIENT_SLOT`` (by card), numbers
+separated by spaces or commas, ``#`` starting a comment. Each map's outcome is one line,
+``<line number>: <Python repr of its result>``; a map not made (unknown card, slot in use)
+makes the exit status 1, after all the others were tried.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class ApitoolError(Exception):
 
 TIMEOUT = 10.0
 """Seconds one request may take."""
+BATCH = 1000
+"""Maps per ``POST /api/v1/slotmaps:batch`` (the API's ``schemas.BATCH_MAX``)."""
 
 
 class Api:
@@ -98,6 +107,19 @@ class Api:
     def delete(self, suffix: str) -> None:
         self._request("DELETE", suffix)
 
+    def batch(self, maps: list[tuple[int, dict[str, Any]]]) -> int:
+        """Make ``maps`` ((line number, body) each) ``BATCH`` a request; print each outcome;
+        return how many were not made."""
+        failed = 0
+        for start in range(0, len(maps), BATCH):
+            chunk = maps[start : start + BATCH]
+            body = {"slotmaps": [item for _, item in chunk]}
+            response = self._request("POST", "/slotmaps:batch", body, prefix=OWN_PREFIX)
+            for (line, _), result in zip(chunk, response.json()["results"], strict=True):
+                print(f"{line}: {result!r}")
+                failed += result.get("status") != 201
+        return failed
+
     def own(self, method: str, suffix: str, body: Any = None) -> None:
         """A request to remsim's own API; prints its JSON answer, if any, as ``show``."""
         response = self._request(method, suffix, body, prefix=OWN_PREFIX)
@@ -129,6 +151,39 @@ def _number(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise ApitoolError(f"not a client id or slot number: {text!r}")
     return int(text)
+
+
+def read_maps(lines: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
+    """The maps of a ``--create-slotmaps`` file: (line number, ``POST /api/v1/slotmaps``
+    body) for every line that is not blank or a comment."""
+    maps = []
+    for number, text in enumerate(lines, 1):
+        fields = text.split("#", 1)[0].replace(",", " ").split()
+        if not fields:
+            continue
+        if len(fields) == 4:
+            bank_id, bank_slot, client_id, client_slot = (_number(f) for f in fields)
+            where: dict[str, Any] = {"bank": {"bankId": bank_id, "slotNr": bank_slot}}
+        elif len(fields) == 3:
+            where = {"card": {"iccid": fields[0]}}
+            client_id, client_slot = _number(fields[1]), _number(fields[2])
+        else:
+            raise ApitoolError(
+                f"line {number}: BANK_ID BANK_SLOT CLIENT_ID CLIENT_SLOT or "
+                f"ICCID CLIENT_ID CLIENT_SLOT, not {text.strip()!r}"
+            )
+        maps.append((number, where | {"client": {"clientId": client_id, "slotNr": client_slot}}))
+    return maps
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        if path == "-":
+            return sys.stdin.read().splitlines()
+        with open(path, encoding="utf-8") as file:
+            return file.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ApitoolError(f"cannot read {path}: {exc}") from exc
 
 
 def _id_suffix(collection: str, ident: str) -> str:
@@ -184,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("ICCID", "CLIENT_ID", "CLIENT_SLOT"),
         help="create a slotmap for the card with this ICCID, wherever its bankd has it now "
         "(remsim's /api/v1; prints the map)",
+    )
+    commands.add_argument(
+        "--create-slotmaps",
+        metavar="FILE",
+        help="create the slotmaps listed in FILE (- : stdin), one a line: BANK_ID BANK_SLOT "
+        f"CLIENT_ID CLIENT_SLOT, or ICCID CLIENT_ID CLIENT_SLOT; {BATCH} a request "
+        "(remsim's /api/v1/slotmaps:batch; prints each outcome)",
     )
     commands.add_argument(
         "-d",
@@ -329,6 +391,13 @@ def run(args: argparse.Namespace) -> None:
             "client": {"clientId": _number(client_id), "slotNr": _number(client_slot)},
         }
         api.create("/slotmaps", body)
+    elif args.create_slotmaps:
+        maps = read_maps(_read_lines(args.create_slotmaps))
+        if not maps:
+            raise ApitoolError(f"no slotmaps in {args.create_slotmaps}")
+        failed = api.batch(maps)
+        if failed:
+            raise ApitoolError(f"{failed} of {len(maps)} slotmaps not made")
     elif args.delete_slotmap:
         bank_id, bank_slot = args.delete_slotmap
         api.delete(f"/slotmaps/{bank_id * 65536 + bank_slot}")

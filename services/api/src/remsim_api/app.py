@@ -325,6 +325,8 @@ class QuickCreate(Route):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _body(receive)
+        if body is None:
+            return  # the client left before its request was whole: nobody to answer
         slots = _create_body(scope, body)
         app = scope["app"]
         store, bus = app.state.store, app.state.bus
@@ -342,17 +344,16 @@ class QuickCreate(Route):
         raise NotImplementedError
 
 
-async def _body(receive: Receive) -> bytes:
-    """The whole request body."""
+async def _body(receive: Receive) -> bytes | None:
+    """The whole request body; None if the client disconnected first."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break  # the client is gone: what came is handed on as it is
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

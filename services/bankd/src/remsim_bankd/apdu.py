@@ -3,8 +3,9 @@
 Pure code, no I/O: ``exchange`` is given the card's ``transmit(tpdu) -> bytes`` and its
 protocol (``T0`` or ``T1``).
 
-- **T=1**: the C-APDU is transmitted as it is (short or extended) and the card's R-APDU
-  returned as it is: the protocol carries APDUs.
+- **T=1**: the C-APDU is checked (``parse_capdu``: a malformed one is answered ``6700``
+  without reaching the card), then transmitted as it is (short or extended) and the card's
+  R-APDU returned as it is: the protocol carries APDUs.
 - **T=0** (ISO/IEC 7816-3 §12.2, ETSI TS 102 221 §7.3.1.1): the C-APDU is parsed
   (``parse_capdu``) and mapped onto command TPDUs of 5 to 260 bytes, the TPDU-level status
   words handled here, as the terminal's transport layer does, so that the application sees
@@ -26,8 +27,13 @@ protocol (``T0`` or ``T1``).
     ``ApduError`` without reaching the card; a malformed one (lengths that do not add up)
     likewise.
 
-  Other status words (``9000``, warnings ``62xx``/``63xx``, errors, GSM's ``91xx``/``9Exx``)
-  end the exchange and are returned with the data collected so far. A response of fewer
+  - a case 4 command answered with a warning alone (``62xx``/``63xx``: TS 102 221
+    §7.3.1.1.5, ISO/IEC 7816-3 §12.2.5): GET RESPONSE with P3 = ``00`` (then ``6Cxx``:
+    with P3 = ``xx``) fetches the data the command still has; the R-APDU is that data and
+    the warning (the warning alone if the GET RESPONSE brings none).
+
+  Other status words (``9000``, errors, GSM's ``91xx``/``9Exx``) end the exchange and are
+  returned with the data collected so far. A response of fewer
   than two bytes (no status word) is returned as it is.
 """
 
@@ -62,6 +68,8 @@ each time needs no more); a card answering ``61xx`` for ever is cut off there.""
 
 GET_RESPONSE = 0xC0
 GSM_CLA = 0xA0
+WARNINGS = (0x62, 0x63)
+"""SW1 of the warnings after which a case 4 command's data is still fetched."""
 _SHORT_MAX, _EXTENDED_MAX = 256, 65536
 """Largest Ne (and Nc) of short and of extended APDUs; a 0 length byte (bytes) stands for it."""
 
@@ -173,11 +181,11 @@ def exchange(capdu: bytes, transmit: Transmit, protocol: int) -> bytes:
     ApduError (nothing sent) for a C-APDU that cannot go to a T=0 card; whatever
     ``transmit`` raises (the card's errors) passes through.
     """
-    if protocol == T1:
-        return transmit(capdu)
-    if protocol != T0:
+    if protocol not in (T0, T1):
         raise ValueError(f"unknown transmission protocol T={protocol}")
     command = parse_capdu(capdu)
+    if protocol == T1:
+        return transmit(capdu)
     if command.extended:
         raise ApduError(
             "extended-length C-APDU on a T=0 card: T=0 carries short APDUs only "
@@ -199,7 +207,20 @@ def exchange_t0(command: CommandApdu, transmit: Transmit) -> bytes:
         response = transmit(header + bytes((len(command.data),)) + command.data)
         if command.case is ApduCase.CASE_3:
             return response
+        if len(response) == 2 and response[0] in WARNINGS:
+            return _after_warning(transmit, command.cla, ne, response)
     return _fetch(transmit, command.cla, ne, response)
+
+
+def _after_warning(transmit: Transmit, cla: int, ne: int, warning: bytes) -> bytes:
+    """A case 4 command ended with a warning: its data, fetched with GET RESPONSE (P3 =
+    ``00``), and the warning; the warning alone if the card has no data for it."""
+    get_response = bytes((get_response_cla(cla), GET_RESPONSE, 0, 0))
+    response = _case_2(transmit, get_response, 0)
+    if len(response) < 2 or (len(response) == 2 and response[0] != 0x61):
+        return warning  # no data (an error, or 9000 alone)
+    fetched = _fetch(transmit, cla, ne, response)
+    return fetched[:-2] + warning
 
 
 def _case_2(transmit: Transmit, header: bytes, le: int) -> bytes:

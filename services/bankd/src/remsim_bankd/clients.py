@@ -390,7 +390,12 @@ class ClientConnection:
     def _transmit_apdu(self, action: TransmitApdu) -> None:
         """One whole C-APDU to the card and its R-APDU back (see the module's text)."""
         bankd, msg, slot_nr = self.bankd, action.apdu, action.slot.slot_nr
-        card = self._card(action.slot)
+        try:
+            card = self._card(action.slot)
+        except CardError as exc:  # as a card that fails
+            self._held = None
+            self._execute(bankd.apdu_failed(self.sid, msg, exc))
+            return
         transmit: Callable[[bytes], bytes] = card.transmit
         tracer = bankd.tracer
         if tracer is not None and tracer.wants(slot_nr):

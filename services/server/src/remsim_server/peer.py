@@ -270,7 +270,7 @@ class Peer:
         announcement then replaces this one)."""
         if (held := self.held_back.pop(slotmap.serial, None)) is not None:
             held.cancel()
-        if state in AWAITING_ANSWER:
+        if state in AWAITING_ANSWER and not self.stream.is_closing:  # closing: no answer
             self.held_back[slotmap.serial] = self.loop.call_later(
                 PENDING_EVENT_DELAY, self._announce_late, slotmap, state
             )

@@ -158,6 +158,9 @@ class PoolsView:
     def group_names(self) -> list[str]:
         return [group.name for group in self.groups]
 
+    weekdays = WEEKDAYS
+    """For the rule form's day boxes: 0 = Monday, as the REST API counts."""
+
 
 def _iso(epoch: float) -> str:
     at = datetime.datetime.fromtimestamp(epoch, datetime.UTC)

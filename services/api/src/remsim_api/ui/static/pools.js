@@ -131,8 +131,16 @@
           say("A daily window needs both its start and its end.", true);
           return false;
         }
-        body.daily = { start: e.start.value, end: e.end.value, tz: e.tz.value.trim() || "UTC" };
+        const days = [...f.querySelectorAll('input[name="day"]:checked')].map((d) => Number(d.value));
+        if (!days.length) {
+          say("A daily window needs at least one day.", true);
+          return false;
+        }
+        body.daily = { start: e.start.value, end: e.end.value, days, tz: e.tz.value.trim() || "UTC" };
       }
+      // datetime-local is the browser's local time: sent as an ISO time with its offset (UTC)
+      if (e.notBefore.value) body.notBefore = new Date(e.notBefore.value).toISOString();
+      if (e.notAfter.value) body.notAfter = new Date(e.notAfter.value).toISOString();
       if (e.lease.value) body.leaseSeconds = Number(e.lease.value) * 60;
       if (!(await call("PUT", `/rules/${encodeURIComponent(name)}`, body))) return false;
       say(`Saved rule ${name}: ${body.group} → ${body.pools.join(", ")}.`);
