@@ -36,6 +36,7 @@ from remsim_control.models import (
     ComponentIdentity,
     ComponentType,
     SlotmapState,
+    slotmap_id,
 )
 from remsim_control.store import Store
 
@@ -343,6 +344,81 @@ class StoreContract(AuditContract):
     async def test_removing_an_unknown_map_finds_nothing(self, store: Store) -> None:
         assert await store.request_removal(12345) is None
 
+    # A map made by card follows its card (Store.move_slotmap): one step, so that a core
+    # dying in the middle of a move never loses the map.
+
+    @pytest.mark.parametrize("state", [NEW, UNACK, ACTIVE])
+    async def test_a_map_follows_its_card_in_one_step(
+        self, store: Store, state: SlotmapState
+    ) -> None:
+        made = await store.create_slotmap(B1_0, C23_0, ICCID_A)
+        old = made if state is NEW else await store.update_slotmap(made.serial, {NEW}, state)
+        assert old is not None
+        moved = await store.move_slotmap(old.serial, {NEW, UNACK, ACTIVE}, B2_0)
+        assert moved is not None
+        before, new = moved
+        assert before == old
+        assert (new.bank, new.client, new.iccid, new.state) == (B2_0, C23_0, ICCID_A, NEW)
+        assert new.serial > old.serial and new.result is None
+        assert await store.get_slotmap(old.id) is None
+        assert await store.get_slotmap(new.id) == new
+        assert await store.list_slotmaps(visible_only=True) == [new]
+        # As a removal: a NEW map is gone, one at its bankd waits there as DELETE_REQ.
+        left = [(m.serial, m.state) for m in await store.list_slotmaps(bank_slots=[B1_0])]
+        assert left == ([] if state is NEW else [(old.serial, DELETE_REQ)])
+        assert [m.serial for m in await store.list_slotmaps(client=C23_0)][-1] == new.serial
+        assert await store.list_slotmaps(bank_id=2) == [new]
+        # The new map holds its slots as a created one does.
+        with pytest.raises(SlotInUse) as refused:
+            await store.create_slotmap(B1_0, C23_0)
+        assert refused.value.existing == new
+        assert await store.request_removal(new.id) == new
+
+    async def test_a_map_moves_past_a_map_being_deleted(self, store: Store) -> None:
+        leaving = await store.create_slotmap(B2_0, C24_0)
+        await store.update_slotmap(leaving.serial, {NEW}, ACTIVE)
+        await store.request_removal(leaving.id)
+        old = await store.create_slotmap(B1_0, C23_0, ICCID_A)
+        moved = await store.move_slotmap(old.serial, {NEW}, B2_0)
+        assert moved is not None and moved[1].bank == B2_0
+        assert [m.state for m in await store.list_slotmaps(bank_slots=[B2_0])] == [
+            DELETE_REQ,
+            NEW,
+        ]
+
+    @pytest.mark.parametrize("to", [B1_1, B1_0], ids=["another map's slot", "its own slot"])
+    async def test_a_map_does_not_move_to_a_slot_in_use(self, store: Store, to: BankSlot) -> None:
+        old = await store.create_slotmap(B1_0, C23_0, ICCID_A)
+        await store.update_slotmap(old.serial, {NEW}, ACTIVE)
+        await store.create_slotmap(B1_1, C24_0)
+        maps = await store.list_slotmaps()
+        with pytest.raises(SlotInUse) as refused:
+            await store.move_slotmap(old.serial, {ACTIVE}, to)
+        assert refused.value.existing == await store.get_slotmap(slotmap_id(to))
+        assert await store.list_slotmaps() == maps
+
+    async def test_a_map_changed_meanwhile_does_not_move(self, store: Store) -> None:
+        old = await store.create_slotmap(B1_0, C23_0, ICCID_A)
+        active = await store.update_slotmap(old.serial, {NEW}, ACTIVE)
+        assert await store.move_slotmap(old.serial, {NEW, UNACK}, B1_1) is None
+        assert await store.list_slotmaps() == [active]
+        await store.request_removal(old.id)  # hidden: a map being deleted does not move
+        maps = await store.list_slotmaps()
+        assert await store.move_slotmap(old.serial, {ACTIVE, DELETE_REQ}, B1_1) is None
+        again = await store.create_slotmap(B1_0, C23_0, ICCID_A)  # same slots, new serial
+        assert await store.move_slotmap(old.serial, {NEW}, B1_1) is None
+        assert await store.move_slotmap(12345, {NEW}, B1_1) is None
+        assert await store.list_slotmaps() == [*maps, again]
+
+    async def test_concurrent_moves_of_one_map_let_one_win(self, store: Store) -> None:
+        old = await store.create_slotmap(B1_0, C23_0, ICCID_A)
+        outcomes = await asyncio.gather(
+            *(store.move_slotmap(old.serial, {NEW}, to) for to in (B1_1, B2_0))
+        )
+        assert sum(outcome is not None for outcome in outcomes) == 1
+        [new] = await store.list_slotmaps()
+        assert (new.client, new.iccid) == (C23_0, ICCID_A) and new.bank in (B1_1, B2_0)
+
     async def test_update_is_a_compare_and_set(self, store: Store) -> None:
         slotmap = await store.create_slotmap(B1_0, C23_0)
         assert await store.update_slotmap(slotmap.serial, {ACTIVE}, DELETE_REQ) is None
@@ -622,6 +698,28 @@ class RestartContract:
         after = await open_store()
         assert (await after.create_slotmap(B1_0, C23_0)).serial > old.serial
         assert (await after.add_audit(audit_entry())).seq > old_entry.seq
+
+    async def test_a_map_that_followed_its_card_is_there_after_a_restart(
+        self, open_store: OpenStore
+    ) -> None:
+        before = await open_store()
+        old = await before.create_slotmap(B1_0, C23_0, ICCID_A)
+        await before.update_slotmap(old.serial, {NEW}, ACTIVE)
+        moved = await before.move_slotmap(old.serial, {ACTIVE}, B2_0)
+        assert moved is not None
+        new = moved[1]
+        slotmaps = await before.list_slotmaps()
+        await before.close()
+
+        after = await open_store()
+        assert await after.list_slotmaps() == slotmaps
+        assert [m.state for m in slotmaps] == [DELETE_REQ, NEW]
+        assert await after.get_slotmap(new.id) == new
+        assert await after.get_slotmap(old.id) is None
+        with pytest.raises(SlotInUse) as refused:
+            await after.create_slotmap(B1_1, C23_0)
+        assert refused.value.existing == new
+        assert (await after.create_slotmap(B1_0, C24_0)).serial > new.serial
 
     async def test_the_maps_at_the_old_process_s_bankds_are_orphans(
         self, open_store: OpenStore

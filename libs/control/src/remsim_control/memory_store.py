@@ -119,6 +119,27 @@ class MemoryStore:
             self._replace(slotmap, slotmap.model_copy(update={"state": SlotmapState.DELETE_REQ}))
         return slotmap
 
+    async def move_slotmap(
+        self, serial: int, expected: Collection[SlotmapState], bank: BankSlot
+    ) -> tuple[Slotmap, Slotmap] | None:
+        old = self._slotmaps.get(serial)
+        if old is None or not old.state.visible or old.state not in expected:
+            return None
+        if (at_bank := self._visible_at_bank.get(_key(bank))) is not None:
+            raise SlotInUse(self._slotmaps[at_bank])
+        # The old map holds its client slot; another visible map there is an inconsistency
+        # the indexes rule out, checked all the same, as create_slotmap does.
+        at_client = self._visible_at_client.get(_key(old.client))
+        if at_client is not None and at_client != serial:
+            raise SlotInUse(self._slotmaps[at_client])
+        if old.state is SlotmapState.NEW:
+            self._drop(old)
+        else:
+            self._replace(old, old.model_copy(update={"state": SlotmapState.DELETE_REQ}))
+        new = Slotmap(serial=next(self._serials), bank=bank, client=old.client, iccid=old.iccid)
+        self._add(new)
+        return old, new
+
     async def update_slotmap(
         self,
         serial: int,

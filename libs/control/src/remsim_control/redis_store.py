@@ -211,6 +211,48 @@ return j
 """
 )
 
+# KEYS: as the other slotmap scripts (KEYS[4], KEYS[5]: the bank and client set prefixes),
+# serial counter; ARGV: serial, new bank key, new bank JSON, expected states...
+# A map follows its card (Store.move_slotmap): false if map ARGV[1] is not visible in an
+# expected state; {0, the map in the way}; else {1, the old map as it was, the new map}.
+_MOVE = (
+    _LUA_COMMON
+    + """
+local s = ARGV[1]
+local j = redis.call('HGET', KEYS[1], s)
+if not j then return false end
+local m = cjson.decode(j)
+if not VISIBLE[m.state] or not in_list(m.state, 4, #ARGV) then return false end
+local ck = slot_key(m.client, 'client_id')
+for _, k in ipairs({{KEYS[2], ARGV[2], ''}, {KEYS[3], ck, s}}) do
+    local other = redis.call('HGET', k[1], k[2])
+    if other and other ~= k[3] then
+        local existing = redis.call('HGET', KEYS[1], other)
+        if existing then return {0, existing} end
+        redis.call('HDEL', k[1], k[2])
+    end
+end
+if m.state == 'NEW' then
+    drop(m, s)
+else  -- as request_removal
+    unindex(m, s, KEYS[2], KEYS[3])
+    redis.call('SADD', KEYS[4] .. slot_key(m.bank, 'bank_id'), s)
+    m.state = 'DELETE_REQ'
+    redis.call('HSET', KEYS[1], s, cjson.encode(m))
+end
+local serial = redis.call('INCR', KEYS[6])
+m.serial, m.bank, m.state, m.result = serial, cjson.decode(ARGV[3]), 'NEW', cjson.null
+local created = cjson.encode(m)
+redis.call('HSET', KEYS[1], serial, created)
+redis.call('HSET', KEYS[2], ARGV[2], serial)
+redis.call('HSET', KEYS[3], ck, serial)
+redis.call('SADD', KEYS[4] .. m.bank.bank_id, serial)
+redis.call('SADD', KEYS[4] .. ARGV[2], serial)
+redis.call('SADD', KEYS[5] .. ck, serial)
+return {1, j, created}
+"""
+)
+
 # KEYS: slotmaps, by_bank, by_client
 # ARGV: serial, new state, has result (0/1), result, expected states...
 _UPDATE = (
@@ -742,6 +784,7 @@ class RedisStore:
         self._list = script(_LIST)
         self._list_at = script(_LIST_AT)
         self._request_removal = script(_REQUEST_REMOVAL)
+        self._move = script(_MOVE)
         self._update = script(_UPDATE)
         self._remove = script(_REMOVE)
         self._register = script(_REGISTER)
@@ -896,6 +939,19 @@ class RedisStore:
         with _unavailable_on_failure():
             data = await self._request_removal(keys=keys, args=[_bank_key(bank)])
         return Slotmap.model_validate_json(data) if data else None
+
+    async def move_slotmap(
+        self, serial: int, expected: Collection[SlotmapState], bank: BankSlot
+    ) -> tuple[Slotmap, Slotmap] | None:
+        keys = [*self._slotmap_keys(), self._k_bank_set, self._k_client_set, self._k_serial]
+        args = [str(serial), _bank_key(bank), bank.model_dump_json(), *(s.value for s in expected)]
+        with _unavailable_on_failure():
+            outcome = await self._move(keys=keys, args=args)
+        if not outcome:
+            return None
+        if not outcome[0]:
+            raise SlotInUse(Slotmap.model_validate_json(outcome[1]))
+        return Slotmap.model_validate_json(outcome[1]), Slotmap.model_validate_json(outcome[2])
 
     async def update_slotmap(
         self,

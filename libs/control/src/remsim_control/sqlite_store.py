@@ -336,6 +336,11 @@ class SqliteStore:
             return None
         return await self._run(_request_removal, bank)
 
+    async def move_slotmap(
+        self, serial: int, expected: Collection[SlotmapState], bank: BankSlot
+    ) -> tuple[Slotmap, Slotmap] | None:
+        return await self._run(_move_slotmap, serial, frozenset(expected), bank)
+
     async def update_slotmap(
         self,
         serial: int,
@@ -499,6 +504,25 @@ def _request_removal(db: sqlite3.Connection, bank: BankSlot) -> Slotmap | None:
     else:
         db.execute("UPDATE slotmaps SET state = 'DELETE_REQ' WHERE serial = ?", (slotmap.serial,))
     return slotmap
+
+
+def _move_slotmap(
+    db: sqlite3.Connection, serial: int, expected: frozenset[SlotmapState], bank: BankSlot
+) -> tuple[Slotmap, Slotmap] | None:
+    found = _select_maps(db, "serial = ?", (serial,))
+    if not found or not found[0].state.visible or found[0].state not in expected:
+        return None
+    old = found[0]
+    in_the_way = _select_maps(
+        db,
+        f"state IN ({_VISIBLE}) AND ((bank_id = ? AND bank_slot = ?) "
+        "OR (client_id = ? AND client_slot = ? AND serial != ?))",
+        (bank.bank_id, bank.slot_nr, old.client.client_id, old.client.slot_nr, serial),
+    )
+    if in_the_way:
+        raise SlotInUse(in_the_way[0])
+    _request_removal(db, old.bank)  # the visible map at its bank slot: this one
+    return old, _create_slotmap(db, bank, old.client, old.iccid)
 
 
 def _update_slotmap(

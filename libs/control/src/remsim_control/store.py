@@ -63,6 +63,22 @@ class Store(Protocol):
         (hidden). Returns the map as it was before, or ``None`` if there is no such map."""
         ...
 
+    async def move_slotmap(
+        self, serial: int, expected: Collection[SlotmapState], bank: BankSlot
+    ) -> tuple[Slotmap, Slotmap] | None:
+        """A map follows its card to ``bank``, in one step: if map ``serial`` is visible and
+        in one of the ``expected`` states, it goes as with ``request_removal`` (``NEW``:
+        removed at once; ``UNACKNOWLEDGED``/``ACTIVE``: ``DELETE_REQ``, so that its bankd is
+        sent ``removeMappingReq``) and a ``NEW`` map with a fresh serial is made at ``bank``
+        for the same client slot, with the same ICCID. Returns (the old map as it was, the
+        new map), or ``None`` (nothing changed) if map ``serial`` is gone, hidden or in
+        another state.
+
+        Raises ``SlotInUse`` (nothing changed) if a visible map uses ``bank`` (the map
+        itself too, if it is there already) or another visible map uses its client slot.
+        """
+        ...
+
     async def update_slotmap(
         self,
         serial: int,

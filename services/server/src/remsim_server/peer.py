@@ -62,6 +62,7 @@ maplog = logging.getLogger("remsim.server.slotmap")
 
 NEW, UNACK, ACTIVE = SlotmapState.NEW, SlotmapState.UNACKNOWLEDGED, SlotmapState.ACTIVE
 DELETE_REQ, DELETING = SlotmapState.DELETE_REQ, SlotmapState.DELETING
+_VISIBLE = frozenset(state for state in SlotmapState if state.visible)
 
 Label = tuple[str, str]
 """A connection's ``remsim_connections`` labels: (role, state)."""
@@ -620,24 +621,27 @@ class Peer:
             in_use.add(card.bank_slot)
 
     async def _move(self, slotmap: Slotmap, bank: BankSlot) -> None:
+        """One store step (``Store.move_slotmap``): the map goes as a removal has it go
+        (its bankd is sent removeMappingReq) and a map for its client is made at ``bank``,
+        so a core dying in between loses no map."""
         cause = f"its card {slotmap.iccid} is now in {bank}"
-        removed = await self.store.request_removal(slotmap.id)
-        if removed is None or removed.serial != slotmap.serial:
+        try:
+            moved = await self.store.move_slotmap(slotmap.serial, _VISIBLE, bank)
+        except SlotInUse as exc:  # taken since the maps were listed
+            maplog.warning("the map cannot follow its card: %s", exc, extra=slotmap_fields(slotmap))
+            return
+        if moved is None:
             return  # removed meanwhile
+        removed, created = moved
         maplog.info("slotmap follows its card to %s", bank, extra=slotmap_fields(removed))
         after = "DELETED" if removed.state is NEW else DELETE_REQ
         await self.core.audit(
             slotmap_audit(self.core.core_id, removed, removed.state, after, cause)
         )
         await self.core.publish(removed)
-        try:
-            moved = await self.store.create_slotmap(bank, slotmap.client, slotmap.iccid)
-        except SlotInUse as exc:  # taken between the two steps
-            maplog.warning("the moved map cannot be made: %s", exc, extra=slotmap_fields(slotmap))
-            return
-        maplog.info("slotmap added for its card", extra=slotmap_fields(moved))
-        await self.core.audit(slotmap_audit(self.core.core_id, moved, "CREATED", NEW, cause))
-        await self.core.publish(moved)
+        maplog.info("slotmap added for its card", extra=slotmap_fields(created))
+        await self.core.audit(slotmap_audit(self.core.core_id, created, "CREATED", NEW, cause))
+        await self.core.publish(created)
 
     async def _mapping_created(self, event: MappingCreated) -> None:
         if event.result is rspro.ResultCode.OK:
