@@ -2,40 +2,17 @@
 // rules, card states and leases, each one request of the REST API (remsim_api.pools) with
 // a JSON body; a refused one shows its problem's `detail`. After each change the page's
 // [data-refresh] parts are drawn again from /ui/pools (no live stream on this view).
-// The login cookie and the filter are ui.js's.
+// The login cookie, the filter, say() and call() are ui.js's.
 "use strict";
 (function () {
   const ownApi = document.body.dataset.ownApi;
   const message = document.getElementById("message");
   if (!ownApi || !message) return;
 
-  function say(text, error) {
-    message.textContent = text;
-    message.className = error ? "error" : "";
-  }
-
-  // One request; true if done, else the refusal is on the page.
-  async function call(method, path, json) {
-    const init = { method, credentials: "same-origin", headers: {} };
-    if (json !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(json);
-    }
-    let response;
-    try {
-      response = await fetch(ownApi + path, init);
-    } catch (error) {
-      say(`${method} ${path}: ${error}`, true);
-      return false;
-    }
-    if (!response.ok) {
-      let detail = response.statusText;
-      try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
-      say(`${method} ${path} refused (${response.status}): ${detail}`, true);
-      return false;
-    }
-    return true;
-  }
+  // ui.js's (loaded first): a message on the page, and one request (true if done, else the
+  // refusal is on the page), here to remsim's own API.
+  const { say } = window.remsimUi;
+  const call = (method, path, json) => window.remsimUi.call(method, path, json, ownApi);
 
   // Draw the page's [data-refresh] parts again, keeping the focus where it was if it can.
   async function refresh() {

@@ -1,5 +1,6 @@
 // remsim dashboard: login cookie, actions over the REST API, live patches, filter.
-// (The pools view's actions are in pools.js; this file gives it the login and the filter.)
+// (The pools view's actions are in pools.js; this file gives it the login, the filter, and
+// its say() and call() as window.remsimUi.)
 // No framework besides the vendored htmx (which swaps /ui/live into #live on a refresh).
 // Live: /ui/events sends patches (remsim_api.ui.diff): <template data-op="insert|replace|
 // remove"> steps, each holding the element of one node with its id; applied in order.
@@ -55,6 +56,8 @@
     }
     return true;  // the event stream brings the change to the page
   }
+  // For pools.js, on the pools view: the same messages and requests.
+  window.remsimUi = { say, call };
 
   document.addEventListener("submit", async (event) => {
     const form = event.target.closest("#map-form");
