@@ -272,6 +272,16 @@ def describe(info: CardInfo) -> str:
     return f"card ICCID {info.iccid or '?'}, IMSI {info.imsi or '?'}, ATR {atr}"
 
 
+def _refusal(s: Session, what: str, sender: ClientSlot, target: BankSlot) -> str | None:
+    """Why a session may not send ``what`` (a TPDU or an APDU) from ``sender`` to ``target``
+    now, or None: only with its card open, and only between its own slots."""
+    if s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
+        return f"{what} while no card is open"
+    if target != s.bank_slot or sender != s.client_slot:
+        return f"{what} for {sender} -> {target}"
+    return None
+
+
 def _open_card(s: Session, bank: BankSlot) -> OpenCard:
     return OpenCard(s.sid, bank, any_protocol=s.apdu)
 
@@ -561,28 +571,23 @@ class BankdCore:
             actions.append(Send(s.sid, ConnectClientRes(self.identity, result, features)))
 
     def _tpdu(self, s: Session, msg: TpduModemToCard, actions: list[Action]) -> None:
-        if s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
-            self._protocol_error(s, "TPDU while no card is open", actions)
-        elif msg.to_bank_slot != s.bank_slot or msg.from_client_slot != s.client_slot:
-            self._protocol_error(
-                s, f"TPDU for {msg.from_client_slot} -> {msg.to_bank_slot}", actions
-            )
-        elif not MIN_TPDU <= len(msg.data) <= MAX_TPDU:
-            self._protocol_error(s, f"TPDU of {len(msg.data)} bytes", actions)
+        refusal = _refusal(s, "TPDU", msg.from_client_slot, msg.to_bank_slot)
+        if refusal is None and not MIN_TPDU <= len(msg.data) <= MAX_TPDU:
+            refusal = f"TPDU of {len(msg.data)} bytes"
+        if refusal is not None:
+            self._protocol_error(s, refusal, actions)
         else:
             actions.append(Transmit(s.sid, msg.to_bank_slot, msg))
 
     def _apdu(self, s: Session, msg: ApduModemToCard, actions: list[Action]) -> None:
         if not s.apdu:
-            self._protocol_error(s, "apduModemToCard in a session in TPDU mode", actions)
-        elif s.state is not SessionState.CONN_CLIENT_MAPPED_CARD:
-            self._protocol_error(s, "APDU while no card is open", actions)
-        elif msg.to_bank_slot != s.bank_slot or msg.from_client_slot != s.client_slot:
-            self._protocol_error(
-                s, f"APDU for {msg.from_client_slot} -> {msg.to_bank_slot}", actions
-            )
-        elif not MIN_APDU <= len(msg.capdu) <= MAX_APDU:
-            self._protocol_error(s, f"C-APDU of {len(msg.capdu)} bytes", actions)
+            refusal: str | None = "apduModemToCard in a session in TPDU mode"
+        else:
+            refusal = _refusal(s, "APDU", msg.from_client_slot, msg.to_bank_slot)
+        if refusal is None and not MIN_APDU <= len(msg.capdu) <= MAX_APDU:
+            refusal = f"C-APDU of {len(msg.capdu)} bytes"
+        if refusal is not None:
+            self._protocol_error(s, refusal, actions)
         else:
             actions.append(TransmitApdu(s.sid, msg.to_bank_slot, msg))
 
