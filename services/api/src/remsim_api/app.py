@@ -36,11 +36,11 @@ from pydantic import BeforeValidator, ValidationError
 from starlette._utils import get_route_path  # what starlette.routing.Route matches on
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route, compile_path
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from remsim_api import audit, cards, metrics, paths, problems, ui
 from remsim_api import pools as pool_api
-from remsim_api.limits import BodyLimit
+from remsim_api.limits import BodyLimit, replay
 from remsim_api.problems import ApiError
 from remsim_api.schemas import (
     Bank,
@@ -339,7 +339,7 @@ class QuickCreate(BaseRoute):
         store, bus = app.state.store, app.state.bus
         if slots is None or not await _ready(store, bus):
             scope[_DECLINED] = True  # routed again: to the FastAPI route this time
-            await scope["router"](scope, _replay(body, receive), send)
+            await scope["router"](scope, replay(body, receive), send)
             return
         slotmap = await _map(scope, store, bus, *slots)
         content = SlotmapOut.of(slotmap).model_dump_json(exclude_none=True).encode()
@@ -358,20 +358,6 @@ async def _body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` that gives ``body`` again, then the client's next message."""
-    given = False
-
-    async def replay() -> Message:
-        nonlocal given
-        if given:
-            return await receive()
-        given = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 def _create_body(scope: Scope, body: bytes) -> tuple[BankSlot, ClientSlot] | None:

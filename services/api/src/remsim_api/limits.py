@@ -103,7 +103,7 @@ class BodyLimit:
             if len(body) > self.max_size:
                 await self._refuse(scope, receive, send, f"more than {self.max_size} bytes")
                 return
-        await self.app(scope, _replay(bytes(body), receive), send)
+        await self.app(scope, replay(bytes(body), receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
         client = scope.get("client") or ("?", 0)
@@ -113,7 +113,7 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """``receive`` that first gives ``body`` as one message, then the client's next one."""
     sent = False
 
@@ -327,4 +327,5 @@ __all__ = [
     "CoalescedWrites",
     "http_options",
     "protocol",
+    "replay",
 ]
