@@ -287,10 +287,17 @@ async def _map(
     """``_add_slotmap`` of the request ``scope``, without its answer's ``Location``."""
     _note_slots_of(scope, bank, client)
     try:
-        slotmap = await store.create_slotmap(bank, client, iccid)
+        return await _make_slotmap(store, bus, bank, client, iccid)
     except SlotInUse as exc:
         existing = SlotmapOut.of(exc.existing).model_dump(exclude_none=True)
         raise ApiError(409, str(exc), slotmap=existing) from exc
+
+
+async def _make_slotmap(
+    store: Store, bus: Bus, bank: BankSlot, client: ClientSlot, iccid: str | None
+) -> Slotmap:
+    """Store a new map, log and announce it (``SlotInUse``: a slot is in use)."""
+    slotmap = await store.create_slotmap(bank, client, iccid)
     maplog.info("slotmap added", extra=_slotmap_fields(slotmap))
     await _announce(bus, SlotmapEvent.of(slotmap, slotmap.state))
     return slotmap
@@ -450,13 +457,11 @@ async def create_slotmaps(body: SlotmapBatchCreate, request: Request) -> Slotmap
             assert item.bank is not None  # SlotmapByCardCreate names one of them
             bank = item.bank.to_model()
         try:
-            slotmap = await store.create_slotmap(bank, client, iccid)
+            slotmap = await _make_slotmap(store, bus, bank, client, iccid)
         except SlotInUse as exc:
             return SlotmapBatchItem(
                 status=409, detail=str(exc), existing=SlotmapOut.of(exc.existing)
             )
-        maplog.info("slotmap added", extra=_slotmap_fields(slotmap))
-        await _announce(bus, SlotmapEvent.of(slotmap, slotmap.state))
         await pool_api.lease_at_creation(store, slotmap, item.expiresAt, item.duration)
         return SlotmapBatchItem(status=201, slotmap=SlotmapByCardOut.of_card(slotmap, iccid))
 
